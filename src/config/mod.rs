@@ -1,0 +1,567 @@
+//! The daemon's configuration: one YAML file, validated up front.
+//!
+//! Every section starts from documented defaults (see README.md, "Configuration"), unknown keys
+//! are rejected, and every error names the file, the key path and, where the YAML parser knows
+//! it, the line and column. Values that the Downward API supplies can be written as `${NODE_NAME}`
+//! (or `${NODE_NAME:-fallback}`); expansion happens inside string values, never in the YAML
+//! structure, so an odd variable value cannot change the shape of the document.
+
+mod duration;
+mod expand;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::{Name, RecordType};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+pub use duration::HumanDuration;
+pub use expand::expand_env;
+
+/// Address the daemon listens on when the config does not say.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:9753";
+/// Where `system` lookups read the pod's resolver settings.
+pub const DEFAULT_RESOLV_CONF: &str = "/etc/resolv.conf";
+
+/// The whole configuration file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `host:port` for `/metrics`, `/healthz`, `/readyz` and `/ping`.
+    #[serde(deserialize_with = "expanded_parse")]
+    pub listen: SocketAddr,
+    /// This node's name, reported by `/ping` and in logs.
+    #[serde(deserialize_with = "expanded_string")]
+    pub node_name: String,
+    pub dns: DnsConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN
+                .parse()
+                .expect("the default listen address parses"),
+            node_name: default_node_name(),
+            dns: DnsConfig::default(),
+        }
+    }
+}
+
+/// The `dns` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsConfig {
+    /// Time between two lookups of one (server, query) pair.
+    pub interval: HumanDuration,
+    /// Deadline of one query to an explicit server. `system` lookups follow resolv.conf's own
+    /// `timeout` and `attempts`, as the pod's libc does (bounded by `interval`).
+    pub timeout: HumanDuration,
+    /// `system` (the pod's resolv.conf, search list and ndots included) or `ip:port`.
+    pub servers: Vec<DnsServer>,
+    /// The resolv.conf that `system` lookups read.
+    #[serde(deserialize_with = "expanded_path")]
+    pub resolv_conf: PathBuf,
+    /// Probe each CoreDNS pod directly, found through the Kubernetes API.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discover_coredns: Option<CorednsDiscovery>,
+    /// The names to look up, against every server.
+    pub queries: Vec<DnsQuery>,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        Self {
+            interval: HumanDuration::from_secs(15),
+            timeout: HumanDuration::from_secs(2),
+            servers: vec![DnsServer::System],
+            resolv_conf: PathBuf::from(DEFAULT_RESOLV_CONF),
+            discover_coredns: None,
+            queries: vec![
+                DnsQuery {
+                    name: QueryName::parse("kubernetes.default.svc.cluster.local")
+                        .expect("the default query name is valid"),
+                    qtype: QueryType(RecordType::A),
+                    expect: None,
+                },
+                DnsQuery {
+                    name: QueryName::parse("does-not-exist.invalid")
+                        .expect("the default negative name is valid"),
+                    qtype: QueryType(RecordType::A),
+                    expect: Some(ExpectedRcode(ResponseCode::NXDomain)),
+                },
+            ],
+        }
+    }
+}
+
+/// `dns.discover_coredns`: where the CoreDNS pods are.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorednsDiscovery {
+    pub namespace: String,
+    pub selector: String,
+}
+
+/// One entry of `dns.servers`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DnsServer {
+    /// The pod's own resolver configuration (resolv.conf).
+    System,
+    /// One server, asked directly.
+    Addr(SocketAddr),
+}
+
+impl DnsServer {
+    /// The value of the `server` label.
+    pub fn label(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl fmt::Display for DnsServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DnsServer::System => f.write_str("system"),
+            DnsServer::Addr(addr) => write!(f, "{addr}"),
+        }
+    }
+}
+
+impl FromStr for DnsServer {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "system" {
+            return Ok(DnsServer::System);
+        }
+        s.parse::<SocketAddr>().map(DnsServer::Addr).map_err(|_| {
+            format!(
+                "`{s}` is not a DNS server: expected `system` or an IP address with a port, \
+                 like `10.96.0.10:53` or `[fd00::a]:53`"
+            )
+        })
+    }
+}
+
+impl Serialize for DnsServer {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for DnsServer {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = expanded_string(d)?;
+        raw.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// One entry of `dns.queries`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsQuery {
+    pub name: QueryName,
+    #[serde(rename = "type", default)]
+    pub qtype: QueryType,
+    /// The response code that counts as success. Unset: NOERROR with at least one answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<ExpectedRcode>,
+}
+
+/// A DNS name as the user wrote it (the `name` label), validated.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct QueryName {
+    text: String,
+    name: Name,
+}
+
+impl QueryName {
+    /// Checks the name the way a resolver would before sending it.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let bad = |why: &str| format!("`{text}` is not a valid DNS name: {why}");
+        let body = text.strip_suffix('.').unwrap_or(text);
+        if body.is_empty() {
+            return Err(bad("it is empty"));
+        }
+        if body.len() > 253 {
+            return Err(bad("it is longer than 253 characters"));
+        }
+        for label in body.split('.') {
+            if label.is_empty() {
+                return Err(bad("it has an empty label"));
+            }
+            if label.len() > 63 {
+                return Err(bad("a label is longer than 63 characters"));
+            }
+            if let Some(c) = label
+                .chars()
+                .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+            {
+                return Err(bad(&format!("it contains `{c}`")));
+            }
+        }
+        let name = Name::from_ascii(text).map_err(|e| bad(&e.to_string()))?;
+        Ok(Self {
+            text: text.to_owned(),
+            name,
+        })
+    }
+
+    /// The name as written in the config: the `name` label.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The parsed name; absolute when written with a trailing dot.
+    pub fn name(&self) -> &Name {
+        &self.name
+    }
+}
+
+impl Serialize for QueryName {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text)
+    }
+}
+
+impl<'de> Deserialize<'de> for QueryName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = expanded_string(d)?;
+        QueryName::parse(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The record types a query may ask for.
+pub const QUERY_TYPES: &[RecordType] = &[
+    RecordType::A,
+    RecordType::AAAA,
+    RecordType::CNAME,
+    RecordType::MX,
+    RecordType::NS,
+    RecordType::PTR,
+    RecordType::SOA,
+    RecordType::SRV,
+    RecordType::TXT,
+    RecordType::CAA,
+];
+
+/// A query's record type (`type`), A unless said otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct QueryType(pub RecordType);
+
+impl Default for QueryType {
+    fn default() -> Self {
+        QueryType(RecordType::A)
+    }
+}
+
+impl Serialize for QueryType {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for QueryType {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        let upper = raw.to_ascii_uppercase();
+        QUERY_TYPES
+            .iter()
+            .find(|t| t.to_string() == upper)
+            .map(|t| QueryType(*t))
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "unknown record type `{raw}`, expected one of {}",
+                    join(QUERY_TYPES.iter().map(|t| t.to_string()))
+                ))
+            })
+    }
+}
+
+/// The response codes `expect` may name, by their DNS names.
+pub const RCODES: &[(&str, ResponseCode)] = &[
+    ("NOERROR", ResponseCode::NoError),
+    ("FORMERR", ResponseCode::FormErr),
+    ("SERVFAIL", ResponseCode::ServFail),
+    ("NXDOMAIN", ResponseCode::NXDomain),
+    ("NOTIMP", ResponseCode::NotImp),
+    ("REFUSED", ResponseCode::Refused),
+    ("YXDOMAIN", ResponseCode::YXDomain),
+    ("YXRRSET", ResponseCode::YXRRSet),
+    ("NXRRSET", ResponseCode::NXRRSet),
+    ("NOTAUTH", ResponseCode::NotAuth),
+    ("NOTZONE", ResponseCode::NotZone),
+    ("BADVERS", ResponseCode::BADVERS),
+];
+
+/// The DNS name of a response code (`NOERROR`, `NXDOMAIN`, ...), as CoreDNS labels it; codes
+/// outside the table become `OTHER` so the label set stays closed.
+pub fn rcode_name(code: ResponseCode) -> &'static str {
+    RCODES
+        .iter()
+        .find(|(_, c)| *c == code)
+        .map_or("OTHER", |(name, _)| name)
+}
+
+/// `expect`: the response code that makes a lookup a success.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExpectedRcode(pub ResponseCode);
+
+impl Serialize for ExpectedRcode {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(rcode_name(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for ExpectedRcode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        RCODES
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(&raw))
+            .map(|(_, code)| ExpectedRcode(*code))
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "unknown response code `{raw}`, expected one of {}",
+                    join(RCODES.iter().map(|(name, _)| name.to_string()))
+                ))
+            })
+    }
+}
+
+fn join(items: impl Iterator<Item = String>) -> String {
+    items.collect::<Vec<_>>().join(", ")
+}
+
+fn expanded_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let raw = String::deserialize(d)?;
+    expand_env(&raw, |var| std::env::var(var).ok()).map_err(serde::de::Error::custom)
+}
+
+fn expanded_path<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+    expanded_string(d).map(PathBuf::from)
+}
+
+fn expanded_parse<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr,
+    T::Err: fmt::Display,
+{
+    let raw = expanded_string(d)?;
+    raw.parse()
+        .map_err(|e| serde::de::Error::custom(format!("`{raw}`: {e}")))
+}
+
+/// `NODE_NAME` from the Downward API, else the kernel's host name.
+fn default_node_name() -> String {
+    std::env::var("NODE_NAME")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+        })
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// A configuration that could not be loaded. The text is what the user reads, on stderr and
+/// from `check-config`.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read the config file: {source}")]
+    Read {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}{}: {key}{message}", location.map(|(l, c)| format!(":{l}:{c}")).unwrap_or_default(), key = if key.is_empty() { String::new() } else { format!("{key}: ") })]
+    Invalid {
+        file: String,
+        /// Dotted key path (`dns.queries[1].type`); empty for the document itself.
+        key: String,
+        /// Line and column, 1-based.
+        location: Option<(usize, usize)>,
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        Self::parse(&text, &file)
+    }
+
+    /// Parses and validates config text; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Self, ConfigError> {
+        let mut key = String::new();
+        let parsed = if text.trim().is_empty() {
+            // An empty file means "all defaults", not an error.
+            Ok(Config::default())
+        } else {
+            serde_saphyr::with_deserializer_from_str(text, |de| {
+                serde_path_to_error::deserialize(de).map_err(|e| {
+                    key = e.path().to_string();
+                    e.into_inner()
+                })
+            })
+        };
+        let config = parsed.map_err(|e| {
+            let location = e
+                .location()
+                .map(|l| (l.line() as usize, l.column() as usize));
+            ConfigError::Invalid {
+                file: file.to_owned(),
+                key: if key == "." { String::new() } else { key },
+                location,
+                message: strip_location(&e.without_snippet().to_string()),
+            }
+        })?;
+        config
+            .validate()
+            .map_err(|(key, message)| ConfigError::Invalid {
+                file: file.to_owned(),
+                key,
+                location: None,
+                message,
+            })?;
+        Ok(config)
+    }
+
+    /// Checks what no single value can: relations between keys.
+    fn validate(&self) -> Result<(), (String, String)> {
+        let dns = &self.dns;
+        if dns.interval.get() < std::time::Duration::from_millis(100) {
+            return Err((
+                "dns.interval".into(),
+                format!("{} is too short, the minimum is 100ms", dns.interval),
+            ));
+        }
+        if dns.timeout.get().is_zero() {
+            return Err(("dns.timeout".into(), "must be more than 0s".into()));
+        }
+        if dns.timeout >= dns.interval {
+            return Err((
+                "dns.timeout".into(),
+                format!(
+                    "{} must be shorter than dns.interval ({}), so that a lookup ends before the next one starts",
+                    dns.timeout, dns.interval
+                ),
+            ));
+        }
+        if dns.discover_coredns.is_some() {
+            return Err((
+                "dns.discover_coredns".into(),
+                "CoreDNS discovery needs the Kubernetes discovery, which this version does not have yet; \
+                 list the CoreDNS pod addresses under dns.servers instead"
+                    .into(),
+            ));
+        }
+        let mut seen = HashSet::new();
+        for (i, server) in dns.servers.iter().enumerate() {
+            if !seen.insert(server) {
+                return Err((
+                    format!("dns.servers[{i}]"),
+                    format!("`{server}` is listed twice"),
+                ));
+            }
+        }
+        let mut seen = HashSet::new();
+        for (i, query) in dns.queries.iter().enumerate() {
+            if !seen.insert((query.name.as_str(), query.qtype)) {
+                return Err((
+                    format!("dns.queries[{i}]"),
+                    format!(
+                        "`{} {}` is listed twice",
+                        query.name.as_str(),
+                        query.qtype.0
+                    ),
+                ));
+            }
+        }
+        if !dns.servers.is_empty() && dns.queries.is_empty() {
+            return Err((
+                "dns.queries".into(),
+                "is empty: give at least one name to look up, or set `servers: []` to turn DNS probing off".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The effective configuration, defaults filled in, as YAML.
+    pub fn to_yaml(&self) -> String {
+        serde_saphyr::to_string(self).expect("the config always serializes")
+    }
+}
+
+/// serde-saphyr appends " at line L, column C" to its messages; the location is reported
+/// separately, in front.
+fn strip_location(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) if message[i..].contains(", column ") => message[..i].to_owned(),
+        _ => message.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        Config::parse(text, "c.yaml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults_fill_an_empty_file() {
+        let c = Config::parse("", "c.yaml").unwrap();
+        assert_eq!(c.dns.servers, vec![DnsServer::System]);
+        assert_eq!(c.dns.interval.get().as_secs(), 15);
+        assert_eq!(c.dns.queries.len(), 2);
+        assert_eq!(
+            c.dns.queries[1].expect,
+            Some(ExpectedRcode(ResponseCode::NXDomain))
+        );
+    }
+
+    #[test]
+    fn unknown_key_names_path_and_position() {
+        assert_eq!(
+            err("dns:\n  intervl: 3s\n"),
+            "c.yaml:2:3: dns.intervl: unknown field `intervl`, expected one of interval, timeout, servers, resolv_conf, discover_coredns, queries"
+        );
+    }
+
+    #[test]
+    fn relations_are_checked() {
+        assert_eq!(
+            err("dns:\n  interval: 2s\n  timeout: 2s\n"),
+            "c.yaml: dns.timeout: 2s must be shorter than dns.interval (2s), so that a lookup ends before the next one starts"
+        );
+    }
+
+    #[test]
+    fn effective_config_round_trips() {
+        let c = Config::parse("dns:\n  servers: [system, \"10.0.0.10:53\"]\n", "c.yaml").unwrap();
+        let again = Config::parse(&c.to_yaml(), "again.yaml").unwrap();
+        assert_eq!(c, again);
+    }
+
+    #[test]
+    fn rcode_names_match_coredns() {
+        assert_eq!(rcode_name(ResponseCode::NoError), "NOERROR");
+        assert_eq!(rcode_name(ResponseCode::NXDomain), "NXDOMAIN");
+        assert_eq!(rcode_name(ResponseCode::Unknown(3000)), "OTHER");
+    }
+}

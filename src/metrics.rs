@@ -1,0 +1,631 @@
+//! Every metric family the daemon exposes, registered in one place.
+//!
+//! The names, types and labels are a contract that alerts, dashboards and users depend on
+//! (design.md, "Metric contract"). [`FAMILIES`] describes them; registration below uses the same
+//! entries, and `docs/metrics.md` is generated from them (`make generate`) and checked against a
+//! real encode, so the reference cannot drift from the code.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::probe::dns::{DnsObservation, RCODE_LABELS};
+
+/// Lookup-duration buckets, in seconds: dense below 100 ms for healthy clusters, and split around
+/// 5 s so that a lookup rescued by libc's 5 s retry (the conntrack insert race on UDP) lands in
+/// (5, 5.5] and stands apart from ordinary slowness in (1, 4.5].
+pub const DNS_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 4.5, 5.0, 5.5, 7.5,
+    10.0,
+];
+
+/// One family as users see it in `/metrics`.
+#[derive(Debug, Clone, Copy)]
+pub struct FamilyDoc {
+    /// The sample name stem, as exposed (counters get `_total` appended on the wire).
+    pub name: &'static str,
+    pub kind: &'static str,
+    pub labels: &'static [&'static str],
+    pub help: &'static str,
+}
+
+const DNS_LABELS: &[&str] = &["server", "name", "qtype"];
+
+pub const BUILD_INFO: FamilyDoc = FamilyDoc {
+    name: "netprobe_build_info",
+    kind: "gauge",
+    labels: &["version", "revision"],
+    help: "Always 1; the labels say which build of kube-netprobe is running",
+};
+pub const PROBE_OVERRUNS: FamilyDoc = FamilyDoc {
+    name: "netprobe_probe_overruns_total",
+    kind: "counter",
+    labels: &["probe"],
+    help: "Scheduled probe runs skipped because the previous run of the same target was still going",
+};
+pub const DNS_DURATION: FamilyDoc = FamilyDoc {
+    name: "netprobe_dns_lookup_duration_seconds",
+    kind: "histogram",
+    labels: DNS_LABELS,
+    help: "Time from the first query of a lookup to its final response, for lookups that got a response (any rcode); search-list walks, retries and TCP fallback included",
+};
+pub const DNS_LOOKUPS: FamilyDoc = FamilyDoc {
+    name: "netprobe_dns_lookups_total",
+    kind: "counter",
+    labels: &["server", "name", "qtype", "rcode"],
+    help: "Lookups by final response code (NOERROR, NXDOMAIN, SERVFAIL, REFUSED, ...), or TIMEOUT / NETWORK_ERROR when no response came",
+};
+pub const DNS_SUCCESS: FamilyDoc = FamilyDoc {
+    name: "netprobe_dns_probe_success",
+    kind: "gauge",
+    labels: DNS_LABELS,
+    help: "1 if the last lookup met its expectation (NOERROR with an answer, or the configured expect rcode), else 0",
+};
+pub const DNS_QUERIES: FamilyDoc = FamilyDoc {
+    name: "netprobe_dns_queries_total",
+    kind: "counter",
+    labels: &["server", "name", "qtype", "protocol"],
+    help: "DNS messages sent, by protocol (udp, tcp); tcp counts fallbacks after truncated answers and use-vc. Divided by lookups, this is the search-list amplification",
+};
+pub const DNS_LOOKUP_QUERIES: FamilyDoc = FamilyDoc {
+    name: "netprobe_dns_lookup_queries",
+    kind: "gauge",
+    labels: DNS_LABELS,
+    help: "Messages the last lookup sent: 1 for a direct query; for server=system, what ndots and the search list cost one lookup",
+};
+
+/// Every family, in the order of docs/metrics.md.
+pub const FAMILIES: &[FamilyDoc] = &[
+    BUILD_INFO,
+    PROBE_OVERRUNS,
+    DNS_DURATION,
+    DNS_LOOKUPS,
+    DNS_SUCCESS,
+    DNS_QUERIES,
+    DNS_LOOKUP_QUERIES,
+];
+
+/// The name `Registry::register` wants: the client appends `_total` and the unit itself.
+fn stem(doc: &FamilyDoc, unit: Option<&Unit>) -> &'static str {
+    let mut name = doc.name;
+    if doc.kind == "counter" {
+        name = name
+            .strip_suffix("_total")
+            .expect("counter names end in _total");
+    }
+    if let Some(unit) = unit {
+        name = name
+            .strip_suffix(unit.as_str())
+            .and_then(|n| n.strip_suffix('_'))
+            .expect("the unit is the name's suffix");
+    }
+    name
+}
+
+fn register<M: prometheus_client::registry::Metric>(
+    registry: &mut Registry,
+    doc: &FamilyDoc,
+    metric: M,
+) {
+    registry.register(stem(doc, None), doc.help, metric);
+}
+
+fn register_with_unit<M: prometheus_client::registry::Metric>(
+    registry: &mut Registry,
+    doc: &FamilyDoc,
+    unit: Unit,
+    metric: M,
+) {
+    registry.register_with_unit(stem(doc, Some(&unit)), doc.help, unit, metric);
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    revision: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProbeLabels {
+    probe: &'static str,
+}
+
+/// Labels that identify one DNS target: (server, query name, record type).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DnsLabels {
+    pub server: String,
+    pub name: String,
+    pub qtype: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DnsRcodeLabels {
+    server: String,
+    name: String,
+    qtype: String,
+    rcode: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DnsProtocolLabels {
+    server: String,
+    name: String,
+    qtype: String,
+    protocol: &'static str,
+}
+
+impl DnsLabels {
+    fn with_rcode(&self, rcode: &'static str) -> DnsRcodeLabels {
+        DnsRcodeLabels {
+            server: self.server.clone(),
+            name: self.name.clone(),
+            qtype: self.qtype.clone(),
+            rcode,
+        }
+    }
+
+    fn with_protocol(&self, protocol: &'static str) -> DnsProtocolLabels {
+        DnsProtocolLabels {
+            server: self.server.clone(),
+            name: self.name.clone(),
+            qtype: self.qtype.clone(),
+            protocol,
+        }
+    }
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn dns_histogram() -> Histogram {
+    Histogram::new(DNS_BUCKETS.iter().copied())
+}
+
+/// Response codes whose series exist from a target's start, so that `rate()` and error ratios
+/// see the first failure instead of a series appearing from nowhere.
+const PRECREATED_RCODES: &[&str] = &[
+    "NOERROR",
+    "NXDOMAIN",
+    "SERVFAIL",
+    "REFUSED",
+    "TIMEOUT",
+    "NETWORK_ERROR",
+];
+
+/// The DNS families.
+#[derive(Debug, Clone)]
+pub struct DnsMetrics {
+    duration: HistogramFamily<DnsLabels>,
+    lookups: Family<DnsRcodeLabels, Counter>,
+    success: Family<DnsLabels, Gauge>,
+    queries: Family<DnsProtocolLabels, Counter>,
+    lookup_queries: Family<DnsLabels, Gauge>,
+}
+
+impl DnsMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let this = Self {
+            duration: Family::new_with_constructor(dns_histogram),
+            lookups: Family::default(),
+            success: Family::default(),
+            queries: Family::default(),
+            lookup_queries: Family::default(),
+        };
+        register_with_unit(
+            registry,
+            &DNS_DURATION,
+            Unit::Seconds,
+            this.duration.clone(),
+        );
+        register(registry, &DNS_LOOKUPS, this.lookups.clone());
+        register(registry, &DNS_SUCCESS, this.success.clone());
+        register(registry, &DNS_QUERIES, this.queries.clone());
+        register(registry, &DNS_LOOKUP_QUERIES, this.lookup_queries.clone());
+        this
+    }
+
+    /// Creates a target's series at zero (success 0 until the first lookup says otherwise).
+    pub fn add_target(&self, target: &DnsLabels) {
+        let _ = self.duration.get_or_create(target);
+        let _ = self.success.get_or_create(target);
+        let _ = self.lookup_queries.get_or_create(target);
+        for rcode in PRECREATED_RCODES {
+            let _ = self.lookups.get_or_create(&target.with_rcode(rcode));
+        }
+        for protocol in ["udp", "tcp"] {
+            let _ = self.queries.get_or_create(&target.with_protocol(protocol));
+        }
+    }
+
+    /// Removes every series of a target that went away.
+    pub fn remove_target(&self, target: &DnsLabels) {
+        self.duration.remove(target);
+        self.success.remove(target);
+        self.lookup_queries.remove(target);
+        for rcode in RCODE_LABELS {
+            self.lookups.remove(&target.with_rcode(rcode));
+        }
+        for protocol in ["udp", "tcp"] {
+            self.queries.remove(&target.with_protocol(protocol));
+        }
+    }
+
+    /// Records one lookup; `success` is the observation judged against the query's expectation.
+    pub fn record(&self, target: &DnsLabels, observation: &DnsObservation, success: bool) {
+        if let Some(duration) = observation.duration {
+            self.duration
+                .get_or_create(target)
+                .observe(duration.as_secs_f64());
+        }
+        self.lookups
+            .get_or_create(&target.with_rcode(observation.outcome.rcode_label()))
+            .inc();
+        self.success.get_or_create(target).set(i64::from(success));
+        for (protocol, sent) in [
+            ("udp", observation.udp_queries),
+            ("tcp", observation.tcp_queries),
+        ] {
+            if sent > 0 {
+                self.queries
+                    .get_or_create(&target.with_protocol(protocol))
+                    .inc_by(u64::from(sent));
+            }
+        }
+        self.lookup_queries
+            .get_or_create(target)
+            .set(i64::from(observation.udp_queries + observation.tcp_queries));
+    }
+}
+
+/// Families about the daemon itself.
+#[derive(Debug, Clone)]
+pub struct ProbeMetrics {
+    overruns: Family<ProbeLabels, Counter>,
+}
+
+impl ProbeMetrics {
+    /// Counts a run that was skipped because the previous one had not finished.
+    pub fn overrun(&self, probe: &'static str) {
+        self.overruns.get_or_create(&ProbeLabels { probe }).inc();
+    }
+
+    /// Makes the overrun series of a prober kind visible at 0.
+    pub fn add_probe(&self, probe: &'static str) {
+        let _ = self.overruns.get_or_create(&ProbeLabels { probe });
+    }
+}
+
+/// The registry and every family in it.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub dns: DnsMetrics,
+    pub probes: ProbeMetrics,
+}
+
+/// Version and git revision this binary was built from.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub const REVISION: &str = env!("NETPROBE_REVISION");
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: VERSION,
+                revision: REVISION,
+            })
+            .set(1);
+        register(&mut registry, &BUILD_INFO, build_info);
+        let overruns = Family::default();
+        register(&mut registry, &PROBE_OVERRUNS, overruns.clone());
+        let dns = DnsMetrics::register(&mut registry);
+        Self {
+            registry,
+            dns,
+            probes: ProbeMetrics { overruns },
+        }
+    }
+
+    /// OpenMetrics text exposition.
+    pub fn encode_openmetrics(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+
+    /// Prometheus text format 0.0.4, for clients that do not ask for OpenMetrics (curl, promtool).
+    pub fn encode_prometheus_text(&self) -> String {
+        openmetrics_to_prometheus_text(&self.encode_openmetrics())
+    }
+}
+
+/// Media type of [`Metrics::encode_openmetrics`].
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// Media type of [`Metrics::encode_prometheus_text`].
+pub const PROMETHEUS_TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Rewrites OpenMetrics text into the classic Prometheus format: counters are named with their
+/// `_total` suffix in HELP and TYPE (OpenMetrics names the family without it), `unknown` becomes
+/// `untyped`, and `# UNIT` and `# EOF` go. Samples are the same bytes.
+fn openmetrics_to_prometheus_text(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    let mut pending_help: Option<(&str, &str)> = None;
+    for line in openmetrics.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, text) = rest.split_once(' ').unwrap_or((rest, ""));
+            pending_help = Some((name, text));
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "untyped"));
+            let (name_out, kind_out) = match kind {
+                "counter" => (format!("{name}_total"), "counter"),
+                "unknown" => (name.to_owned(), "untyped"),
+                other => (name.to_owned(), other),
+            };
+            if let Some((_, text)) = pending_help.take().filter(|(n, _)| *n == name) {
+                out.push_str(&format!("# HELP {name_out} {text}\n"));
+            }
+            out.push_str(&format!("# TYPE {name_out} {kind_out}\n"));
+            continue;
+        }
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// docs/metrics.md, generated from [`FAMILIES`].
+pub fn reference_markdown() -> String {
+    let mut out = String::from(
+        "# Metrics reference\n\n\
+         Generated from `src/metrics.rs` by `make generate`; a test fails when this file is stale\n\
+         or when a family here is missing from a real `/metrics` encode.\n\n\
+         All families carry the prefix `netprobe_`, use base units (seconds, bytes) and take label\n\
+         values from closed sets. `/metrics` serves OpenMetrics to clients that ask for it\n\
+         (Prometheus does) and the classic text format otherwise.\n\n\
+         | family | type | labels | meaning |\n| --- | --- | --- | --- |\n",
+    );
+    for doc in FAMILIES {
+        let labels = doc
+            .labels
+            .iter()
+            .map(|l| format!("`{l}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {} |\n",
+            doc.name, doc.kind, labels, doc.help
+        ));
+    }
+    out.push_str(&format!(
+        "\nDNS lookup-duration buckets (seconds): {}.\n\n\
+         Label values: `rcode` is one of {}; `protocol` is `udp` or `tcp`; `probe` is `dns`.\n",
+        DNS_BUCKETS
+            .iter()
+            .map(|b| b.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        RCODE_LABELS
+            .iter()
+            .map(|r| format!("`{r}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    out
+}
+
+/// Shared handle the probers and the HTTP server hold.
+pub type SharedMetrics = Arc<Metrics>;
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use hickory_proto::op::ResponseCode;
+
+    use super::*;
+    use crate::probe::dns::Outcome;
+
+    fn target() -> DnsLabels {
+        DnsLabels {
+            server: "10.96.0.10:53".into(),
+            name: "kubernetes.default.svc.cluster.local".into(),
+            qtype: "A".into(),
+        }
+    }
+
+    fn observation(
+        outcome: Outcome,
+        duration_ms: Option<u64>,
+        udp: u32,
+        tcp: u32,
+    ) -> DnsObservation {
+        DnsObservation {
+            outcome,
+            duration: duration_ms.map(Duration::from_millis),
+            udp_queries: udp,
+            tcp_queries: tcp,
+        }
+    }
+
+    fn sample<'a>(text: &'a str, series: &str) -> Option<&'a str> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+    }
+
+    const T: &str = r#"name="kubernetes.default.svc.cluster.local",qtype="A""#;
+
+    #[test]
+    fn recording_a_lookup_sets_every_dns_family() {
+        let m = Metrics::new();
+        let t = target();
+        m.dns.add_target(&t);
+        let ok = observation(
+            Outcome::Response {
+                rcode: ResponseCode::NoError,
+                answers: 1,
+            },
+            Some(3),
+            1,
+            1,
+        );
+        m.dns.record(&t, &ok, true);
+        let text = m.encode_openmetrics();
+        let labels = format!(r#"server="10.96.0.10:53",{T}"#);
+        assert_eq!(
+            sample(
+                &text,
+                &format!(r#"netprobe_dns_lookups_total{{{labels},rcode="NOERROR"}}"#)
+            ),
+            Some("1")
+        );
+        assert_eq!(
+            sample(
+                &text,
+                &format!(r#"netprobe_dns_lookups_total{{{labels},rcode="SERVFAIL"}}"#)
+            ),
+            Some("0")
+        );
+        assert_eq!(
+            sample(&text, &format!("netprobe_dns_probe_success{{{labels}}}")),
+            Some("1")
+        );
+        assert_eq!(
+            sample(
+                &text,
+                &format!(r#"netprobe_dns_queries_total{{{labels},protocol="tcp"}}"#)
+            ),
+            Some("1")
+        );
+        assert_eq!(
+            sample(&text, &format!("netprobe_dns_lookup_queries{{{labels}}}")),
+            Some("2")
+        );
+        assert_eq!(
+            sample(
+                &text,
+                &format!(r#"netprobe_dns_lookup_duration_seconds_bucket{{le="0.0025",{labels}}}"#)
+            ),
+            Some("0")
+        );
+        assert_eq!(
+            sample(
+                &text,
+                &format!(r#"netprobe_dns_lookup_duration_seconds_bucket{{le="0.005",{labels}}}"#)
+            ),
+            Some("1")
+        );
+    }
+
+    #[test]
+    fn a_timeout_counts_but_is_not_a_latency() {
+        let m = Metrics::new();
+        let t = target();
+        m.dns.add_target(&t);
+        m.dns
+            .record(&t, &observation(Outcome::Timeout, None, 1, 0), false);
+        let text = m.encode_openmetrics();
+        let labels = format!(r#"server="10.96.0.10:53",{T}"#);
+        assert_eq!(
+            sample(
+                &text,
+                &format!(r#"netprobe_dns_lookups_total{{{labels},rcode="TIMEOUT"}}"#)
+            ),
+            Some("1")
+        );
+        assert_eq!(
+            sample(
+                &text,
+                &format!("netprobe_dns_lookup_duration_seconds_count{{{labels}}}")
+            ),
+            Some("0")
+        );
+        assert_eq!(
+            sample(&text, &format!("netprobe_dns_probe_success{{{labels}}}")),
+            Some("0")
+        );
+    }
+
+    #[test]
+    fn removing_a_target_removes_all_its_series() {
+        let m = Metrics::new();
+        let t = target();
+        m.dns.add_target(&t);
+        m.dns.record(
+            &t,
+            &observation(Outcome::NetworkError("refused".into()), None, 1, 0),
+            false,
+        );
+        m.dns.remove_target(&t);
+        let text = m.encode_openmetrics();
+        assert!(!text.contains("10.96.0.10:53"), "{text}");
+    }
+
+    #[test]
+    fn classic_text_names_counters_with_total() {
+        let m = Metrics::new();
+        m.probes.add_probe("dns");
+        let text = m.encode_prometheus_text();
+        assert!(
+            text.contains("# TYPE netprobe_probe_overruns_total counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# HELP netprobe_probe_overruns_total Scheduled"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("# EOF") && !text.contains("# UNIT"),
+            "{text}"
+        );
+    }
+
+    /// docs/metrics.md is what `reference_markdown` generates (`make generate` rewrites it), and
+    /// every family it lists appears in a real encode with the documented type.
+    #[test]
+    fn metrics_reference_is_current() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/metrics.md");
+        let generated = reference_markdown();
+        if std::env::var_os("NETPROBE_REGENERATE").is_some() {
+            std::fs::write(path, &generated).unwrap();
+        }
+        let on_disk = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            on_disk == generated,
+            "docs/metrics.md is stale: run `make generate`"
+        );
+
+        let m = Metrics::new();
+        m.probes.add_probe("dns");
+        m.dns.add_target(&target());
+        let text = m.encode_prometheus_text();
+        for doc in FAMILIES {
+            let type_line = format!("# TYPE {} {}\n", doc.name, doc.kind);
+            assert!(text.contains(&type_line), "{type_line:?} not in {text}");
+        }
+        let exposed = text.lines().filter(|l| l.starts_with("# TYPE ")).count();
+        assert_eq!(
+            exposed,
+            FAMILIES.len(),
+            "a family is missing from FAMILIES: {text}"
+        );
+    }
+}

@@ -1,0 +1,539 @@
+//! The DNS prober: one lookup of one name against one server, measured the way a pod sees it.
+//!
+//! A resolver library hides what a probe must see (its retries, its cache, its fallbacks; see
+//! stack-notes.md), so this sends exactly the messages it decides to send, through hickory-net's
+//! one-shot UDP and TCP streams: one UDP query (hickory's own re-sends turned off), TCP only when
+//! the UDP answer is truncated, and every message counted. Server `system` replays libc's
+//! algorithm on top of that: the search list, `ndots`, `attempts` and `timeout` from resolv.conf.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use hickory_net::NetError;
+use hickory_net::runtime::TokioRuntimeProvider;
+use hickory_net::tcp::TcpClientStream;
+use hickory_net::udp::UdpClientStream;
+use hickory_net::xfer::{DnsHandle, DnsRequestSender, FirstAnswer};
+use hickory_proto::op::{DnsRequest, DnsRequestOptions, DnsResponse, Query, ResponseCode};
+use hickory_proto::rr::{Name, RecordType};
+use tokio::time::Instant;
+
+use crate::config::{DnsConfig, DnsQuery, DnsServer, rcode_name};
+use crate::metrics::{DnsLabels, DnsMetrics};
+use crate::probe::{Health, Transition};
+use crate::resolv_conf::ResolvConf;
+use crate::scheduler::{RunFuture, Target};
+
+/// How a lookup ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// A response came, with this code and this many answer records.
+    Response { rcode: ResponseCode, answers: usize },
+    /// No response before the deadline.
+    Timeout,
+    /// The query could not be sent or the exchange broke (refused, unreachable, garbled).
+    NetworkError(String),
+}
+
+/// Every value the `rcode` label can take.
+pub const RCODE_LABELS: &[&str] = &[
+    "NOERROR",
+    "FORMERR",
+    "SERVFAIL",
+    "NXDOMAIN",
+    "NOTIMP",
+    "REFUSED",
+    "YXDOMAIN",
+    "YXRRSET",
+    "NXRRSET",
+    "NOTAUTH",
+    "NOTZONE",
+    "BADVERS",
+    "OTHER",
+    "TIMEOUT",
+    "NETWORK_ERROR",
+];
+
+impl Outcome {
+    /// The `rcode` label: the response code's DNS name, or TIMEOUT / NETWORK_ERROR.
+    pub fn rcode_label(&self) -> &'static str {
+        match self {
+            Outcome::Response { rcode, .. } => rcode_name(*rcode),
+            Outcome::Timeout => "TIMEOUT",
+            Outcome::NetworkError(_) => "NETWORK_ERROR",
+        }
+    }
+
+    /// Whether this outcome meets the expectation: the `expect` rcode, or by default NOERROR with
+    /// at least one answer.
+    pub fn meets(&self, expect: Option<ResponseCode>) -> bool {
+        match (self, expect) {
+            (Outcome::Response { rcode, .. }, Some(expected)) => *rcode == expected,
+            (Outcome::Response { rcode, answers }, None) => {
+                *rcode == ResponseCode::NoError && *answers > 0
+            }
+            _ => false,
+        }
+    }
+
+    /// A short description for logs.
+    pub fn describe(&self) -> String {
+        match self {
+            Outcome::Response { rcode, answers } => {
+                format!("{} with {answers} answer(s)", rcode_name(*rcode))
+            }
+            Outcome::Timeout => "no response before the deadline".into(),
+            Outcome::NetworkError(e) => format!("network error: {e}"),
+        }
+    }
+}
+
+/// What one lookup saw.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DnsObservation {
+    pub outcome: Outcome,
+    /// From the first message sent to the final response; `None` when no response came.
+    pub duration: Option<Duration>,
+    pub udp_queries: u32,
+    pub tcp_queries: u32,
+}
+
+/// Transport choices for one query.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct QueryOptions {
+    /// Add an EDNS0 OPT record (libc does only with `options edns0`).
+    pub edns: bool,
+    /// Skip UDP and ask over TCP (`options use-vc`).
+    pub tcp_only: bool,
+}
+
+/// Sends one query for `name` to `server` and waits for its answer until `deadline`: one UDP
+/// message, then one TCP exchange if the UDP answer came back truncated.
+pub async fn query(
+    server: SocketAddr,
+    name: &Name,
+    qtype: RecordType,
+    options: QueryOptions,
+    deadline: Instant,
+) -> DnsObservation {
+    let start = Instant::now();
+    let mut observation = DnsObservation {
+        outcome: Outcome::Timeout,
+        duration: None,
+        udp_queries: 0,
+        tcp_queries: 0,
+    };
+    if !options.tcp_only {
+        observation.udp_queries = 1;
+        match exchange(udp(server, name, qtype, options, deadline), deadline).await {
+            Ok(response) if !response.metadata.truncation => {
+                observation.outcome = response_outcome(&response);
+                observation.duration = Some(start.elapsed());
+                return observation;
+            }
+            Ok(_truncated) => {}
+            Err(outcome) => {
+                observation.outcome = outcome;
+                return observation;
+            }
+        }
+    }
+    observation.tcp_queries = 1;
+    match exchange(tcp(server, name, qtype, options, deadline), deadline).await {
+        Ok(response) => {
+            observation.outcome = response_outcome(&response);
+            observation.duration = Some(start.elapsed());
+        }
+        Err(outcome) => observation.outcome = outcome,
+    }
+    observation
+}
+
+fn request(name: &Name, qtype: RecordType, options: QueryOptions) -> DnsRequest {
+    let mut request_options = DnsRequestOptions::default();
+    request_options.use_edns = options.edns;
+    request_options.recursion_desired = true;
+    DnsRequest::from_query(Query::query(name.clone(), qtype), request_options)
+}
+
+async fn udp(
+    server: SocketAddr,
+    name: &Name,
+    qtype: RecordType,
+    options: QueryOptions,
+    deadline: Instant,
+) -> Result<DnsResponse, NetError> {
+    let mut stream = UdpClientStream::builder(server, TokioRuntimeProvider::new())
+        .with_timeout(Some(deadline.saturating_duration_since(Instant::now())))
+        // One message: hickory re-sends on its own unless told not to (stack-notes.md).
+        .with_max_retries(1)
+        .build();
+    stream
+        .send_message(request(name, qtype, options))
+        .first_answer()
+        .await
+}
+
+async fn tcp(
+    server: SocketAddr,
+    name: &Name,
+    qtype: RecordType,
+    options: QueryOptions,
+    deadline: Instant,
+) -> Result<DnsResponse, NetError> {
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    let exchange = TcpClientStream::exchange(
+        server,
+        None,
+        remaining,
+        Some(1),
+        TokioRuntimeProvider::new(),
+    )
+    .await?;
+    exchange
+        .send(request(name, qtype, options))
+        .first_answer()
+        .await
+}
+
+/// Runs one exchange under the deadline and sorts its failures into TIMEOUT and NETWORK_ERROR.
+async fn exchange(
+    fut: impl Future<Output = Result<DnsResponse, NetError>>,
+    deadline: Instant,
+) -> Result<DnsResponse, Outcome> {
+    match tokio::time::timeout_at(deadline, fut).await {
+        Err(_elapsed) => Err(Outcome::Timeout),
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(NetError::Timeout)) => Err(Outcome::Timeout),
+        Ok(Err(e)) => Err(Outcome::NetworkError(e.to_string())),
+    }
+}
+
+fn response_outcome(response: &DnsResponse) -> Outcome {
+    Outcome::Response {
+        rcode: response.metadata.response_code,
+        answers: response.answers.len(),
+    }
+}
+
+/// A lookup through the pod's resolver settings, as glibc's `res_search` and `res_send` do it:
+/// each candidate name from the search list in turn; for each, up to `attempts` rounds over the
+/// nameservers, waiting `timeout` for each; SERVFAIL, NOTIMP, REFUSED and silence move on to the
+/// next nameserver. NXDOMAIN, NODATA and SERVFAIL move on to the next candidate; anything else
+/// (a timeout of every server, REFUSED everywhere, a network error) ends the walk.
+pub async fn lookup_system(
+    conf: &ResolvConf,
+    name: &Name,
+    qtype: RecordType,
+    deadline: Instant,
+) -> DnsObservation {
+    let start = Instant::now();
+    let options = QueryOptions {
+        edns: conf.edns0,
+        tcp_only: conf.use_vc,
+    };
+    let mut total = DnsObservation {
+        outcome: Outcome::Timeout,
+        duration: None,
+        udp_queries: 0,
+        tcp_queries: 0,
+    };
+    let mut last_response: Option<Duration> = None;
+    let (mut got_nodata, mut got_servfail) = (false, false);
+    let first_server = if conf.rotate {
+        rand::random_range(0..conf.nameservers.len())
+    } else {
+        0
+    };
+    'candidates: for candidate in conf.candidates(name) {
+        let mut answer = Outcome::Timeout;
+        'tries: for _attempt in 0..conf.attempts {
+            for i in 0..conf.nameservers.len() {
+                let now = Instant::now();
+                if now >= deadline {
+                    answer = Outcome::Timeout;
+                    break 'tries;
+                }
+                let server = conf.nameservers[(first_server + i) % conf.nameservers.len()];
+                let try_deadline = deadline.min(now + conf.timeout);
+                let one = query(server, &candidate, qtype, options, try_deadline).await;
+                total.udp_queries += one.udp_queries;
+                total.tcp_queries += one.tcp_queries;
+                if one.duration.is_some() {
+                    last_response = Some(start.elapsed());
+                }
+                let next_server = matches!(
+                    one.outcome,
+                    Outcome::Response {
+                        rcode: ResponseCode::ServFail
+                            | ResponseCode::NotImp
+                            | ResponseCode::Refused,
+                        ..
+                    } | Outcome::Timeout
+                        | Outcome::NetworkError(_)
+                );
+                answer = one.outcome;
+                if !next_server {
+                    break 'tries;
+                }
+            }
+        }
+        match answer {
+            Outcome::Response {
+                rcode: ResponseCode::NoError,
+                answers,
+            } if answers > 0 => {
+                total.outcome = answer;
+                total.duration = last_response;
+                return total;
+            }
+            Outcome::Response {
+                rcode: ResponseCode::NoError,
+                ..
+            } => got_nodata = true,
+            Outcome::Response {
+                rcode: ResponseCode::ServFail,
+                ..
+            } => got_servfail = true,
+            Outcome::Response {
+                rcode: ResponseCode::NXDomain,
+                ..
+            } => {}
+            _ => {
+                total.outcome = answer;
+                break 'candidates;
+            }
+        }
+        total.outcome = answer;
+    }
+    if got_nodata {
+        total.outcome = Outcome::Response {
+            rcode: ResponseCode::NoError,
+            answers: 0,
+        };
+    } else if got_servfail {
+        total.outcome = Outcome::Response {
+            rcode: ResponseCode::ServFail,
+            answers: 0,
+        };
+    }
+    if matches!(total.outcome, Outcome::Response { .. }) {
+        total.duration = last_response;
+    }
+    total
+}
+
+/// The pod's resolv.conf, re-read when it changes (as glibc does since 2.26).
+#[derive(Debug)]
+pub struct SystemResolver {
+    path: PathBuf,
+    cached: Mutex<Option<(Option<SystemTime>, Arc<ResolvConf>)>>,
+}
+
+impl SystemResolver {
+    pub fn new(path: &Path) -> Self {
+        Self {
+            path: path.to_owned(),
+            cached: Mutex::new(None),
+        }
+    }
+
+    /// The current settings. A missing or unreadable file means libc's defaults (nameserver
+    /// 127.0.0.1), which is what an application in the pod would get too.
+    pub fn current(&self) -> Arc<ResolvConf> {
+        let mtime = std::fs::metadata(&self.path)
+            .and_then(|m| m.modified())
+            .ok();
+        let mut cached = self.cached.lock().expect("resolv.conf cache lock");
+        if let Some((seen, conf)) = cached.as_ref()
+            && *seen == mtime
+            && mtime.is_some()
+        {
+            return conf.clone();
+        }
+        let conf = match ResolvConf::load(&self.path) {
+            Ok(conf) => {
+                for warning in &conf.warnings {
+                    tracing::warn!(file = %self.path.display(), "{warning}");
+                }
+                conf
+            }
+            Err(e) => {
+                if cached.is_none() || mtime.is_some() {
+                    tracing::warn!(
+                        file = %self.path.display(),
+                        error = %e,
+                        "cannot read resolv.conf; using libc's defaults (nameserver 127.0.0.1)"
+                    );
+                }
+                ResolvConf::parse(b"")
+            }
+        };
+        let conf = Arc::new(conf);
+        *cached = Some((mtime, conf.clone()));
+        conf
+    }
+}
+
+/// One (server, query) pair: probes it and records what it saw.
+#[derive(Debug)]
+pub struct DnsTarget {
+    server: DnsServer,
+    query: DnsQuery,
+    labels: DnsLabels,
+    interval: Duration,
+    timeout: Duration,
+    system: Arc<SystemResolver>,
+    metrics: DnsMetrics,
+    health: Health,
+}
+
+impl DnsTarget {
+    pub fn new(
+        server: DnsServer,
+        query: DnsQuery,
+        dns: &DnsConfig,
+        system: Arc<SystemResolver>,
+        metrics: DnsMetrics,
+    ) -> Self {
+        let labels = DnsLabels {
+            server: server.label(),
+            name: query.name.as_str().to_owned(),
+            qtype: query.qtype.0.to_string(),
+        };
+        metrics.add_target(&labels);
+        Self {
+            server,
+            query,
+            labels,
+            interval: dns.interval.get(),
+            timeout: dns.timeout.get(),
+            system,
+            metrics,
+            health: Health::default(),
+        }
+    }
+
+    /// Probes once, finishing by `deadline`.
+    pub async fn observe(&self, deadline: Instant) -> DnsObservation {
+        let qtype = self.query.qtype.0;
+        match self.server {
+            DnsServer::Addr(addr) => {
+                let mut name = self.query.name.name().clone();
+                name.set_fqdn(true);
+                query(addr, &name, qtype, QueryOptions::default(), deadline).await
+            }
+            DnsServer::System => {
+                let conf = self.system.current();
+                let name = self.query.name.name();
+                // As long as libc would keep trying, but never into the next run.
+                let budget = conf.worst_case(conf.candidates(name).len());
+                let deadline = deadline.min(Instant::now() + budget);
+                lookup_system(&conf, name, qtype, deadline).await
+            }
+        }
+    }
+
+    fn record(&self, observation: &DnsObservation) {
+        let ok = observation.outcome.meets(self.query.expect.map(|e| e.0));
+        self.metrics.record(&self.labels, observation, ok);
+        let l = &self.labels;
+        match self.health.update(ok) {
+            Transition::StartedFailing => tracing::warn!(
+                server = %l.server, name = %l.name, qtype = %l.qtype,
+                outcome = %observation.outcome.describe(),
+                expected = %self.query.expect.map_or("NOERROR with an answer", |e| rcode_name(e.0)),
+                "DNS lookup failing"
+            ),
+            Transition::Recovered => tracing::info!(
+                server = %l.server, name = %l.name, qtype = %l.qtype,
+                "DNS lookup recovered"
+            ),
+            Transition::Unchanged => {}
+        }
+    }
+}
+
+impl Target for DnsTarget {
+    fn probe(&self) -> &'static str {
+        "dns"
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "dns {} {} via {}",
+            self.labels.name, self.labels.qtype, self.labels.server
+        )
+    }
+
+    fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    fn deadline(&self) -> Duration {
+        match self.server {
+            DnsServer::Addr(_) => self.timeout,
+            // Bounded by resolv.conf's timeout and attempts in `observe`.
+            DnsServer::System => self.interval,
+        }
+    }
+
+    fn run(self: Arc<Self>, deadline: Instant) -> RunFuture {
+        Box::pin(async move {
+            let observation = self.observe(deadline).await;
+            self.record(&observation);
+        })
+    }
+
+    fn cut_off(&self) {
+        self.record(&DnsObservation {
+            outcome: Outcome::Timeout,
+            duration: None,
+            udp_queries: 0,
+            tcp_queries: 0,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RCODES;
+
+    #[test]
+    fn expectations() {
+        let nx = Outcome::Response {
+            rcode: ResponseCode::NXDomain,
+            answers: 0,
+        };
+        let nodata = Outcome::Response {
+            rcode: ResponseCode::NoError,
+            answers: 0,
+        };
+        assert!(!nx.meets(None));
+        assert!(nx.meets(Some(ResponseCode::NXDomain)));
+        assert!(
+            !nodata.meets(None),
+            "NOERROR without an answer is not a resolution"
+        );
+        assert!(nodata.meets(Some(ResponseCode::NoError)));
+        assert!(!Outcome::Timeout.meets(Some(ResponseCode::NXDomain)));
+    }
+
+    #[test]
+    fn every_rcode_label_is_in_the_closed_set() {
+        for (name, code) in RCODES {
+            let label = Outcome::Response {
+                rcode: *code,
+                answers: 0,
+            }
+            .rcode_label();
+            assert_eq!(label, *name);
+            assert!(RCODE_LABELS.contains(&label));
+        }
+        assert!(RCODE_LABELS.contains(&Outcome::Timeout.rcode_label()));
+        assert!(RCODE_LABELS.contains(&Outcome::NetworkError(String::new()).rcode_label()));
+    }
+}
