@@ -424,7 +424,7 @@ impl Config {
                 .map(|l| (l.line() as usize, l.column() as usize));
             ConfigError::Invalid {
                 file: file.to_owned(),
-                key: if key == "." { String::new() } else { key },
+                key: tidy_key_path(&key),
                 location,
                 message: strip_location(&e.without_snippet().to_string()),
             }
@@ -502,7 +502,25 @@ impl Config {
 
     /// The effective configuration, defaults filled in, as YAML.
     pub fn to_yaml(&self) -> String {
-        serde_saphyr::to_string(self).expect("the config always serializes")
+        let mut yaml = serde_saphyr::to_string(self).expect("the config always serializes");
+        if !yaml.ends_with('\n') {
+            yaml.push('\n');
+        }
+        yaml
+    }
+}
+
+/// serde_path_to_error writes `.` for the document and `?` for a position it could not name
+/// (inside a syntax error); neither helps a reader.
+fn tidy_key_path(path: &str) -> String {
+    let mut path = path;
+    while let Some(stripped) = path.strip_suffix(".?") {
+        path = stripped;
+    }
+    if path == "." || path == "?" {
+        String::new()
+    } else {
+        path.to_owned()
     }
 }
 

@@ -1,9 +1,10 @@
 //! The DNS prober: one lookup of one name against one server, measured the way a pod sees it.
 //!
 //! A resolver library hides what a probe must see (its retries, its cache, its fallbacks; see
-//! stack-notes.md), so this sends exactly the messages it decides to send, through hickory-net's
-//! one-shot UDP and TCP streams: one UDP query (hickory's own re-sends turned off), TCP only when
-//! the UDP answer is truncated, and every message counted. Server `system` replays libc's
+//! stack-notes.md), so this sends exactly the messages it decides to send: one UDP query on a
+//! connected socket of its own (so ICMP errors surface), and a one-shot hickory-net TCP exchange
+//! only when the UDP answer is truncated; every message is counted. hickory-proto encodes and
+//! decodes the messages. Server `system` replays libc's
 //! algorithm on top of that: the search list, `ndots`, `attempts` and `timeout` from resolv.conf.
 
 use std::net::SocketAddr;
@@ -14,8 +15,7 @@ use std::time::{Duration, SystemTime};
 use hickory_net::NetError;
 use hickory_net::runtime::TokioRuntimeProvider;
 use hickory_net::tcp::TcpClientStream;
-use hickory_net::udp::UdpClientStream;
-use hickory_net::xfer::{DnsHandle, DnsRequestSender, FirstAnswer};
+use hickory_net::xfer::{DnsHandle, FirstAnswer};
 use hickory_proto::op::{DnsRequest, DnsRequestOptions, DnsResponse, Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
 use tokio::time::Instant;
@@ -127,7 +127,7 @@ pub async fn query(
     };
     if !options.tcp_only {
         observation.udp_queries = 1;
-        match exchange(udp(server, name, qtype, options, deadline), deadline).await {
+        match exchange(udp(server, name, qtype, options), deadline).await {
             Ok(response) if !response.metadata.truncation => {
                 observation.outcome = response_outcome(&response);
                 observation.duration = Some(start.elapsed());
@@ -158,22 +158,47 @@ fn request(name: &Name, qtype: RecordType, options: QueryOptions) -> DnsRequest 
     DnsRequest::from_query(Query::query(name.clone(), qtype), request_options)
 }
 
+/// One UDP exchange on a connected socket. hickory-net's UDP stream uses an unconnected socket,
+/// on which the kernel's "port unreachable" never arrives, so a server that is gone would look
+/// like a slow one (TIMEOUT after the whole deadline) instead of a refused one (NETWORK_ERROR at
+/// once). Connected, the kernel also drops datagrams from any other source.
 async fn udp(
     server: SocketAddr,
     name: &Name,
     qtype: RecordType,
     options: QueryOptions,
-    deadline: Instant,
 ) -> Result<DnsResponse, NetError> {
-    let mut stream = UdpClientStream::builder(server, TokioRuntimeProvider::new())
-        .with_timeout(Some(deadline.saturating_duration_since(Instant::now())))
-        // One message: hickory re-sends on its own unless told not to (stack-notes.md).
-        .with_max_retries(1)
-        .build();
-    stream
-        .send_message(request(name, qtype, options))
-        .first_answer()
-        .await
+    let request = request(name, qtype, options);
+    let bytes = request.to_vec()?;
+    let local: SocketAddr = if server.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let socket = tokio::net::UdpSocket::bind(local).await?;
+    socket.connect(server).await?;
+    socket.send(&bytes).await?;
+    let mut buf = vec![0u8; 65_535];
+    // The caller bounds this loop with the lookup's deadline.
+    loop {
+        let len = socket.recv(&mut buf).await?;
+        let Some(id) = buf[..len]
+            .first_chunk::<2>()
+            .map(|id| u16::from_be_bytes(*id))
+        else {
+            continue;
+        };
+        // Not the answer to this query (a late answer to an earlier one cannot arrive on this
+        // fresh socket, but a spoofed or stray one could): keep waiting, as libc does.
+        if id != request.metadata.id {
+            continue;
+        }
+        let response = DnsResponse::from_buffer(buf[..len].to_vec())?;
+        if response.queries != request.queries {
+            continue;
+        }
+        return Ok(response);
+    }
 }
 
 async fn tcp(
@@ -184,18 +209,17 @@ async fn tcp(
     deadline: Instant,
 ) -> Result<DnsResponse, NetError> {
     let remaining = deadline.saturating_duration_since(Instant::now());
-    let exchange = TcpClientStream::exchange(
-        server,
-        None,
-        remaining,
-        Some(1),
-        TokioRuntimeProvider::new(),
-    )
-    .await?;
-    exchange
+    // The provider owns the task that drives the connection: it must outlive the exchange, or
+    // the answer is lost ("receiver was canceled"). Dropping it afterwards closes the connection.
+    let provider = TokioRuntimeProvider::new();
+    let exchange =
+        TcpClientStream::exchange(server, None, remaining, Some(1), provider.clone()).await?;
+    let answer = exchange
         .send(request(name, qtype, options))
         .first_answer()
-        .await
+        .await;
+    drop(provider);
+    answer
 }
 
 /// Runs one exchange under the deadline and sorts its failures into TIMEOUT and NETWORK_ERROR.

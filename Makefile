@@ -1,0 +1,35 @@
+# One command for each routine job; CI (.ci/run) calls `make test`.
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.PHONY: test deps lint unit generate check-generated run bench
+
+## Everything CI runs: test dependencies, formatting, lints, every test (unit, integration
+## against real DNS servers, promtool), and the generated files' freshness.
+test: deps lint check-generated
+	$(CARGO) test --all-targets --locked
+
+## System packages the tests use (promtool, dig); installs only what is missing (needs root).
+deps:
+	scripts/install-test-deps
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets --locked -- -D warnings
+
+## Rewrites the generated files (docs/metrics.md).
+generate:
+	NETPROBE_REGENERATE=1 $(CARGO) test --lib --locked metrics::tests::metrics_reference_is_current
+
+check-generated:
+	$(CARGO) test --lib --locked metrics::tests::metrics_reference_is_current
+
+## The daemon with its built-in defaults, on :9753.
+run:
+	$(CARGO) run --release --locked -- run
+
+## Benchmarks: `cargo bench` and the comparison scripts; figures go to docs/benchmarks.md.
+bench:
+	$(CARGO) bench --locked
+	scripts/bench-rss
+	scripts/bench-vs-blackbox

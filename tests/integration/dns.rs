@@ -1,0 +1,453 @@
+//! DNS probes against the real binary and a real DNS server: the fault matrix, the `system`
+//! resolver's search-list walk, unreachable servers, SIGTERM with a probe in flight, promtool's
+//! lint, and the HTTP endpoints. Each test has its own server and daemon, so they run in parallel.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use hickory_proto::rr::RecordType;
+
+use crate::dns_server::{Behaviour, DnsServer, Transport};
+use crate::util::{Checks, Daemon, Metrics, PROMETHEUS_ACCEPT, Sample, closed_udp_port, poll};
+
+const LOOKUPS: &str = "netprobe_dns_lookups_total";
+const SUCCESS: &str = "netprobe_dns_probe_success";
+const DURATION: &str = "netprobe_dns_lookup_duration_seconds";
+const QUERIES: &str = "netprobe_dns_queries_total";
+const LOOKUP_QUERIES: &str = "netprobe_dns_lookup_queries";
+
+const OPENMETRICS_FORMAT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Bound on every wait for the daemon to reach a state.
+const WAIT: Duration = Duration::from_secs(15);
+const IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 1);
+
+/// One configured query: name and optional `expect`.
+type Q<'a> = (&'a str, Option<&'a str>);
+
+fn config(servers: &[&str], interval: &str, timeout: &str, queries: &[Q<'_>]) -> String {
+    let servers: Vec<String> = servers.iter().map(|s| format!("{s:?}")).collect();
+    let mut yaml = format!(
+        "listen: 127.0.0.1:0\nnode_name: test-node\ndns:\n  interval: {interval}\n  \
+         timeout: {timeout}\n  servers: [{}]\n  queries:\n",
+        servers.join(", ")
+    );
+    for (name, expect) in queries {
+        match expect {
+            Some(rcode) => yaml.push_str(&format!(
+                "    - {{ name: {name}, type: A, expect: {rcode} }}\n"
+            )),
+            None => yaml.push_str(&format!("    - {{ name: {name}, type: A }}\n")),
+        }
+    }
+    yaml
+}
+
+/// The labels identifying one (server, name) probe with qtype A.
+fn probe<'a>(server: &'a str, name: &'a str) -> [(&'a str, &'a str); 3] {
+    [("server", server), ("name", name), ("qtype", "A")]
+}
+
+/// `probe` labels plus one more.
+fn with<'a>(base: [(&'a str, &'a str); 3], extra: (&'a str, &'a str)) -> [(&'a str, &'a str); 4] {
+    [base[0], base[1], base[2], extra]
+}
+
+/// Waits until every (server, name) pair has completed at least `n` lookups.
+fn wait_for_lookups(daemon: &mut Daemon, pairs: &[(&str, &str)], n: f64) -> Metrics {
+    let what = format!("at least {n} lookups for each of {pairs:?}");
+    daemon
+        .wait_until(&what, WAIT, |m| {
+            let behind: Vec<String> = pairs
+                .iter()
+                .map(|&(server, name)| (server, name, m.sum(LOOKUPS, &probe(server, name))))
+                .filter(|&(_, _, done)| done < n)
+                .map(|(server, name, done)| format!("{server} {name}: {done}"))
+                .collect();
+            if behind.is_empty() {
+                Ok(())
+            } else {
+                Err(behind.join("; "))
+            }
+        })
+        .1
+}
+
+#[test]
+fn fault_matrix_over_an_explicit_server() {
+    let server = DnsServer::start();
+    let delay = Duration::from_millis(300);
+    server.set("ok.cluster.local", Behaviour::Answer(IP));
+    server.set("nxdomain.cluster.local", Behaviour::NxDomain);
+    server.set("expected-nx.cluster.local", Behaviour::NxDomain);
+    server.set("servfail.cluster.local", Behaviour::ServFail);
+    server.set("refused.cluster.local", Behaviour::Refused);
+    server.set("nodata.cluster.local", Behaviour::NoData);
+    server.set("dropped.cluster.local", Behaviour::Drop);
+    server.set("truncated.cluster.local", Behaviour::Truncate(IP));
+    server.set(
+        "delayed.cluster.local",
+        Behaviour::Answer(IP).delayed(delay),
+    );
+    // (name, expect, rcode every lookup must get, probe_success)
+    let matrix: &[(&str, Option<&str>, &str, f64)] = &[
+        ("ok.cluster.local", None, "NOERROR", 1.0),
+        ("nxdomain.cluster.local", None, "NXDOMAIN", 0.0),
+        (
+            "expected-nx.cluster.local",
+            Some("NXDOMAIN"),
+            "NXDOMAIN",
+            1.0,
+        ),
+        ("servfail.cluster.local", None, "SERVFAIL", 0.0),
+        ("refused.cluster.local", None, "REFUSED", 0.0),
+        ("nodata.cluster.local", None, "NOERROR", 0.0),
+        ("dropped.cluster.local", None, "TIMEOUT", 0.0),
+        ("truncated.cluster.local", None, "NOERROR", 1.0),
+        ("delayed.cluster.local", None, "NOERROR", 1.0),
+    ];
+    let addr = server.addr().to_string();
+    let s = addr.as_str();
+    let queries: Vec<Q<'_>> = matrix.iter().map(|&(n, e, ..)| (n, e)).collect();
+    let mut daemon = Daemon::start(&config(&[s], "1s", "800ms", &queries));
+
+    let pairs: Vec<(&str, &str)> = matrix.iter().map(|&(n, ..)| (s, n)).collect();
+    let m = wait_for_lookups(&mut daemon, &pairs, 2.0);
+
+    // Every cell is checked and all mismatches are reported together: one failing fault should
+    // not hide the state of the others.
+    let mut checks = Checks::default();
+    for &(name, _, rcode, success) in matrix {
+        let labels = probe(s, name);
+        let all = m.sum(LOOKUPS, &labels);
+        checks.eq(
+            &format!("{name}: lookups with rcode {rcode} (= all {all} lookups)"),
+            m.get_exact(LOOKUPS, &with(labels, ("rcode", rcode))),
+            Some(all),
+        );
+        checks.eq(
+            &format!("{name}: probe_success"),
+            m.get_exact(SUCCESS, &labels),
+            Some(success),
+        );
+    }
+
+    // Any response, any rcode, is observed; no response, no observation.
+    let count = format!("{DURATION}_count");
+    let dropped = probe(s, "dropped.cluster.local");
+    checks.eq("dropped: duration _count", m.sum(&count, &dropped), 0.0);
+    let servfail = m.sum(&count, &probe(s, "servfail.cluster.local"));
+    checks.that(
+        servfail >= 1.0,
+        format!("servfail: duration _count {servfail}, want >= 1"),
+    );
+
+    // The delayed answer lands in the (0.25, 0.5] bucket.
+    let delayed = probe(s, "delayed.cluster.local");
+    checks.eq(
+        "delayed: le=0.25 bucket",
+        m.bucket(DURATION, &delayed, 0.25),
+        Some(0.0),
+    );
+    let in_half = m.bucket(DURATION, &delayed, 0.5);
+    checks.that(
+        in_half >= Some(1.0),
+        format!("delayed: le=0.5 bucket {in_half:?}, want >= 1"),
+    );
+
+    // A truncated UDP answer is retried over TCP, and the daemon says so.
+    let truncated = probe(s, "truncated.cluster.local");
+    let tcp = m.sum(QUERIES, &with(truncated, ("protocol", "tcp")));
+    let udp = m.sum(QUERIES, &with(truncated, ("protocol", "udp")));
+    checks.that(
+        tcp >= 1.0 && udp >= 1.0,
+        format!("truncated: queries_total udp={udp} tcp={tcp}, want both >= 1"),
+    );
+    let server_tcp = server.queries("truncated.cluster.local", Transport::Tcp);
+    checks.that(
+        server_tcp >= 1,
+        format!("truncated: the server saw {server_tcp} TCP queries, want >= 1"),
+    );
+    checks.eq(
+        "truncated: lookup_queries",
+        m.get_exact(LOOKUP_QUERIES, &truncated),
+        Some(2.0),
+    );
+    let ok = probe(s, "ok.cluster.local");
+    checks.eq(
+        "ok: lookup_queries",
+        m.get_exact(LOOKUP_QUERIES, &ok),
+        Some(1.0),
+    );
+    checks.eq(
+        "ok: queries_total over tcp",
+        m.sum(QUERIES, &with(ok, ("protocol", "tcp"))),
+        0.0,
+    );
+
+    // Exactly one UDP message per lookup: no hidden retries on failure or timeout, no TCP.
+    // Read the daemon first, then the server: the server may have seen one more, in flight.
+    for name in ["servfail.cluster.local", "dropped.cluster.local"] {
+        let lookups = daemon.scrape().sum(LOOKUPS, &probe(s, name));
+        let seen = server.queries(name, Transport::Udp) as f64;
+        checks.that(
+            lookups <= seen && seen <= lookups + 1.0,
+            format!("{name}: the server saw {seen} UDP queries for {lookups} lookups"),
+        );
+        checks.eq(
+            &format!("{name}: TCP queries the server saw"),
+            server.queries(name, Transport::Tcp),
+            0,
+        );
+    }
+    checks.finish(&format!("fault matrix; last scrape:\n{}", m.text));
+}
+
+/// The address the `system` test binds port 53 on: per process, so parallel runs don't clash.
+fn system_resolver_ip() -> Ipv4Addr {
+    let pid = std::process::id();
+    Ipv4Addr::new(127, 53, ((pid / 250) % 256) as u8, (pid % 250 + 1) as u8)
+}
+
+#[test]
+fn system_resolver_walks_the_search_list() {
+    crate::skip_unless_root!("bind port 53 on a 127.53.x.y address");
+    let ip = system_resolver_ip();
+    let server = DnsServer::start_on(SocketAddr::from((ip, 53)))
+        .unwrap_or_else(|e| panic!("bind {ip}:53 (UDP and TCP): {e}"));
+    server.set(
+        "kubernetes.default.svc.cluster.local",
+        Behaviour::Answer(IP),
+    );
+    server.set("does-not-exist.invalid", Behaviour::NxDomain);
+
+    let dir = tempfile::tempdir().unwrap();
+    let resolv_conf = dir.path().join("resolv.conf");
+    std::fs::write(
+        &resolv_conf,
+        format!(
+            "nameserver {ip}\nsearch default.svc.cluster.local svc.cluster.local cluster.local\n\
+             options ndots:5 timeout:1 attempts:1\n"
+        ),
+    )
+    .unwrap();
+    let mut yaml = config(
+        &["system"],
+        "2s",
+        "1500ms",
+        &[
+            ("kubernetes.default", None),
+            ("does-not-exist.invalid", Some("NXDOMAIN")),
+        ],
+    );
+    yaml.push_str(&format!("  resolv_conf: {}\n", resolv_conf.display()));
+    let mut daemon = Daemon::start(&yaml);
+
+    let kubernetes = probe("system", "kubernetes.default");
+    let invalid = probe("system", "does-not-exist.invalid");
+    let m = wait_for_lookups(
+        &mut daemon,
+        &[
+            ("system", "kubernetes.default"),
+            ("system", "does-not-exist.invalid"),
+        ],
+        1.0,
+    );
+    assert_eq!(m.get_exact(SUCCESS, &kubernetes), Some(1.0));
+    assert_eq!(m.get_exact(LOOKUP_QUERIES, &kubernetes), Some(2.0));
+    assert_eq!(
+        m.get_exact(LOOKUPS, &with(kubernetes, ("rcode", "NOERROR"))),
+        Some(m.sum(LOOKUPS, &kubernetes))
+    );
+    assert_eq!(m.get_exact(SUCCESS, &invalid), Some(1.0));
+    assert_eq!(m.get_exact(LOOKUP_QUERIES, &invalid), Some(4.0));
+    assert_eq!(
+        m.get_exact(LOOKUPS, &with(invalid, ("rcode", "NXDOMAIN"))),
+        Some(m.sum(LOOKUPS, &invalid))
+    );
+
+    // The candidates, in the order libc asks them (ndots:5: the search list first).
+    let asked = |prefix: &str| -> Vec<String> {
+        server
+            .received()
+            .into_iter()
+            .filter(|r| r.qtype == RecordType::A && r.name.starts_with(prefix))
+            .map(|r| r.name)
+            .collect()
+    };
+    assert_eq!(
+        asked("kubernetes.default")[..2],
+        [
+            "kubernetes.default.default.svc.cluster.local",
+            "kubernetes.default.svc.cluster.local",
+        ]
+    );
+    assert_eq!(
+        asked("does-not-exist.invalid")[..4],
+        [
+            "does-not-exist.invalid.default.svc.cluster.local",
+            "does-not-exist.invalid.svc.cluster.local",
+            "does-not-exist.invalid.cluster.local",
+            "does-not-exist.invalid",
+        ]
+    );
+}
+
+#[test]
+fn keeps_running_when_every_server_is_unreachable() {
+    let blackhole = DnsServer::start();
+    blackhole.set_fallback(Some(Behaviour::Drop));
+    let closed = format!("127.0.0.1:{}", closed_udp_port());
+    let dropping = blackhole.addr().to_string();
+    let name = "kubernetes.default.svc.cluster.local";
+    let mut daemon = Daemon::start(&config(
+        &[&closed, &dropping],
+        "1s",
+        "500ms",
+        &[(name, None)],
+    ));
+
+    // Lookups keep coming (the scheduler is alive), whatever their outcome.
+    let m = wait_for_lookups(&mut daemon, &[(&closed, name), (&dropping, name)], 3.0);
+    let mut checks = Checks::default();
+    for (server, rcode) in [(closed.as_str(), "NETWORK_ERROR"), (&dropping, "TIMEOUT")] {
+        let labels = probe(server, name);
+        checks.eq(
+            &format!("{server}: probe_success"),
+            m.get_exact(SUCCESS, &labels),
+            Some(0.0),
+        );
+        let all = m.sum(LOOKUPS, &labels);
+        checks.eq(
+            &format!("{server}: lookups with rcode {rcode} (= all {all} lookups)"),
+            m.get_exact(LOOKUPS, &with(labels, ("rcode", rcode))),
+            Some(all),
+        );
+    }
+    checks.eq("/healthz status", daemon.get("/healthz").status, 200);
+    checks.that(daemon.is_running(), "the daemon exited");
+    let lookups: Vec<&Sample> = m.series(LOOKUPS, &[]);
+    checks.finish(&format!("unreachable servers; lookups: {lookups:#?}"));
+}
+
+#[test]
+fn sigterm_with_a_probe_in_flight_exits_zero_within_5s() {
+    let server = DnsServer::start();
+    let name = "slow.cluster.local";
+    server.set(name, Behaviour::Answer(IP).delayed(Duration::from_secs(3)));
+    let addr = server.addr().to_string();
+    let mut daemon = Daemon::start(&config(&[&addr], "5s", "4s", &[(name, None)]));
+    poll(
+        "the server to receive the slow query",
+        WAIT,
+        || match server.queries(name, Transport::Udp) {
+            0 => Err("0 queries".into()),
+            _ => Ok(()),
+        },
+    );
+    let (status, took) = daemon.terminate();
+    assert!(
+        status.success(),
+        "exit status after SIGTERM: {status}\n{}",
+        daemon.output_tail(20)
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "exit took {took:?} after SIGTERM"
+    );
+}
+
+#[test]
+fn promtool_finds_nothing_to_lint() {
+    let promtool = "/usr/bin/promtool";
+    assert!(
+        std::path::Path::new(promtool).exists(),
+        "{promtool} is missing: install Debian's `prometheus` package (CI installs it)"
+    );
+    let server = DnsServer::start();
+    server.set("ok.cluster.local", Behaviour::Answer(IP));
+    server.set("dropped.cluster.local", Behaviour::Drop);
+    let addr = server.addr().to_string();
+    let names = [
+        "ok.cluster.local",
+        "nx.cluster.local",
+        "dropped.cluster.local",
+    ];
+    let queries: Vec<Q<'_>> = names.iter().map(|&n| (n, None)).collect();
+    let mut daemon = Daemon::start(&config(&[&addr], "1s", "500ms", &queries));
+    let pairs: Vec<(&str, &str)> = names.iter().map(|&n| (addr.as_str(), n)).collect();
+    wait_for_lookups(&mut daemon, &pairs, 1.0);
+
+    // Debian's promtool (2.42) parses only the classic text format: OpenMetrics counters
+    // (`# TYPE x counter` with samples `x_total`) read to it as help-less untyped families. So
+    // lint the classic exposition the daemon serves to clients that don't ask for OpenMetrics.
+    let scrape = daemon.get_accept("/metrics", "text/plain;version=0.0.4");
+    assert_eq!(scrape.content_type(), Some(TEXT_FORMAT));
+    let body = scrape.body;
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(body.as_bytes()).unwrap();
+    }
+    let out = child.wait_with_output().expect("wait for promtool");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && report.trim().is_empty(),
+        "promtool check metrics: {}\n{report}\n--- scrape ---\n{body}",
+        out.status
+    );
+}
+
+#[test]
+fn http_endpoints() {
+    let server = DnsServer::start();
+    server.set("ok.cluster.local", Behaviour::Answer(IP));
+    let addr = server.addr().to_string();
+    let daemon = Daemon::start(&config(
+        &[&addr],
+        "1s",
+        "500ms",
+        &[("ok.cluster.local", None)],
+    ));
+
+    // Prometheus asks for OpenMetrics and gets it; a client that doesn't (curl) gets the
+    // classic text format.
+    let metrics = daemon.get_accept("/metrics", PROMETHEUS_ACCEPT);
+    assert_eq!(metrics.status, 200);
+    assert_eq!(metrics.content_type(), Some(OPENMETRICS_FORMAT));
+    assert!(metrics.body.ends_with("# EOF\n"), "{}", metrics.body);
+    let plain = daemon.get("/metrics");
+    assert_eq!(plain.status, 200);
+    assert_eq!(plain.content_type(), Some(TEXT_FORMAT));
+    assert!(!plain.body.contains("# EOF"), "{}", plain.body);
+
+    let ping = daemon.get("/ping");
+    assert_eq!(ping.status, 200);
+    assert!(
+        ping.body.contains("test-node"),
+        "/ping body: {:?}",
+        ping.body
+    );
+
+    assert_eq!(daemon.get("/healthz").status, 200);
+    poll("/readyz to return 200", WAIT, || {
+        match daemon.get("/readyz").status {
+            200 => Ok(()),
+            other => Err(format!("status {other}")),
+        }
+    });
+    assert_eq!(daemon.get("/no-such-path").status, 404);
+}

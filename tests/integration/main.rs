@@ -1,0 +1,10 @@
+//! Integration tests against the real `kube-netprobe` binary, as one test binary. The module
+//! list below is the index of what is covered; shared fixtures live in `util` and `dns_server`.
+
+// Fixtures.
+mod dns_server;
+mod util;
+
+// Suites.
+mod config;
+mod dns;
