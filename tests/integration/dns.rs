@@ -451,3 +451,60 @@ fn http_endpoints() {
     });
     assert_eq!(daemon.get("/no-such-path").status, 404);
 }
+
+/// A lossy path where the first packet of every exchange is lost: libc waits resolv.conf's
+/// `timeout`, asks again and gets the answer, so the lookup succeeds but lands one timeout
+/// later: the signature (5 s with the default timeout) that the histogram buckets separate
+/// from ordinary slowness. Here timeout:1, so the lookups land in (1, 2.5].
+#[test]
+fn system_resolver_retries_after_its_timeout_like_libc() {
+    crate::skip_unless_root!("bind port 53 on a 127.53.x.y address");
+    let ip = Ipv4Addr::from(u32::from(system_resolver_ip()) ^ 0x0000_8000);
+    let server = DnsServer::start_on(SocketAddr::from((ip, 53)))
+        .unwrap_or_else(|e| panic!("bind {ip}:53 (UDP and TCP): {e}"));
+    server.set(
+        "lossy.cluster.local",
+        Behaviour::DropOdd(Box::new(Behaviour::Answer(IP))),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let resolv_conf = dir.path().join("resolv.conf");
+    std::fs::write(
+        &resolv_conf,
+        format!("nameserver {ip}\noptions ndots:1 timeout:1 attempts:2\n"),
+    )
+    .unwrap();
+    let mut yaml = config(&["system"], "3s", "2s", &[("lossy.cluster.local", None)]);
+    yaml.push_str(&format!("  resolv_conf: {}\n", resolv_conf.display()));
+    let mut daemon = Daemon::start(&yaml);
+
+    let lossy = probe("system", "lossy.cluster.local");
+    let m = wait_for_lookups(&mut daemon, &[("system", "lossy.cluster.local")], 2.0);
+    let lookups = m.sum(LOOKUPS, &lossy);
+    assert_eq!(m.get_exact(SUCCESS, &lossy), Some(1.0));
+    assert_eq!(
+        m.get_exact(LOOKUPS, &with(lossy, ("rcode", "NOERROR"))),
+        Some(lookups)
+    );
+    assert_eq!(m.get_exact(LOOKUP_QUERIES, &lossy), Some(2.0));
+    // Two messages per lookup. One scrape can fall between a lookup's updates of two
+    // families, so allow the lookup being recorded.
+    let udp = m
+        .get_exact(QUERIES, &with(lossy, ("protocol", "udp")))
+        .unwrap();
+    assert!(
+        udp >= 2.0 * lookups && udp <= 2.0 * (lookups + 1.0),
+        "{udp} UDP queries for {lookups} lookups"
+    );
+    let count = m.sum(&format!("{DURATION}_count"), &lossy);
+    assert!(count >= 2.0, "{count} observed lookups");
+    assert_eq!(
+        m.bucket(DURATION, &lossy, 1.0),
+        Some(0.0),
+        "none faster than the timeout"
+    );
+    assert_eq!(
+        m.bucket(DURATION, &lossy, 2.5),
+        Some(count),
+        "all within one retry"
+    );
+}

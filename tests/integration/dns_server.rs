@@ -42,6 +42,10 @@ pub enum Behaviour {
     Delay(Duration, Box<Behaviour>),
     /// Over UDP: NOERROR, TC bit set, no answers. Over TCP: the full answer, as `Answer`.
     Truncate(Ipv4Addr),
+    /// Drops the 1st, 3rd, 5th, ... query for the name and answers the others as the inner
+    /// behaviour: a lossy path on which every lookup needs the resolver's retry (the
+    /// conntrack-race pattern, where the first packet of each exchange is lost).
+    DropOdd(Box<Behaviour>),
 }
 
 impl Behaviour {
@@ -230,18 +234,20 @@ fn reply(state: &Mutex<State>, raw: &[u8], transport: Transport) -> Option<(Dura
         return Some((Duration::ZERO, response.to_vec().ok()?));
     };
     let name = normalize(&query.name().to_ascii());
-    let behaviour = {
+    let (behaviour, ordinal) = {
         let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
         state.received.push(Received {
             name: name.clone(),
             qtype: query.query_type(),
             transport,
         });
-        state
+        let ordinal = state.received.iter().filter(|r| r.name == name).count();
+        let behaviour = state
             .behaviours
             .get(&name)
             .or(state.fallback.as_ref())
-            .cloned()
+            .cloned();
+        (behaviour, ordinal)
     };
     let mut behaviour = behaviour.unwrap_or_else(|| {
         if name == "cluster.local" || name.ends_with(".cluster.local") {
@@ -250,6 +256,12 @@ fn reply(state: &Mutex<State>, raw: &[u8], transport: Transport) -> Option<(Dura
             Behaviour::Refused
         }
     });
+    if let Behaviour::DropOdd(inner) = behaviour {
+        if ordinal % 2 == 1 {
+            return None;
+        }
+        behaviour = *inner;
+    }
     let mut delay = Duration::ZERO;
     while let Behaviour::Delay(d, inner) = behaviour {
         delay += d;
@@ -279,7 +291,9 @@ fn reply(state: &Mutex<State>, raw: &[u8], transport: Transport) -> Option<(Dura
             response.metadata.response_code = ResponseCode::Refused;
         }
         Behaviour::Drop => return None,
-        Behaviour::Delay(..) => unreachable!("delays were unwrapped above"),
+        Behaviour::Delay(..) | Behaviour::DropOdd(..) => {
+            unreachable!("wrappers were unwrapped above")
+        }
     }
     Some((
         delay,
