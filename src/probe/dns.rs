@@ -178,7 +178,8 @@ async fn udp(
     let socket = tokio::net::UdpSocket::bind(local).await?;
     socket.connect(server).await?;
     socket.send(&bytes).await?;
-    let mut buf = vec![0u8; 65_535];
+    // Without EDNS an answer is at most 512 bytes; with it, what we advertise (1232).
+    let mut buf = vec![0u8; 4096];
     // The caller bounds this loop with the lookup's deadline.
     loop {
         let len = socket.recv(&mut buf).await?;

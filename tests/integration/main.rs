@@ -8,3 +8,4 @@ mod util;
 // Suites.
 mod config;
 mod dns;
+mod logging;

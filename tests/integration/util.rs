@@ -253,7 +253,11 @@ fn listening_addr(log: &str) -> Option<SocketAddr> {
         if !line.contains("listening") {
             return None;
         }
-        let rest = &line[line.find("addr=")? + "addr=".len()..];
+        // Text format: `addr=127.0.0.1:1234`; JSON format: `"addr":"127.0.0.1:1234"`.
+        let rest = match line.find("addr=") {
+            Some(i) => &line[i + "addr=".len()..],
+            None => &line[line.find("\"addr\":")? + "\"addr\":".len()..],
+        };
         let token = rest
             .split(|c: char| c.is_whitespace() || c == ',' || c == '}')
             .next()?;
