@@ -7,10 +7,18 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use crate::config::Config;
+use std::sync::Mutex;
+
+use tokio::sync::watch;
+
+use crate::config::{Config, PeerDiscovery, PeerProtocol};
+use crate::discovery::Peer;
+use crate::discovery::mesh::Mesh;
 use crate::http::{AppState, router};
 use crate::metrics::Metrics;
+use crate::probe::apiserver::{ApiserverTarget, endpoints};
 use crate::probe::dns::{DnsTarget, SystemResolver};
+use crate::probe::peer::{PeerSettings, icmp_available};
 use crate::scheduler::Scheduler;
 
 /// How long in-flight HTTP requests get to finish after SIGTERM before the process exits anyway;
@@ -30,6 +38,78 @@ pub enum RunError {
     Signal(#[source] std::io::Error),
     #[error("HTTP server failed: {0}")]
     Serve(#[source] std::io::Error),
+}
+
+/// Starts the pod-to-pod probes: checks ICMP once, then follows the configured discovery. The
+/// returned mesh must live as long as the probes (for a static list nothing else holds it).
+fn start_peers(
+    config: &Config,
+    scheduler: &Arc<Scheduler>,
+    metrics: &Arc<Metrics>,
+) -> Option<Arc<Mutex<Mesh>>> {
+    let peers = &config.peers;
+    if peers.discovery == PeerDiscovery::None {
+        tracing::info!("peers.discovery is none: pod-to-pod probing is off");
+        return None;
+    }
+    let mut protocols = peers.protocols.clone();
+    if protocols.contains(&PeerProtocol::Icmp) {
+        match icmp_available() {
+            Ok(()) => metrics.peers.set_icmp_available(true),
+            Err(e) => {
+                metrics.peers.set_icmp_available(false);
+                tracing::warn!(
+                    error = %e,
+                    "ICMP echo sockets are not allowed here (net.ipv4.ping_group_range does not cover this process's group); icmp peer probes are off"
+                );
+                protocols.retain(|p| *p != PeerProtocol::Icmp);
+            }
+        }
+    }
+    let settings = PeerSettings {
+        interval: peers.interval.get(),
+        timeout: peers.timeout.get(),
+        bulk_bytes: peers.bulk_bytes.0,
+    };
+    let mesh = Arc::new(Mutex::new(Mesh::new(
+        &config.node_name,
+        peers.neighbours,
+        protocols,
+        settings,
+        scheduler.clone(),
+        metrics.peers.clone(),
+    )));
+    match &peers.discovery {
+        PeerDiscovery::None => unreachable!("handled above"),
+        PeerDiscovery::Static(list) => {
+            let list: Vec<Peer> = list
+                .iter()
+                .map(|p| Peer {
+                    node: p.node.clone(),
+                    addrs: vec![p.addr],
+                })
+                .collect();
+            mesh.lock().expect("mesh lock").apply(&list);
+        }
+        PeerDiscovery::Kubernetes(kubernetes) => {
+            let (tx, mut rx) = watch::channel(Vec::new());
+            tokio::spawn(crate::discovery::kube::run(
+                kubernetes.clone(),
+                peers.port,
+                None,
+                tx,
+                metrics.peers.clone(),
+            ));
+            let follower = mesh.clone();
+            tokio::spawn(async move {
+                while rx.changed().await.is_ok() {
+                    let peers = rx.borrow_and_update().clone();
+                    follower.lock().expect("mesh lock").apply(&peers);
+                }
+            });
+        }
+    }
+    Some(mesh)
 }
 
 /// Runs until SIGTERM or SIGINT.
@@ -53,7 +133,9 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     };
     tracing::info!(%addr, node = %config.node_name, version = crate::metrics::VERSION, "listening");
 
-    let mut scheduler = Scheduler::new(metrics.probes.clone());
+    // kube and the API-server probe both use rustls; one provider for the whole process.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let scheduler = Arc::new(Scheduler::new(metrics.probes.clone()));
     let system = Arc::new(SystemResolver::new(&config.dns.resolv_conf));
     for server in &config.dns.servers {
         for query in &config.dns.queries {
@@ -68,6 +150,22 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     }
     if config.dns.servers.is_empty() {
         tracing::info!("dns.servers is empty: DNS probing is off");
+    }
+    let _mesh = start_peers(&config, &scheduler, &metrics);
+    if config.apiserver.is_enabled() {
+        for (path, endpoint) in endpoints(&config.apiserver) {
+            scheduler.spawn(Arc::new(ApiserverTarget::new(
+                path,
+                endpoint,
+                &config.apiserver,
+                system.clone(),
+                metrics.apiserver.clone(),
+            )));
+        }
+    } else {
+        tracing::info!(
+            "not running in a cluster (KUBERNETES_SERVICE_HOST is unset): API-server probes are off"
+        );
     }
     tracing::info!(targets = scheduler.len(), "probes scheduled");
     ready.store(true, Ordering::Release);
@@ -88,7 +186,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     }
     ready.store(false, Ordering::Release);
     let _ = stop_tx.send(true);
-    scheduler.shutdown().await;
+    scheduler.shutdown();
     match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(e))) => return Err(RunError::Serve(e)),

@@ -13,6 +13,7 @@ use axum::routing::get;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
+use crate::config::MAX_PING_BYTES;
 use crate::metrics::{Metrics, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_TEXT_CONTENT_TYPE};
 
 /// Longest any request may take before the server answers 408.
@@ -71,8 +72,29 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn ping(State(state): State<AppState>) -> String {
-    format!("{}\n", state.node_name)
+#[derive(Debug, serde::Deserialize)]
+struct PingQuery {
+    bytes: Option<u64>,
+}
+
+/// `/ping`: the node name; `/ping?bytes=N`: N bytes (at most 1 MiB), for peers' bulk probes.
+async fn ping(
+    State(state): State<AppState>,
+    axum::extract::Query(query): axum::extract::Query<PingQuery>,
+) -> Response {
+    match query.bytes {
+        None => format!("{}\n", state.node_name).into_response(),
+        Some(n) if n > MAX_PING_BYTES => (
+            StatusCode::BAD_REQUEST,
+            format!("bytes={n} is more than the {MAX_PING_BYTES} this server sends\n"),
+        )
+            .into_response(),
+        Some(n) => {
+            // Not constant, so no compression along the path can shrink it.
+            let body: Vec<u8> = (0..n).map(|i| b'a' + (i % 26) as u8).collect();
+            ([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response()
+        }
+    }
 }
 
 #[cfg(test)]

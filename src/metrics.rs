@@ -79,6 +79,80 @@ pub const DNS_LOOKUP_QUERIES: FamilyDoc = FamilyDoc {
     help: "Messages the last lookup sent: 1 for a direct query; for server=system, what ndots and the search list cost one lookup",
 };
 
+/// Request-phase buckets for peers and the API server, in seconds: a healthy pod network
+/// answers in well under a millisecond, a congested one in tens, a broken one at the timeout.
+pub const NETWORK_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+pub const PEER_UP: FamilyDoc = FamilyDoc {
+    name: "netprobe_peer_up",
+    kind: "gauge",
+    labels: &["target_node", "protocol", "family"],
+    help: "1 if the last probe of the peer on this node over this protocol and IP family succeeded, else 0",
+};
+pub const PEER_REQUESTS: FamilyDoc = FamilyDoc {
+    name: "netprobe_peer_requests_total",
+    kind: "counter",
+    labels: &["target_node", "protocol", "result"],
+    help: "Peer probes by result: success, timeout, refused, reset, unreachable, http_error, short_body, permission_denied, error",
+};
+pub const PEER_DURATION: FamilyDoc = FamilyDoc {
+    name: "netprobe_peer_request_duration_seconds",
+    kind: "histogram",
+    labels: &["target_node", "protocol", "phase"],
+    help: "Time of each phase of successful peer probes, from the start of the probe: connect, first_byte (first response byte), total",
+};
+pub const PEER_TARGETS: FamilyDoc = FamilyDoc {
+    name: "netprobe_peer_targets",
+    kind: "gauge",
+    labels: &[],
+    help: "Peers (nodes) this node probes now: its neighbours on the hash ring",
+};
+pub const PEER_CHECKERS: FamilyDoc = FamilyDoc {
+    name: "netprobe_peer_checkers_expected",
+    kind: "gauge",
+    labels: &["target_node"],
+    help: "How many nodes should be probing this node (target_node is this node), from the ring size and peers.neighbours; divide the failing checkers by it",
+};
+pub const ICMP_AVAILABLE: FamilyDoc = FamilyDoc {
+    name: "netprobe_icmp_available",
+    kind: "gauge",
+    labels: &[],
+    help: "1 if unprivileged ICMP echo sockets work here (net.ipv4.ping_group_range covers this process), else 0 and icmp probes are skipped",
+};
+pub const DISCOVERY_ERRORS: FamilyDoc = FamilyDoc {
+    name: "netprobe_discovery_errors_total",
+    kind: "counter",
+    labels: &["source"],
+    help: "Failed list or watch calls of the peer discovery, by source (pods, nodes); the last known peers are kept meanwhile",
+};
+pub const DISCOVERY_PEERS: FamilyDoc = FamilyDoc {
+    name: "netprobe_discovery_peers",
+    kind: "gauge",
+    labels: &[],
+    help: "Peers the discovery currently knows as probe-able (ready, not terminating, on a schedulable and ready node), this node included",
+};
+pub const APISERVER_UP: FamilyDoc = FamilyDoc {
+    name: "netprobe_apiserver_up",
+    kind: "gauge",
+    labels: &["path"],
+    help: "1 if the last API-server probe over this path succeeded: direct (the Service IP from the environment) or dns (the Service name through the pod's resolver)",
+};
+pub const APISERVER_REQUESTS: FamilyDoc = FamilyDoc {
+    name: "netprobe_apiserver_requests_total",
+    kind: "counter",
+    labels: &["path", "result"],
+    help: "API-server probes by result: success, timeout, refused, reset, unreachable, dns_error, tls_error, http_error, error",
+};
+pub const APISERVER_DURATION: FamilyDoc = FamilyDoc {
+    name: "netprobe_apiserver_request_duration_seconds",
+    kind: "histogram",
+    labels: &["path", "phase"],
+    help: "Time of each phase of successful API-server probes, from the start of the probe: dns, connect, tls, first_byte, total",
+};
+
 /// Every family, in the order of docs/metrics.md.
 pub const FAMILIES: &[FamilyDoc] = &[
     BUILD_INFO,
@@ -88,6 +162,17 @@ pub const FAMILIES: &[FamilyDoc] = &[
     DNS_SUCCESS,
     DNS_QUERIES,
     DNS_LOOKUP_QUERIES,
+    PEER_UP,
+    PEER_REQUESTS,
+    PEER_DURATION,
+    PEER_TARGETS,
+    PEER_CHECKERS,
+    ICMP_AVAILABLE,
+    DISCOVERY_ERRORS,
+    DISCOVERY_PEERS,
+    APISERVER_UP,
+    APISERVER_REQUESTS,
+    APISERVER_DURATION,
 ];
 
 /// The name `Registry::register` wants: the client appends `_total` and the unit itself.
@@ -281,6 +366,257 @@ impl DnsMetrics {
     }
 }
 
+fn network_histogram() -> Histogram {
+    Histogram::new(NETWORK_BUCKETS.iter().copied())
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PeerUpLabels {
+    target_node: String,
+    protocol: &'static str,
+    family: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PeerResultLabels {
+    target_node: String,
+    protocol: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PeerPhaseLabels {
+    target_node: String,
+    protocol: &'static str,
+    phase: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TargetNodeLabels {
+    target_node: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabels {
+    source: &'static str,
+}
+
+/// One peer probe target: the peer's node, the protocol and the IP family.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct PeerKey {
+    pub target_node: String,
+    pub protocol: &'static str,
+    pub family: &'static str,
+}
+
+/// The pod-to-pod families and the discovery's own.
+#[derive(Debug, Clone)]
+pub struct PeerMetrics {
+    up: Family<PeerUpLabels, Gauge>,
+    requests: Family<PeerResultLabels, Counter>,
+    duration: HistogramFamily<PeerPhaseLabels>,
+    targets: Gauge,
+    checkers: Family<TargetNodeLabels, Gauge>,
+    icmp_available: Gauge,
+    discovery_errors: Family<SourceLabels, Counter>,
+    discovery_peers: Gauge,
+}
+
+impl PeerMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let this = Self {
+            up: Family::default(),
+            requests: Family::default(),
+            duration: Family::new_with_constructor(network_histogram),
+            targets: Gauge::default(),
+            checkers: Family::default(),
+            icmp_available: Gauge::default(),
+            discovery_errors: Family::default(),
+            discovery_peers: Gauge::default(),
+        };
+        register(registry, &PEER_UP, this.up.clone());
+        register(registry, &PEER_REQUESTS, this.requests.clone());
+        register_with_unit(
+            registry,
+            &PEER_DURATION,
+            Unit::Seconds,
+            this.duration.clone(),
+        );
+        register(registry, &PEER_TARGETS, this.targets.clone());
+        register(registry, &PEER_CHECKERS, this.checkers.clone());
+        register(registry, &ICMP_AVAILABLE, this.icmp_available.clone());
+        register(registry, &DISCOVERY_ERRORS, this.discovery_errors.clone());
+        register(registry, &DISCOVERY_PEERS, this.discovery_peers.clone());
+        this
+    }
+
+    fn up_labels(key: &PeerKey) -> PeerUpLabels {
+        PeerUpLabels {
+            target_node: key.target_node.clone(),
+            protocol: key.protocol,
+            family: key.family,
+        }
+    }
+
+    fn result_labels(key: &PeerKey, result: &'static str) -> PeerResultLabels {
+        PeerResultLabels {
+            target_node: key.target_node.clone(),
+            protocol: key.protocol,
+            result,
+        }
+    }
+
+    fn phase_labels(key: &PeerKey, phase: &'static str) -> PeerPhaseLabels {
+        PeerPhaseLabels {
+            target_node: key.target_node.clone(),
+            protocol: key.protocol,
+            phase,
+        }
+    }
+
+    /// Creates a target's series: `up` at 0 and the success counter at 0.
+    pub fn add_target(&self, key: &PeerKey) {
+        let _ = self.up.get_or_create(&Self::up_labels(key));
+        let _ = self
+            .requests
+            .get_or_create(&Self::result_labels(key, "success"));
+    }
+
+    /// Records one probe: `result` from the closed set, phase timings when it succeeded.
+    pub fn record(&self, key: &PeerKey, result: &'static str, phases: &[(&'static str, f64)]) {
+        self.requests
+            .get_or_create(&Self::result_labels(key, result))
+            .inc();
+        for (phase, seconds) in phases {
+            self.duration
+                .get_or_create(&Self::phase_labels(key, phase))
+                .observe(*seconds);
+        }
+        self.up
+            .get_or_create(&Self::up_labels(key))
+            .set(i64::from(result == "success"));
+    }
+
+    /// Removes every series of a target. `results` and `phases` are the closed sets its prober
+    /// can produce. Counters and histograms are shared by the IP families of a node; the caller
+    /// removes them once the node's last family goes (`shared`).
+    pub fn remove_target(
+        &self,
+        key: &PeerKey,
+        results: &[&'static str],
+        phases: &[&'static str],
+        shared: bool,
+    ) {
+        self.up.remove(&Self::up_labels(key));
+        if shared {
+            for result in results {
+                self.requests.remove(&Self::result_labels(key, result));
+            }
+            for phase in phases {
+                self.duration.remove(&Self::phase_labels(key, phase));
+            }
+        }
+    }
+
+    pub fn set_targets(&self, peers: usize, me: &str, expected_checkers: usize) {
+        self.targets.set(peers as i64);
+        self.checkers.clear();
+        self.checkers
+            .get_or_create(&TargetNodeLabels {
+                target_node: me.to_owned(),
+            })
+            .set(expected_checkers as i64);
+    }
+
+    pub fn set_icmp_available(&self, available: bool) {
+        self.icmp_available.set(i64::from(available));
+    }
+
+    pub fn discovery_error(&self, source: &'static str) {
+        self.discovery_errors
+            .get_or_create(&SourceLabels { source })
+            .inc();
+    }
+
+    /// Makes a discovery source's error counter visible at 0.
+    pub fn add_discovery_source(&self, source: &'static str) {
+        let _ = self
+            .discovery_errors
+            .get_or_create(&SourceLabels { source });
+    }
+
+    pub fn set_discovered(&self, peers: usize) {
+        self.discovery_peers.set(peers as i64);
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PathLabels {
+    path: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PathResultLabels {
+    path: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PathPhaseLabels {
+    path: &'static str,
+    phase: &'static str,
+}
+
+/// The API-server families.
+#[derive(Debug, Clone)]
+pub struct ApiserverMetrics {
+    up: Family<PathLabels, Gauge>,
+    requests: Family<PathResultLabels, Counter>,
+    duration: HistogramFamily<PathPhaseLabels>,
+}
+
+impl ApiserverMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let this = Self {
+            up: Family::default(),
+            requests: Family::default(),
+            duration: Family::new_with_constructor(network_histogram),
+        };
+        register(registry, &APISERVER_UP, this.up.clone());
+        register(registry, &APISERVER_REQUESTS, this.requests.clone());
+        register_with_unit(
+            registry,
+            &APISERVER_DURATION,
+            Unit::Seconds,
+            this.duration.clone(),
+        );
+        this
+    }
+
+    /// Creates a path's series at 0.
+    pub fn add_path(&self, path: &'static str) {
+        let _ = self.up.get_or_create(&PathLabels { path });
+        let _ = self.requests.get_or_create(&PathResultLabels {
+            path,
+            result: "success",
+        });
+    }
+
+    pub fn record(&self, path: &'static str, result: &'static str, phases: &[(&'static str, f64)]) {
+        self.requests
+            .get_or_create(&PathResultLabels { path, result })
+            .inc();
+        for (phase, seconds) in phases {
+            self.duration
+                .get_or_create(&PathPhaseLabels { path, phase })
+                .observe(*seconds);
+        }
+        self.up
+            .get_or_create(&PathLabels { path })
+            .set(i64::from(result == "success"));
+    }
+}
+
 /// Families about the daemon itself.
 #[derive(Debug, Clone)]
 pub struct ProbeMetrics {
@@ -304,6 +640,8 @@ impl ProbeMetrics {
 pub struct Metrics {
     registry: Registry,
     pub dns: DnsMetrics,
+    pub peers: PeerMetrics,
+    pub apiserver: ApiserverMetrics,
     pub probes: ProbeMetrics,
 }
 
@@ -331,9 +669,13 @@ impl Metrics {
         let overruns = Family::default();
         register(&mut registry, &PROBE_OVERRUNS, overruns.clone());
         let dns = DnsMetrics::register(&mut registry);
+        let peers = PeerMetrics::register(&mut registry);
+        let apiserver = ApiserverMetrics::register(&mut registry);
         Self {
             registry,
             dns,
+            peers,
+            apiserver,
             probes: ProbeMetrics { overruns },
         }
     }
@@ -616,6 +958,17 @@ mod tests {
         let m = Metrics::new();
         m.probes.add_probe("dns");
         m.dns.add_target(&target());
+        let peer = PeerKey {
+            target_node: "node-b".into(),
+            protocol: "http",
+            family: "ipv4",
+        };
+        m.peers.add_target(&peer);
+        m.peers.record(&peer, "success", &[("total", 0.001)]);
+        m.peers.set_targets(1, "node-a", 1);
+        m.peers.add_discovery_source("pods");
+        m.apiserver.add_path("direct");
+        m.apiserver.record("direct", "success", &[("total", 0.002)]);
         let text = m.encode_prometheus_text();
         for doc in FAMILIES {
             let type_line = format!("# TYPE {} {}\n", doc.name, doc.kind);

@@ -11,7 +11,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::task::{AbortHandle, JoinSet};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use crate::metrics::ProbeMetrics;
@@ -39,41 +43,69 @@ pub trait Target: Send + Sync + 'static {
 /// reports its own timeout (with what it knows, like messages sent) unless it is truly stuck.
 const CUT_OFF_GRACE: Duration = Duration::from_millis(250);
 
-/// The set of running targets.
+/// Identifies a scheduled target, to remove it later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TaskId(u64);
+
+/// The set of running targets. Shared: discovery adds and removes targets while it runs.
 #[derive(Debug)]
 pub struct Scheduler {
     metrics: ProbeMetrics,
-    tasks: JoinSet<()>,
+    tasks: Mutex<HashMap<TaskId, AbortHandle>>,
+    next_id: AtomicU64,
 }
 
 impl Scheduler {
     pub fn new(metrics: ProbeMetrics) -> Self {
         Self {
             metrics,
-            tasks: JoinSet::new(),
+            tasks: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(0),
         }
     }
 
-    /// Starts probing a target.
-    pub fn spawn(&mut self, target: Arc<dyn Target>) {
+    /// Starts probing a target. Must be called inside the tokio runtime.
+    pub fn spawn(&self, target: Arc<dyn Target>) -> TaskId {
         self.metrics.add_probe(target.probe());
         let metrics = self.metrics.clone();
         let start = Instant::now() + spread(target.interval());
-        self.tasks.spawn(drive(target, metrics, start));
+        let task = tokio::spawn(drive(target, metrics, start));
+        let id = TaskId(self.next_id.fetch_add(1, Ordering::Relaxed));
+        self.lock().insert(id, task.abort_handle());
+        id
+    }
+
+    /// Stops probing a target, cancelling its run in flight.
+    pub fn remove(&self, id: TaskId) {
+        if let Some(task) = self.lock().remove(&id) {
+            task.abort();
+        }
     }
 
     /// How many targets are scheduled.
     pub fn len(&self) -> usize {
-        self.tasks.len()
+        self.lock().len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.tasks.is_empty()
+        self.lock().is_empty()
     }
 
     /// Stops every target, cancelling runs in flight.
-    pub async fn shutdown(mut self) {
-        self.tasks.shutdown().await;
+    pub fn shutdown(&self) {
+        for (_, task) in self.lock().drain() {
+            task.abort();
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TaskId, AbortHandle>> {
+        self.tasks.lock().expect("scheduler lock")
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        self.shutdown();
     }
 }
 
@@ -136,8 +168,7 @@ async fn drive(target: Arc<dyn Target>, metrics: ProbeMetrics, start: Instant) {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::AtomicUsize;
 
     use super::*;
     use crate::metrics::Metrics;
@@ -200,7 +231,7 @@ mod tests {
     async fn runs_every_interval_within_jitter() {
         let metrics = Metrics::new();
         let target = fake(1000, 500, 10);
-        let mut scheduler = Scheduler::new(metrics.probes.clone());
+        let scheduler = Scheduler::new(metrics.probes.clone());
         scheduler.spawn(target.clone());
         tokio::time::sleep(Duration::from_millis(10_500)).await;
         let starts = target.starts.lock().unwrap().clone();
@@ -217,7 +248,7 @@ mod tests {
             overruns(&metrics),
             "netprobe_probe_overruns_total{probe=\"fake\"} 0"
         );
-        scheduler.shutdown().await;
+        scheduler.shutdown();
     }
 
     #[tokio::test(start_paused = true)]
@@ -226,7 +257,7 @@ mod tests {
         // Runs hang far past their deadline: each is cut at 300 ms + grace.
         let hung = fake(1000, 300, 3_600_000);
         let healthy = fake(1000, 300, 5);
-        let mut scheduler = Scheduler::new(metrics.probes.clone());
+        let scheduler = Scheduler::new(metrics.probes.clone());
         scheduler.spawn(hung.clone());
         scheduler.spawn(healthy.clone());
         tokio::time::sleep(Duration::from_millis(5_500)).await;
@@ -248,7 +279,7 @@ mod tests {
         let healthy_runs = healthy.starts.lock().unwrap().len();
         assert!((4..=6).contains(&healthy_runs), "{healthy_runs}");
         assert_eq!(healthy.cut.load(Ordering::SeqCst), 0);
-        scheduler.shutdown().await;
+        scheduler.shutdown();
     }
 
     #[tokio::test(start_paused = true)]
@@ -256,7 +287,7 @@ mod tests {
         let metrics = Metrics::new();
         // A deadline longer than the interval (a prober that cannot be cancelled behaves so).
         let slow = fake(1000, 2500, 2400);
-        let mut scheduler = Scheduler::new(metrics.probes.clone());
+        let scheduler = Scheduler::new(metrics.probes.clone());
         scheduler.spawn(slow.clone());
         tokio::time::sleep(Duration::from_millis(10_500)).await;
         let runs = slow.starts.lock().unwrap().len();
@@ -264,6 +295,53 @@ mod tests {
         let skipped: usize = text.rsplit(' ').next().unwrap().parse().unwrap();
         assert!(runs <= 4, "{runs} runs");
         assert!(skipped >= 5, "{text}");
-        scheduler.shutdown().await;
+        scheduler.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod removal_tests {
+    use super::*;
+    use crate::metrics::Metrics;
+
+    struct Counting(std::sync::atomic::AtomicUsize);
+
+    impl Target for Counting {
+        fn probe(&self) -> &'static str {
+            "counting"
+        }
+        fn describe(&self) -> String {
+            "counting".into()
+        }
+        fn interval(&self) -> Duration {
+            Duration::from_millis(100)
+        }
+        fn deadline(&self) -> Duration {
+            Duration::from_millis(50)
+        }
+        fn run(self: Arc<Self>, _deadline: Instant) -> RunFuture {
+            Box::pin(async move {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            })
+        }
+        fn cut_off(&self) {}
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_removed_target_stops_running() {
+        let metrics = Metrics::new();
+        let scheduler = Scheduler::new(metrics.probes.clone());
+        let kept = Arc::new(Counting(Default::default()));
+        let removed = Arc::new(Counting(Default::default()));
+        scheduler.spawn(kept.clone());
+        let id = scheduler.spawn(removed.clone());
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        scheduler.remove(id);
+        assert_eq!(scheduler.len(), 1);
+        let at_removal = removed.0.load(Ordering::SeqCst);
+        let kept_then = kept.0.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        assert_eq!(removed.0.load(Ordering::SeqCst), at_removal);
+        assert!(kept.0.load(Ordering::SeqCst) >= kept_then + 8);
     }
 }

@@ -8,6 +8,8 @@
 
 mod duration;
 mod expand;
+mod peers;
+mod size;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -21,6 +23,11 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use duration::HumanDuration;
 pub use expand::expand_env;
+pub use peers::{
+    ApiserverConfig, KubernetesDiscovery, MAX_PING_BYTES, PeerDiscovery, PeerProtocol, PeersConfig,
+    StaticPeer,
+};
+pub use size::ByteSize;
 
 /// Address the daemon listens on when the config does not say.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:9753";
@@ -38,6 +45,8 @@ pub struct Config {
     #[serde(deserialize_with = "expanded_string")]
     pub node_name: String,
     pub dns: DnsConfig,
+    pub peers: PeersConfig,
+    pub apiserver: ApiserverConfig,
 }
 
 impl Default for Config {
@@ -48,6 +57,8 @@ impl Default for Config {
                 .expect("the default listen address parses"),
             node_name: default_node_name(),
             dns: DnsConfig::default(),
+            peers: PeersConfig::default(),
+            apiserver: ApiserverConfig::default(),
         }
     }
 }
@@ -443,22 +454,14 @@ impl Config {
     /// Checks what no single value can: relations between keys.
     fn validate(&self) -> Result<(), (String, String)> {
         let dns = &self.dns;
-        if dns.interval.get() < std::time::Duration::from_millis(100) {
+        check_timing("dns", dns.interval, dns.timeout)?;
+        check_timing("peers", self.peers.interval, self.peers.timeout)?;
+        check_timing("apiserver", self.apiserver.interval, self.apiserver.timeout)?;
+        self.validate_peers()?;
+        if !self.apiserver.url_path.starts_with('/') {
             return Err((
-                "dns.interval".into(),
-                format!("{} is too short, the minimum is 100ms", dns.interval),
-            ));
-        }
-        if dns.timeout.get().is_zero() {
-            return Err(("dns.timeout".into(), "must be more than 0s".into()));
-        }
-        if dns.timeout >= dns.interval {
-            return Err((
-                "dns.timeout".into(),
-                format!(
-                    "{} must be shorter than dns.interval ({}), so that a lookup ends before the next one starts",
-                    dns.timeout, dns.interval
-                ),
+                "apiserver.url_path".into(),
+                format!("`{}` must start with `/`", self.apiserver.url_path),
             ));
         }
         if dns.discover_coredns.is_some() {
@@ -500,6 +503,41 @@ impl Config {
         Ok(())
     }
 
+    fn validate_peers(&self) -> Result<(), (String, String)> {
+        let peers = &self.peers;
+        if peers.bulk_bytes.0 == 0 || peers.bulk_bytes.0 > MAX_PING_BYTES {
+            return Err((
+                "peers.bulk_bytes".into(),
+                format!(
+                    "{} is out of range: from 1B to {}",
+                    peers.bulk_bytes,
+                    ByteSize(MAX_PING_BYTES)
+                ),
+            ));
+        }
+        let mut seen = HashSet::new();
+        for (i, protocol) in peers.protocols.iter().enumerate() {
+            if !seen.insert(protocol) {
+                return Err((
+                    format!("peers.protocols[{i}]"),
+                    format!("`{}` is listed twice", protocol.label()),
+                ));
+            }
+        }
+        if let PeerDiscovery::Static(list) = &peers.discovery {
+            let mut seen = HashSet::new();
+            for (i, peer) in list.iter().enumerate() {
+                if !seen.insert(&peer.node) {
+                    return Err((
+                        format!("peers.discovery.static[{i}]"),
+                        format!("node `{}` is listed twice", peer.node),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The effective configuration, defaults filled in, as YAML.
     pub fn to_yaml(&self) -> String {
         let mut yaml = serde_saphyr::to_string(self).expect("the config always serializes");
@@ -508,6 +546,33 @@ impl Config {
         }
         yaml
     }
+}
+
+/// A section's interval and timeout: a sane interval, and a timeout that ends a run before the
+/// next one starts.
+fn check_timing(
+    section: &str,
+    interval: HumanDuration,
+    timeout: HumanDuration,
+) -> Result<(), (String, String)> {
+    if interval.get() < std::time::Duration::from_millis(100) {
+        return Err((
+            format!("{section}.interval"),
+            format!("{interval} is too short, the minimum is 100ms"),
+        ));
+    }
+    if timeout.get().is_zero() {
+        return Err((format!("{section}.timeout"), "must be more than 0s".into()));
+    }
+    if timeout >= interval {
+        return Err((
+            format!("{section}.timeout"),
+            format!(
+                "{timeout} must be shorter than {section}.interval ({interval}), so that a probe ends before the next one starts"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// serde_path_to_error writes `.` for the document and `?` for a position it could not name
@@ -565,7 +630,7 @@ mod tests {
     fn relations_are_checked() {
         assert_eq!(
             err("dns:\n  interval: 2s\n  timeout: 2s\n"),
-            "c.yaml: dns.timeout: 2s must be shorter than dns.interval (2s), so that a lookup ends before the next one starts"
+            "c.yaml: dns.timeout: 2s must be shorter than dns.interval (2s), so that a probe ends before the next one starts"
         );
     }
 

@@ -7,7 +7,7 @@
 //! decodes the messages. Server `system` replays libc's
 //! algorithm on top of that: the search list, `ndots`, `attempts` and `timeout` from resolv.conf.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -17,7 +17,7 @@ use hickory_net::runtime::TokioRuntimeProvider;
 use hickory_net::tcp::TcpClientStream;
 use hickory_net::xfer::{DnsHandle, FirstAnswer};
 use hickory_proto::op::{DnsRequest, DnsRequestOptions, DnsResponse, Query, ResponseCode};
-use hickory_proto::rr::{Name, RecordType};
+use hickory_proto::rr::{Name, RData, RecordType};
 use tokio::time::Instant;
 
 use crate::config::{DnsConfig, DnsQuery, DnsServer, rcode_name};
@@ -118,6 +118,18 @@ pub async fn query(
     options: QueryOptions,
     deadline: Instant,
 ) -> DnsObservation {
+    query_with_response(server, name, qtype, options, deadline)
+        .await
+        .0
+}
+
+async fn query_with_response(
+    server: SocketAddr,
+    name: &Name,
+    qtype: RecordType,
+    options: QueryOptions,
+    deadline: Instant,
+) -> (DnsObservation, Option<DnsResponse>) {
     let start = Instant::now();
     let mut observation = DnsObservation {
         outcome: Outcome::Timeout,
@@ -131,12 +143,12 @@ pub async fn query(
             Ok(response) if !response.metadata.truncation => {
                 observation.outcome = response_outcome(&response);
                 observation.duration = Some(start.elapsed());
-                return observation;
+                return (observation, Some(response));
             }
             Ok(_truncated) => {}
             Err(outcome) => {
                 observation.outcome = outcome;
-                return observation;
+                return (observation, None);
             }
         }
     }
@@ -145,10 +157,13 @@ pub async fn query(
         Ok(response) => {
             observation.outcome = response_outcome(&response);
             observation.duration = Some(start.elapsed());
+            (observation, Some(response))
         }
-        Err(outcome) => observation.outcome = outcome,
+        Err(outcome) => {
+            observation.outcome = outcome;
+            (observation, None)
+        }
     }
-    observation
 }
 
 fn request(name: &Name, qtype: RecordType, options: QueryOptions) -> DnsRequest {
@@ -254,6 +269,41 @@ pub async fn lookup_system(
     qtype: RecordType,
     deadline: Instant,
 ) -> DnsObservation {
+    lookup_system_with_response(conf, name, qtype, deadline)
+        .await
+        .0
+}
+
+/// Resolves `name` to addresses the way the pod's libc would (A records), for probes that
+/// connect by name. Returns the lookup's observation too, for its timing and failure.
+pub async fn resolve_system(
+    conf: &ResolvConf,
+    name: &Name,
+    deadline: Instant,
+) -> (DnsObservation, Vec<IpAddr>) {
+    let (observation, response) =
+        lookup_system_with_response(conf, name, RecordType::A, deadline).await;
+    let addresses = response
+        .map(|r| {
+            r.answers
+                .iter()
+                .filter_map(|record| match &record.data {
+                    RData::A(a) => Some(IpAddr::V4(a.0)),
+                    RData::AAAA(aaaa) => Some(IpAddr::V6(aaaa.0)),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    (observation, addresses)
+}
+
+async fn lookup_system_with_response(
+    conf: &ResolvConf,
+    name: &Name,
+    qtype: RecordType,
+    deadline: Instant,
+) -> (DnsObservation, Option<DnsResponse>) {
     let start = Instant::now();
     let options = QueryOptions {
         edns: conf.edns0,
@@ -267,6 +317,7 @@ pub async fn lookup_system(
     };
     let mut last_response: Option<Duration> = None;
     let (mut got_nodata, mut got_servfail) = (false, false);
+    let mut final_response: Option<DnsResponse> = None;
     let first_server = if conf.rotate {
         rand::random_range(0..conf.nameservers.len())
     } else {
@@ -283,7 +334,11 @@ pub async fn lookup_system(
                 }
                 let server = conf.nameservers[(first_server + i) % conf.nameservers.len()];
                 let try_deadline = deadline.min(now + conf.timeout);
-                let one = query(server, &candidate, qtype, options, try_deadline).await;
+                let (one, response) =
+                    query_with_response(server, &candidate, qtype, options, try_deadline).await;
+                if response.is_some() {
+                    final_response = response;
+                }
                 total.udp_queries += one.udp_queries;
                 total.tcp_queries += one.tcp_queries;
                 if one.duration.is_some() {
@@ -312,7 +367,7 @@ pub async fn lookup_system(
             } if answers > 0 => {
                 total.outcome = answer;
                 total.duration = last_response;
-                return total;
+                return (total, final_response);
             }
             Outcome::Response {
                 rcode: ResponseCode::NoError,
@@ -347,7 +402,7 @@ pub async fn lookup_system(
     if matches!(total.outcome, Outcome::Response { .. }) {
         total.duration = last_response;
     }
-    total
+    (total, final_response)
 }
 
 /// The pod's resolv.conf, re-read when it changes (as glibc does since 2.26).

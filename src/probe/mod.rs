@@ -1,7 +1,10 @@
 //! Probers, one module per kind. A prober takes a target and a deadline and returns an
 //! observation; its target type records that observation into the metrics.
 
+pub mod apiserver;
 pub mod dns;
+pub mod http;
+pub mod peer;
 
 use std::sync::Mutex;
 

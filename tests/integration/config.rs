@@ -16,6 +16,9 @@ fn netprobe(args: &[&str]) -> Output {
         .args(args)
         .env_remove("NODE_NAME")
         .env_remove("NETPROBE_CONFIG")
+        .env_remove("POD_NAMESPACE")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
         .output()
         .expect("the binary runs")
 }
@@ -60,7 +63,7 @@ const INVALID: &[(&str, &str)] = &[
     ),
     (
         "invalid-timeout-not-below-interval.yaml",
-        ": dns.timeout: 5s must be shorter than dns.interval (5s), so that a lookup ends before the next one starts",
+        ": dns.timeout: 5s must be shorter than dns.interval (5s), so that a probe ends before the next one starts",
     ),
     (
         "invalid-unknown-key.yaml",
@@ -68,7 +71,7 @@ const INVALID: &[(&str, &str)] = &[
     ),
     (
         "invalid-unknown-section.yaml",
-        ":1:1: peers: unknown field `peers`, expected one of listen, node_name, dns",
+        ":1:1: peer: unknown field `peer`, expected one of listen, node_name, dns, peers, apiserver",
     ),
     (
         "invalid-unset-env.yaml",
@@ -174,6 +177,8 @@ fn check_config_prints_the_effective_config() {
     let out = Command::new(BIN)
         .args(["check-config", example.to_str().unwrap()])
         .env("NODE_NAME", "node-7")
+        .env_remove("POD_NAMESPACE")
+        .env_remove("KUBERNETES_SERVICE_HOST")
         .output()
         .unwrap();
     assert_eq!(
@@ -199,6 +204,29 @@ dns:
   - name: does-not-exist.invalid
     type: A
     expect: NXDOMAIN
+peers:
+  interval: 10s
+  timeout: 2s
+  neighbours: 10
+  protocols:
+  - http
+  - tcp
+  - bulk
+  - icmp
+  port: 9753
+  bulk_bytes: 64KiB
+  discovery:
+    kubernetes:
+      namespace: kube-netprobe
+      selector: app.kubernetes.io/name=kube-netprobe
+apiserver:
+  interval: 15s
+  timeout: 2s
+  url_path: /readyz
+  dns_name: kubernetes.default.svc
+  dns_port: 443
+  ca_file: /var/run/secrets/kubernetes.io/serviceaccount/ca.crt
+  token_file: /var/run/secrets/kubernetes.io/serviceaccount/token
 "
     );
 }

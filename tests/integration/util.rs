@@ -282,6 +282,11 @@ impl Daemon {
             .arg(&config_path)
             .args(extra_args)
             .env("RUST_LOG", "info")
+            // Never let a test daemon find a real cluster: no in-cluster environment, and a
+            // kubeconfig path that does not exist unless the test gives its own.
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env_remove("KUBERNETES_SERVICE_PORT")
+            .env("KUBECONFIG", dir.path().join("no-kubeconfig"))
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -1,0 +1,373 @@
+//! Peers from the Kubernetes API: a watch (not a poll) on the DaemonSet's pods and on the nodes.
+//!
+//! Only what probing needs is kept (a pod's node, IPs, readiness, whether it is terminating; a
+//! node's schedulability and readiness), so memory stays small on big clusters. A pod is a peer
+//! when it is ready, not terminating, and its node is neither cordoned nor NotReady: a drain must
+//! not page anyone. When the API server is unreachable the last known peers stay, the watch
+//! retries with backoff and every failure is counted.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::Api;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use tokio::sync::watch;
+
+use crate::config::KubernetesDiscovery;
+use crate::discovery::Peer;
+use crate::metrics::PeerMetrics;
+use crate::probe::{Health, Transition};
+
+/// What a pod contributes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodInfo {
+    pub node: String,
+    pub ips: Vec<IpAddr>,
+    pub ready: bool,
+    pub terminating: bool,
+}
+
+/// What a node contributes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub schedulable: bool,
+    pub ready: bool,
+}
+
+pub fn pod_info(pod: &Pod) -> Option<(String, PodInfo)> {
+    let name = pod.metadata.name.clone()?;
+    let spec = pod.spec.as_ref()?;
+    let node = spec.node_name.clone()?;
+    let status = pod.status.as_ref();
+    let mut ips: Vec<IpAddr> = status
+        .and_then(|s| s.pod_ips.as_ref())
+        .map(|ips| ips.iter().filter_map(|ip| ip.ip.parse().ok()).collect())
+        .unwrap_or_default();
+    if ips.is_empty()
+        && let Some(ip) = status
+            .and_then(|s| s.pod_ip.as_ref())
+            .and_then(|ip| ip.parse().ok())
+    {
+        ips.push(ip);
+    }
+    let ready = status
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    let terminating = pod.metadata.deletion_timestamp.is_some();
+    Some((
+        name,
+        PodInfo {
+            node,
+            ips,
+            ready,
+            terminating,
+        },
+    ))
+}
+
+pub fn node_info(node: &Node) -> Option<(String, NodeInfo)> {
+    let name = node.metadata.name.clone()?;
+    let schedulable = !node
+        .spec
+        .as_ref()
+        .and_then(|s| s.unschedulable)
+        .unwrap_or(false);
+    let ready = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    Some((name, NodeInfo { schedulable, ready }))
+}
+
+/// The cluster as the watches have shown it so far.
+#[derive(Debug, Default)]
+pub struct ClusterView {
+    pods: HashMap<String, PodInfo>,
+    nodes: HashMap<String, NodeInfo>,
+    /// Buffers of a relist in progress (`Init` .. `InitDone`).
+    pods_relist: Option<HashMap<String, PodInfo>>,
+    nodes_relist: Option<HashMap<String, NodeInfo>>,
+    pods_synced: bool,
+}
+
+impl ClusterView {
+    pub fn pod_event(&mut self, event: Event<Pod>) {
+        match event {
+            Event::Apply(pod) => {
+                if let Some((name, info)) = pod_info(&pod) {
+                    self.pods.insert(name, info);
+                }
+            }
+            Event::Delete(pod) => {
+                if let Some(name) = pod.metadata.name {
+                    self.pods.remove(&name);
+                }
+            }
+            Event::Init => self.pods_relist = Some(HashMap::new()),
+            Event::InitApply(pod) => {
+                if let (Some(buffer), Some((name, info))) = (&mut self.pods_relist, pod_info(&pod))
+                {
+                    buffer.insert(name, info);
+                }
+            }
+            Event::InitDone => {
+                if let Some(buffer) = self.pods_relist.take() {
+                    self.pods = buffer;
+                }
+                self.pods_synced = true;
+            }
+        }
+    }
+
+    pub fn node_event(&mut self, event: Event<Node>) {
+        match event {
+            Event::Apply(node) => {
+                if let Some((name, info)) = node_info(&node) {
+                    self.nodes.insert(name, info);
+                }
+            }
+            Event::Delete(node) => {
+                if let Some(name) = node.metadata.name {
+                    self.nodes.remove(&name);
+                }
+            }
+            Event::Init => self.nodes_relist = Some(HashMap::new()),
+            Event::InitApply(node) => {
+                if let (Some(buffer), Some((name, info))) =
+                    (&mut self.nodes_relist, node_info(&node))
+                {
+                    buffer.insert(name, info);
+                }
+            }
+            Event::InitDone => {
+                if let Some(buffer) = self.nodes_relist.take() {
+                    self.nodes = buffer;
+                }
+            }
+        }
+    }
+
+    /// Whether the pods have been listed once: before that, "no peers" means "don't know yet".
+    pub fn synced(&self) -> bool {
+        self.pods_synced
+    }
+
+    /// The probe-able peers, one per node, sorted by node. A node the node watch has not shown
+    /// (yet, or ever, when listing nodes is forbidden) does not hide its pod.
+    pub fn peers(&self, port: u16) -> Vec<Peer> {
+        let mut by_node: HashMap<&str, (&str, &PodInfo)> = HashMap::new();
+        for (name, pod) in &self.pods {
+            if !pod.ready || pod.terminating || pod.ips.is_empty() {
+                continue;
+            }
+            if let Some(node) = self.nodes.get(&pod.node)
+                && !(node.schedulable && node.ready)
+            {
+                continue;
+            }
+            // During a rollout two pods may share a node for a moment: keep one, stably.
+            let entry = by_node.entry(&pod.node).or_insert((name, pod));
+            if name.as_str() < entry.0 {
+                *entry = (name, pod);
+            }
+        }
+        let mut peers: Vec<Peer> = by_node
+            .into_iter()
+            .map(|(node, (_, pod))| Peer {
+                node: node.to_owned(),
+                addrs: pod
+                    .ips
+                    .iter()
+                    .map(|ip| SocketAddr::new(*ip, port))
+                    .collect(),
+            })
+            .collect();
+        peers.sort();
+        peers
+    }
+}
+
+/// Watches pods and nodes until the process ends, publishing the peers on `tx` whenever they
+/// change. Never returns an error: failures are counted and retried with backoff.
+pub async fn run(
+    config: KubernetesDiscovery,
+    port: u16,
+    client: Option<kube::Client>,
+    tx: watch::Sender<Vec<Peer>>,
+    metrics: PeerMetrics,
+) {
+    metrics.add_discovery_source("pods");
+    metrics.add_discovery_source("nodes");
+    let client = match client {
+        Some(client) => client,
+        None => connect(&metrics).await,
+    };
+    let pods = watcher::watcher(
+        Api::<Pod>::namespaced(client.clone(), &config.namespace),
+        watcher::Config::default().labels(&config.selector),
+    )
+    .default_backoff();
+    let nodes =
+        watcher::watcher(Api::<Node>::all(client), watcher::Config::default()).default_backoff();
+    tokio::pin!(pods);
+    tokio::pin!(nodes);
+    let mut view = ClusterView::default();
+    let (pods_health, nodes_health) = (Health::default(), Health::default());
+    loop {
+        tokio::select! {
+            Some(event) = pods.next() => match event {
+                Ok(event) => {
+                    log_transition(&pods_health, "pods", None);
+                    view.pod_event(event);
+                }
+                Err(e) => {
+                    metrics.discovery_error("pods");
+                    log_transition(&pods_health, "pods", Some(&e));
+                }
+            },
+            Some(event) = nodes.next() => match event {
+                Ok(event) => {
+                    log_transition(&nodes_health, "nodes", None);
+                    view.node_event(event);
+                }
+                Err(e) => {
+                    metrics.discovery_error("nodes");
+                    log_transition(&nodes_health, "nodes", Some(&e));
+                }
+            },
+            else => break,
+        }
+        if view.synced() {
+            let peers = view.peers(port);
+            tx.send_if_modified(|current| {
+                if *current == peers {
+                    false
+                } else {
+                    *current = peers;
+                    true
+                }
+            });
+        }
+    }
+}
+
+fn log_transition(health: &Health, source: &str, error: Option<&watcher::Error>) {
+    match (health.update(error.is_none()), error) {
+        (Transition::StartedFailing, Some(e)) => tracing::warn!(
+            source, error = %e,
+            "peer discovery failing; keeping the last known peers and retrying with backoff"
+        ),
+        (Transition::Recovered, _) => tracing::info!(source, "peer discovery recovered"),
+        _ => {}
+    }
+}
+
+/// A client from the in-cluster config or `KUBECONFIG`, retried with backoff until one can be
+/// built (outside a cluster with no kubeconfig, that is never: the daemon keeps its other probes).
+async fn connect(metrics: &PeerMetrics) -> kube::Client {
+    let mut delay = Duration::from_secs(1);
+    let mut logged = false;
+    loop {
+        match kube::Client::try_default().await {
+            Ok(client) => return client,
+            Err(e) => {
+                metrics.discovery_error("pods");
+                if !logged {
+                    tracing::warn!(
+                        error = %e,
+                        "cannot reach the Kubernetes API for peer discovery (no in-cluster config or KUBECONFIG?); retrying"
+                    );
+                    logged = true;
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(300));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    use super::*;
+
+    fn pod(name: &str, node: &str, ip: &str, ready: bool) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": { "name": name, "namespace": "kube-netprobe" },
+            "spec": { "nodeName": node, "containers": [] },
+            "status": {
+                "podIP": ip,
+                "podIPs": [{ "ip": ip }],
+                "conditions": [{ "type": "Ready", "status": if ready { "True" } else { "False" } }]
+            }
+        }))
+        .unwrap()
+    }
+
+    fn node(name: &str, unschedulable: bool, ready: bool) -> Node {
+        serde_json::from_value(serde_json::json!({
+            "metadata": { "name": name },
+            "spec": { "unschedulable": unschedulable },
+            "status": { "conditions": [{ "type": "Ready", "status": if ready { "True" } else { "False" } }] }
+        }))
+        .unwrap()
+    }
+
+    fn nodes_of(view: &ClusterView) -> Vec<String> {
+        view.peers(9753).into_iter().map(|p| p.node).collect()
+    }
+
+    #[test]
+    fn only_ready_pods_on_healthy_nodes_are_peers() {
+        let mut view = ClusterView::default();
+        view.pod_event(Event::Init);
+        view.pod_event(Event::InitApply(pod("p-a", "a", "10.0.0.1", true)));
+        view.pod_event(Event::InitApply(pod("p-b", "b", "10.0.0.2", true)));
+        view.pod_event(Event::InitApply(pod("p-c", "c", "10.0.0.3", false)));
+        view.pod_event(Event::InitApply(pod("p-d", "d", "10.0.0.4", true)));
+        assert!(!view.synced());
+        view.pod_event(Event::InitDone);
+        assert!(view.synced());
+        assert_eq!(nodes_of(&view), ["a", "b", "d"]);
+
+        view.node_event(Event::Apply(node("b", true, true)));
+        view.node_event(Event::Apply(node("d", false, false)));
+        view.node_event(Event::Apply(node("a", false, true)));
+        assert_eq!(
+            nodes_of(&view),
+            ["a"],
+            "cordoned b and NotReady d are left out"
+        );
+
+        let mut terminating = pod("p-a", "a", "10.0.0.1", true);
+        terminating.metadata.deletion_timestamp =
+            Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+        view.pod_event(Event::Apply(terminating));
+        assert!(nodes_of(&view).is_empty());
+        view.node_event(Event::Apply(node("b", false, true)));
+        view.pod_event(Event::Delete(pod("p-b", "b", "10.0.0.2", true)));
+        assert!(nodes_of(&view).is_empty());
+    }
+
+    #[test]
+    fn a_relist_replaces_what_was_known() {
+        let mut view = ClusterView::default();
+        view.pod_event(Event::Init);
+        view.pod_event(Event::InitApply(pod("p-a", "a", "10.0.0.1", true)));
+        view.pod_event(Event::InitDone);
+        view.pod_event(Event::Init);
+        view.pod_event(Event::InitApply(pod("p-b", "b", "10.0.0.2", true)));
+        // Until the relist completes, the old view stands.
+        assert_eq!(nodes_of(&view), ["a"]);
+        view.pod_event(Event::InitDone);
+        assert_eq!(nodes_of(&view), ["b"]);
+        let peer = &view.peers(9753)[0];
+        assert_eq!(peer.addrs, ["10.0.0.2:9753".parse().unwrap()]);
+    }
+}
