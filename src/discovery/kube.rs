@@ -370,4 +370,167 @@ mod tests {
         let peer = &view.peers(9753)[0];
         assert_eq!(peer.addrs, ["10.0.0.2:9753".parse().unwrap()]);
     }
+
+    /// The watch loop against a scripted API server (`tower_test`): it must LIST pods and nodes,
+    /// then WATCH them, and publish the peers that are probe-able. A request that never comes
+    /// fails the test by its deadline.
+    mod mock_api {
+        use std::time::Duration;
+
+        use http::{Request, Response, StatusCode};
+        use kube::client::Body;
+
+        use super::*;
+        use crate::metrics::Metrics;
+
+        fn list(kind: &str, items: serde_json::Value) -> String {
+            serde_json::json!({
+                "apiVersion": "v1", "kind": kind,
+                "metadata": { "resourceVersion": "10" },
+                "items": items
+            })
+            .to_string()
+        }
+
+        fn config() -> KubernetesDiscovery {
+            KubernetesDiscovery {
+                namespace: "kube-netprobe".into(),
+                selector: "app.kubernetes.io/name=kube-netprobe".into(),
+            }
+        }
+
+        /// Serves LISTs from `respond`, holds WATCH requests open, and returns the URIs seen.
+        fn serve(
+            mut handle: tower_test::mock::Handle<Request<Body>, Response<Body>>,
+            respond: impl Fn(&str) -> (StatusCode, String) + Send + 'static,
+        ) -> tokio::sync::mpsc::UnboundedReceiver<String> {
+            let (seen_tx, seen_rx) = tokio::sync::mpsc::unbounded_channel();
+            tokio::spawn(async move {
+                let mut open_watches = Vec::new();
+                while let Some((request, send)) = handle.next_request().await {
+                    let uri = request.uri().to_string();
+                    let _ = seen_tx.send(uri.clone());
+                    if uri.contains("watch=true") {
+                        open_watches.push(send);
+                        continue;
+                    }
+                    let (status, body) = respond(&uri);
+                    send.send_response(
+                        Response::builder()
+                            .status(status)
+                            .body(Body::from(body.into_bytes()))
+                            .unwrap(),
+                    );
+                }
+            });
+            seen_rx
+        }
+
+        #[tokio::test]
+        async fn lists_then_watches_and_publishes_probeable_peers() {
+            let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+            let client = kube::Client::new(service, "default");
+            let mut seen = serve(handle, |uri| {
+                let body = if uri.starts_with("/api/v1/namespaces/kube-netprobe/pods?") {
+                    assert!(
+                        uri.contains("labelSelector=app.kubernetes.io%2Fname%3Dkube-netprobe"),
+                        "{uri}"
+                    );
+                    list(
+                        "PodList",
+                        serde_json::json!([
+                            serde_json::to_value(pod("p-a", "a", "10.0.0.1", true)).unwrap(),
+                            serde_json::to_value(pod("p-b", "b", "10.0.0.2", true)).unwrap(),
+                            serde_json::to_value(pod("p-c", "c", "10.0.0.3", false)).unwrap(),
+                        ]),
+                    )
+                } else if uri.starts_with("/api/v1/nodes?") {
+                    list(
+                        "NodeList",
+                        serde_json::json!([
+                            serde_json::to_value(node("a", false, true)).unwrap(),
+                            serde_json::to_value(node("b", true, true)).unwrap(),
+                        ]),
+                    )
+                } else {
+                    panic!("unexpected request {uri}");
+                };
+                (StatusCode::OK, body)
+            });
+            let (tx, mut rx) = watch::channel(Vec::new());
+            let metrics = Metrics::new();
+            tokio::spawn(run(config(), 9753, Some(client), tx, metrics.peers.clone()));
+
+            // Both lists must have been served before the view is right: b is cordoned.
+            let peers = tokio::time::timeout(Duration::from_secs(10), async {
+                loop {
+                    rx.changed().await.unwrap();
+                    let peers = rx.borrow_and_update().clone();
+                    if peers.iter().map(|p| p.node.as_str()).collect::<Vec<_>>() == ["a"] {
+                        return peers;
+                    }
+                }
+            })
+            .await
+            .expect("the peers were never published as [a]");
+            assert_eq!(peers[0].addrs, ["10.0.0.1:9753".parse().unwrap()]);
+
+            let mut uris = Vec::new();
+            while let Ok(uri) = seen.try_recv() {
+                uris.push(uri);
+            }
+            assert!(
+                uris.iter()
+                    .any(|u| u.starts_with("/api/v1/nodes?") && !u.contains("watch=true")),
+                "{uris:?}"
+            );
+            let watches = uris.iter().filter(|u| u.contains("watch=true")).count();
+            tokio::time::timeout(Duration::from_secs(10), async {
+                let mut watches = watches;
+                while watches < 2 {
+                    if seen.recv().await.unwrap().contains("watch=true") {
+                        watches += 1;
+                    }
+                }
+            })
+            .await
+            .expect("pods and nodes were listed but never watched");
+        }
+
+        #[tokio::test]
+        async fn api_errors_are_counted_and_publish_nothing() {
+            let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+            let client = kube::Client::new(service, "default");
+            let _seen = serve(handle, |_| {
+                let status = serde_json::json!({
+                    "kind": "Status", "apiVersion": "v1", "status": "Failure",
+                    "message": "etcdserver: request timed out", "reason": "InternalError", "code": 500
+                });
+                (StatusCode::INTERNAL_SERVER_ERROR, status.to_string())
+            });
+            let (tx, rx) = watch::channel(Vec::new());
+            let metrics = Metrics::new();
+            tokio::spawn(run(config(), 9753, Some(client), tx, metrics.peers.clone()));
+            let counted = tokio::time::timeout(Duration::from_secs(10), async {
+                loop {
+                    let text = metrics.encode_openmetrics();
+                    let pods_errors = text
+                        .lines()
+                        .find_map(|l| {
+                            l.strip_prefix("netprobe_discovery_errors_total{source=\"pods\"} ")
+                        })
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .unwrap_or(0);
+                    if pods_errors >= 1 {
+                        return pods_errors;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+            .await
+            .expect("no discovery error was counted");
+            assert!(counted >= 1);
+            assert!(rx.borrow().is_empty());
+        }
+    }
 }
