@@ -3,9 +3,11 @@
 
 // Fixtures.
 mod dns_server;
+mod netns;
 mod util;
 
 // Suites.
 mod config;
 mod dns;
 mod logging;
+mod mesh;

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::IpAddr;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -218,7 +219,7 @@ pub struct Daemon {
     _dir: tempfile::TempDir,
 }
 
-fn capture(stream: impl Read + Send + 'static, into: Arc<Mutex<String>>) -> JoinHandle<()> {
+pub fn capture(stream: impl Read + Send + 'static, into: Arc<Mutex<String>>) -> JoinHandle<()> {
     std::thread::spawn(move || {
         for line in BufReader::new(stream).lines() {
             let Ok(line) = line else { break };
@@ -273,26 +274,49 @@ impl Daemon {
 
     /// As [`Daemon::start`], with extra arguments after `run --config <file>`.
     pub fn start_with(config_yaml: &str, extra_args: &[&str]) -> Self {
+        Self::start_in(
+            Command::new(bin()),
+            config_yaml,
+            extra_args,
+            IpAddr::from([127, 0, 0, 1]),
+        )
+    }
+
+    /// Starts `program run --config <file> extra_args`, where `program` is the binary or a
+    /// wrapper that execs it (`ip netns exec NS kube-netprobe`), with any environment the test
+    /// set on it. A daemon that announces `0.0.0.0` is reached at `unspecified_as`.
+    pub fn start_in(
+        mut program: Command,
+        config_yaml: &str,
+        extra_args: &[&str],
+        unspecified_as: IpAddr,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("config.yaml");
         std::fs::write(&config_path, config_yaml).expect("write config");
-        let mut child = Command::new(bin())
+        // Never let a test daemon find a real cluster: no in-cluster environment, and a
+        // kubeconfig path that does not exist unless the test gives its own.
+        let own_kubeconfig = program
+            .get_envs()
+            .any(|(k, v)| k == "KUBECONFIG" && v.is_some());
+        if !own_kubeconfig {
+            program.env("KUBECONFIG", dir.path().join("no-kubeconfig"));
+        }
+        let shown = format!("{program:?}");
+        let mut child = program
             .arg("run")
             .arg("--config")
             .arg(&config_path)
             .args(extra_args)
             .env("RUST_LOG", "info")
-            // Never let a test daemon find a real cluster: no in-cluster environment, and a
-            // kubeconfig path that does not exist unless the test gives its own.
             .env_remove("KUBERNETES_SERVICE_HOST")
             .env_remove("KUBERNETES_SERVICE_PORT")
-            .env("KUBECONFIG", dir.path().join("no-kubeconfig"))
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", bin()));
+            .unwrap_or_else(|e| panic!("start {shown}: {e}"));
         let stdout = Arc::new(Mutex::new(String::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
         let readers = vec![
@@ -313,7 +337,11 @@ impl Daemon {
         daemon.addr = loop {
             let logs = format!("{}{}", daemon.stderr_text(), daemon.stdout_text());
             if let Some(addr) = listening_addr(&logs) {
-                break addr;
+                break if addr.ip().is_unspecified() {
+                    SocketAddr::new(unspecified_as, addr.port())
+                } else {
+                    addr
+                };
             }
             if let Ok(Some(status)) = daemon.child.try_wait() {
                 daemon.join_readers();
