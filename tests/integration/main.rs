@@ -2,6 +2,7 @@
 //! list below is the index of what is covered; shared fixtures live in `util` and `dns_server`.
 
 // Fixtures.
+mod apiserver;
 mod dns_server;
 mod netns;
 mod util;
@@ -9,5 +10,6 @@ mod util;
 // Suites.
 mod config;
 mod dns;
+mod kube;
 mod logging;
 mod mesh;

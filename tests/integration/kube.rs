@@ -1,0 +1,335 @@
+//! Against a real kube-apiserver (with etcd): peer discovery from the DaemonSet's pods, the
+//! departure of peers (pod deleted, node cordoned), an API-server outage, and the API-server
+//! probe over its direct and DNS paths. The daemon authenticates as the netprobe service
+//! account with only the RBAC below: the rights the code needs and no more.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::apiserver::Apiserver;
+use crate::dns_server::{Behaviour, DnsServer};
+use crate::util::{Daemon, Metrics, bin};
+
+const WAIT: Duration = Duration::from_secs(30);
+const NAMESPACE: &str = "kube-netprobe";
+
+/// What the daemon's service account may do: watch its DaemonSet's pods, and the nodes.
+pub const RBAC: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: { name: kube-netprobe }
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: { name: kube-netprobe, namespace: kube-netprobe }
+rules:
+  - apiGroups: [""]
+    resources: [pods]
+    verbs: [get, list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: { name: kube-netprobe, namespace: kube-netprobe }
+roleRef: { apiGroup: rbac.authorization.k8s.io, kind: Role, name: kube-netprobe }
+subjects:
+  - { kind: ServiceAccount, name: kube-netprobe, namespace: kube-netprobe }
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: { name: kube-netprobe }
+rules:
+  - apiGroups: [""]
+    resources: [nodes]
+    verbs: [get, list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: { name: kube-netprobe }
+roleRef: { apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: kube-netprobe }
+subjects:
+  - { kind: ServiceAccount, name: kube-netprobe, namespace: kube-netprobe }
+"#;
+
+fn node(api: &Apiserver, name: &str) {
+    api.apply(&format!(
+        "apiVersion: v1\nkind: Node\nmetadata: {{ name: {name} }}\n"
+    ));
+    api.patch_status(
+        "nodes",
+        "",
+        name,
+        r#"{"status":{"conditions":[{"type":"Ready","status":"True","reason":"KubeletReady","message":"ok"}]}}"#,
+    );
+}
+
+fn pod(api: &Apiserver, name: &str, node: &str, ip: Ipv4Addr) {
+    api.apply(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {NAMESPACE}\n  \
+         labels: {{ app.kubernetes.io/name: kube-netprobe }}\nspec:\n  nodeName: {node}\n  \
+         containers: [{{ name: netprobe, image: kube-netprobe:test }}]\n"
+    ));
+    api.patch_status(
+        "pods",
+        NAMESPACE,
+        name,
+        &format!(
+            r#"{{"status":{{"phase":"Running","podIP":"{ip}","podIPs":[{{"ip":"{ip}"}}],"conditions":[{{"type":"Ready","status":"True"}}]}}}}"#
+        ),
+    );
+}
+
+/// A port free on both peer addresses.
+fn free_port(ips: &[Ipv4Addr]) -> u16 {
+    for _ in 0..50 {
+        let port = std::net::TcpListener::bind((ips[0], 0))
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if ips
+            .iter()
+            .all(|ip| std::net::TcpListener::bind((*ip, port)).is_ok())
+        {
+            return port;
+        }
+    }
+    panic!("no port free on all of {ips:?}");
+}
+
+/// A peer that only serves /ping.
+fn peer_daemon(name: &str, ip: Ipv4Addr, port: u16) -> Daemon {
+    Daemon::start(&format!(
+        "listen: {ip}:{port}\nnode_name: {name}\ndns: {{ servers: [] }}\n\
+         peers: {{ discovery: none }}\napiserver: {{ enabled: false }}\n"
+    ))
+}
+
+fn series_of(m: &Metrics, node: &str) -> usize {
+    m.series("netprobe_peer_up", &[("target_node", node)]).len()
+        + m.series("netprobe_peer_requests_total", &[("target_node", node)])
+            .len()
+        + m.series(
+            "netprobe_peer_request_duration_seconds_count",
+            &[("target_node", node)],
+        )
+        .len()
+}
+
+#[test]
+fn discovery_and_apiserver_probes_against_a_real_apiserver() {
+    crate::skip_unless_root!("bind port 53 on a loopback address for the pod resolver");
+    let Some(mut api) = Apiserver::start() else {
+        return;
+    };
+    api.apply(RBAC);
+    for name in ["node-a", "node-b", "node-c"] {
+        node(&api, name);
+    }
+    let (ip_a, ip_b, ip_c) = (
+        Ipv4Addr::new(127, 0, 0, 1),
+        Ipv4Addr::new(127, 0, 0, 2),
+        Ipv4Addr::new(127, 0, 0, 3),
+    );
+    let port = free_port(&[ip_a, ip_b, ip_c]);
+    let _peer_b = peer_daemon("node-b", ip_b, port);
+    let _peer_c = peer_daemon("node-c", ip_c, port);
+    pod(&api, "netprobe-a", "node-a", ip_a);
+    pod(&api, "netprobe-b", "node-b", ip_b);
+    pod(&api, "netprobe-c", "node-c", ip_c);
+
+    // The pod's resolver: a DNS server on port 53 that knows the API server's Service name.
+    let dns_ip =
+        Ipv4Addr::from(u32::from(Ipv4Addr::new(127, 54, 0, 1)) + std::process::id() % 60_000);
+    let dns = DnsServer::start_on(SocketAddr::from((dns_ip, 53))).expect("bind port 53");
+    dns.set(
+        "kubernetes.default.svc.cluster.local",
+        Behaviour::Answer(ip_a),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let resolv_conf = dir.path().join("resolv.conf");
+    std::fs::write(
+        &resolv_conf,
+        format!(
+            "nameserver {dns_ip}\nsearch {NAMESPACE}.svc.cluster.local svc.cluster.local cluster.local\n\
+             options ndots:5 timeout:1 attempts:1\n"
+        ),
+    )
+    .unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, api.netprobe_token()).unwrap();
+
+    let config = format!(
+        "listen: 127.0.0.1:0\nnode_name: node-a\n\
+         dns:\n  servers: []\n  resolv_conf: {resolv}\n\
+         peers:\n  interval: 500ms\n  timeout: 400ms\n  neighbours: 0\n  protocols: [http, tcp]\n  \
+         port: {port}\n  discovery:\n    kubernetes: {{ namespace: {NAMESPACE}, selector: app.kubernetes.io/name=kube-netprobe }}\n\
+         apiserver:\n  enabled: true\n  interval: 500ms\n  timeout: 400ms\n  direct: 127.0.0.1:{api_port}\n  \
+         dns_port: {api_port}\n  ca_file: {ca}\n  token_file: {token}\n",
+        resolv = resolv_conf.display(),
+        api_port = api.port(),
+        ca = api.ca_file().display(),
+        token = token_file.display(),
+    );
+    let mut program = Command::new(bin());
+    program.env("KUBECONFIG", api.kubeconfig_netprobe());
+    let mut daemon = Daemon::start_in(program, &config, &[], Ipv4Addr::LOCALHOST.into());
+
+    // Discovered, probed, both API-server paths up.
+    let up = |m: &Metrics, node: &str| {
+        m.get(
+            "netprobe_peer_up",
+            &[
+                ("target_node", node),
+                ("protocol", "http"),
+                ("family", "ipv4"),
+            ],
+        )
+    };
+    daemon.wait_until(
+        "node-b and node-c probed and up, both API paths up",
+        WAIT,
+        |m| {
+            let seen = (
+                up(m, "node-b"),
+                up(m, "node-c"),
+                m.get("netprobe_apiserver_up", &[("path", "direct")]),
+                m.get("netprobe_apiserver_up", &[("path", "dns")]),
+            );
+            if seen == (Some(1.0), Some(1.0), Some(1.0), Some(1.0)) {
+                Ok(())
+            } else {
+                Err(format!("{seen:?}"))
+            }
+        },
+    );
+    let m = daemon.scrape();
+    assert_eq!(m.get("netprobe_discovery_peers", &[]), Some(3.0));
+    assert_eq!(m.get("netprobe_peer_targets", &[]), Some(2.0));
+    assert_eq!(
+        m.get(
+            "netprobe_peer_checkers_expected",
+            &[("target_node", "node-a")]
+        ),
+        Some(2.0)
+    );
+    assert_eq!(series_of(&m, "node-a"), 0, "a node never probes itself");
+    for phase in ["dns", "connect", "tls", "first_byte", "total"] {
+        let count = m.sum(
+            "netprobe_apiserver_request_duration_seconds_count",
+            &[("path", "dns"), ("phase", phase)],
+        );
+        assert!(count >= 1.0, "dns path phase {phase}: {count}");
+    }
+    assert_eq!(
+        m.sum(
+            "netprobe_apiserver_request_duration_seconds_count",
+            &[("path", "direct"), ("phase", "dns")]
+        ),
+        0.0,
+        "the direct path has no dns phase"
+    );
+
+    // A pod deleted: every series of its node goes at once.
+    api.force_delete("pod", NAMESPACE, "netprobe-c");
+    daemon.wait_until("node-c's series to go", WAIT, |m| {
+        match series_of(m, "node-c") {
+            0 => Ok(()),
+            n => Err(format!("{n} series left")),
+        }
+    });
+
+    // A node cordoned (drained): its pod is no longer probed, and nobody is paged about it.
+    api.kubectl(&["cordon", "node-b"]);
+    daemon.wait_until("node-b's series to go", WAIT, |m| {
+        match series_of(m, "node-b") {
+            0 => Ok(()),
+            n => Err(format!("{n} series left")),
+        }
+    });
+    api.kubectl(&["uncordon", "node-b"]);
+    daemon.wait_for(
+        "netprobe_peer_up",
+        &[("target_node", "node-b"), ("protocol", "http")],
+        "node-b probed again after uncordon",
+        WAIT,
+        |v| v == 1.0,
+    );
+
+    // "direct works, DNS fails" reads as such.
+    dns.set("kubernetes.default.svc.cluster.local", Behaviour::ServFail);
+    daemon.wait_until("the dns path down, direct up", WAIT, |m| {
+        let seen = (
+            m.get("netprobe_apiserver_up", &[("path", "dns")]),
+            m.get("netprobe_apiserver_up", &[("path", "direct")]),
+        );
+        if seen == (Some(0.0), Some(1.0)) {
+            Ok(())
+        } else {
+            Err(format!("{seen:?}"))
+        }
+    });
+    assert!(
+        daemon.scrape().sum(
+            "netprobe_apiserver_requests_total",
+            &[("path", "dns"), ("result", "dns_error")]
+        ) >= 1.0
+    );
+    dns.set(
+        "kubernetes.default.svc.cluster.local",
+        Behaviour::Answer(ip_a),
+    );
+
+    // The API server goes away: discovery errors are counted, the last known peers are still
+    // probed, both API paths report it; then everything recovers.
+    let before = daemon.scrape();
+    let errors = |m: &Metrics| m.sum("netprobe_discovery_errors_total", &[]);
+    let b_probes = |m: &Metrics| {
+        m.sum(
+            "netprobe_peer_requests_total",
+            &[("target_node", "node-b"), ("result", "success")],
+        )
+    };
+    api.stop_apiserver();
+    daemon.wait_until("discovery errors and API paths down", WAIT, |m| {
+        let seen = (
+            errors(m) > errors(&before),
+            m.get("netprobe_apiserver_up", &[("path", "direct")]),
+            b_probes(m) > b_probes(&before) + 2.0,
+        );
+        if seen == (true, Some(0.0), true) {
+            Ok(())
+        } else {
+            Err(format!("{seen:?}"))
+        }
+    });
+    let m = daemon.scrape();
+    assert!(
+        m.sum(
+            "netprobe_apiserver_requests_total",
+            &[("path", "direct"), ("result", "refused")]
+        ) >= 1.0
+    );
+    assert_eq!(
+        up(&m, "node-b"),
+        Some(1.0),
+        "the last known peer is still probed"
+    );
+    api.start_apiserver();
+    daemon.wait_for(
+        "netprobe_apiserver_up",
+        &[("path", "direct")],
+        "the direct path back up",
+        WAIT,
+        |v| v == 1.0,
+    );
+    // And the watch resumed: a new pod is found.
+    pod(&api, "netprobe-c2", "node-c", ip_c);
+    daemon.wait_for(
+        "netprobe_peer_up",
+        &[("target_node", "node-c"), ("protocol", "http")],
+        "node-c probed again through the resumed watch",
+        WAIT,
+        |v| v == 1.0,
+    );
+}
