@@ -334,6 +334,15 @@ fn keeps_running_when_every_server_is_unreachable() {
 
 #[test]
 fn sigterm_with_a_probe_in_flight_exits_zero_within_5s() {
+    stops_cleanly_with_a_probe_in_flight("TERM");
+}
+
+#[test]
+fn sigint_with_a_probe_in_flight_exits_zero_within_5s() {
+    stops_cleanly_with_a_probe_in_flight("INT");
+}
+
+fn stops_cleanly_with_a_probe_in_flight(signal: &str) {
     let server = DnsServer::start();
     let name = "slow.cluster.local";
     server.set(name, Behaviour::Answer(IP).delayed(Duration::from_secs(3)));
@@ -347,15 +356,15 @@ fn sigterm_with_a_probe_in_flight_exits_zero_within_5s() {
             _ => Ok(()),
         },
     );
-    let (status, took) = daemon.terminate();
+    let (status, took) = daemon.stop_with(signal);
     assert!(
         status.success(),
-        "exit status after SIGTERM: {status}\n{}",
+        "exit status after SIG{signal}: {status}\n{}",
         daemon.output_tail(20)
     );
     assert!(
         took < Duration::from_secs(5),
-        "exit took {took:?} after SIGTERM"
+        "exit took {took:?} after SIG{signal}"
     );
 }
 

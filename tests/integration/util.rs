@@ -531,9 +531,15 @@ impl Daemon {
     /// Sends SIGTERM and waits (at most 15 s) for the exit; returns the status and how long the
     /// exit took after the signal.
     pub fn terminate(&mut self) -> (ExitStatus, Duration) {
+        self.stop_with("TERM")
+    }
+
+    /// Sends `signal` (`TERM`, `INT`) and waits (at most 15 s) for the exit; returns the status
+    /// and how long the exit took after the signal.
+    pub fn stop_with(&mut self, signal: &str) -> (ExitStatus, Duration) {
         let limit = Duration::from_secs(15);
         let sent = Instant::now();
-        self.signal("TERM");
+        self.signal(signal);
         loop {
             if let Some(status) = self.child.try_wait().expect("wait for daemon") {
                 let took = sent.elapsed();
@@ -542,7 +548,7 @@ impl Daemon {
             }
             if sent.elapsed() >= limit {
                 panic!(
-                    "daemon still running {limit:?} after SIGTERM\n{}",
+                    "daemon still running {limit:?} after SIG{signal}\n{}",
                     self.output_tail(40)
                 );
             }
