@@ -7,6 +7,7 @@ CARGO ?= cargo
 ## Everything CI runs: test dependencies, formatting, lints, every test (unit, integration
 ## against real DNS servers, promtool), and the generated files' freshness.
 test: deps lint check-generated
+	scripts/check-alerts
 	$(CARGO) test --all-targets --locked
 
 ## System packages the tests use (promtool, dig); installs only what is missing (needs root).
