@@ -34,3 +34,4 @@ bench:
 	$(CARGO) bench --locked
 	scripts/bench-rss
 	scripts/bench-vs-blackbox
+	scripts/bench-discovery
