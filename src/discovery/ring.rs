@@ -4,15 +4,22 @@
 //! by exactly `k` others (its `k` predecessors) and alerts can divide by `k`. Adding or removing
 //! one node moves only the pairs that involve it and its `k` neighbours on either side.
 
-/// FNV-1a, 64 bit: stable across Rust versions and platforms, unlike `DefaultHasher`, because
-/// every node (and every version during a rolling update) must place names identically.
+/// FNV-1a, 64 bit, then the splitmix64 finaliser: stable across Rust versions and platforms,
+/// unlike `DefaultHasher`, because every node (and every version during a rolling update) must
+/// place names identically. FNV alone barely mixes a name's last bytes, so `ip-10-0-1-23` and
+/// `ip-10-0-1-24` would sit side by side and a node's checkers would share its subnet or zone;
+/// the finaliser scatters them.
 fn position(name: &str) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in name.as_bytes() {
         hash ^= u64::from(*byte);
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    hash
+    hash ^= hash >> 30;
+    hash = hash.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    hash ^= hash >> 27;
+    hash = hash.wrapping_mul(0x94d0_49bb_1331_11eb);
+    hash ^ (hash >> 31)
 }
 
 /// Node names placed on the ring.
@@ -126,6 +133,21 @@ mod tests {
         let removed = assignments(&nodes, k);
         let moved = after.symmetric_difference(&removed).count();
         assert!(moved <= 3 * k, "{moved} assignments moved");
+    }
+
+    #[test]
+    fn similar_names_are_scattered() {
+        // Nodes named after their addresses: a node's neighbours must not all be its namesakes.
+        let nodes: Vec<String> = (0..1000)
+            .map(|i| format!("ip-10-0-{}-{}", i / 250, i % 250))
+            .collect();
+        let ring = Ring::new(nodes.iter().map(String::as_str));
+        let peers = ring.neighbours("ip-10-0-1-23", 10);
+        let close = peers
+            .iter()
+            .filter(|p| p.starts_with("ip-10-0-1-2"))
+            .count();
+        assert!(close <= 2, "{peers:?}");
     }
 
     #[test]
