@@ -47,9 +47,10 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn main() {
-    // `cargo test --all-targets` runs benches once in test mode: keep that quick.
-    let quick = std::env::args().any(|a| a == "--test");
-    let probes = if quick { 3 } else { 200 };
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this without it, as a
+    // smoke test: keep that quick.
+    let full = std::env::args().any(|a| a == "--bench");
+    let probes = if full { 200 } else { 3 };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
