@@ -19,6 +19,7 @@ use crate::metrics::Metrics;
 use crate::probe::apiserver::{ApiserverTarget, endpoints};
 use crate::probe::dns::{DnsTarget, SystemResolver};
 use crate::probe::peer::{PeerSettings, icmp_available};
+use crate::probe::storage::StorageTarget;
 use crate::scheduler::Scheduler;
 
 /// How long in-flight HTTP requests get to finish after SIGTERM before the process exits anyway;
@@ -152,6 +153,25 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         tracing::info!("dns.servers is empty: DNS probing is off");
     }
     let _mesh = start_peers(&config, &scheduler, &metrics);
+    if config.csi.is_enabled() {
+        let (csi, node, ignore) = (
+            metrics.csi.clone(),
+            config.node_name.clone(),
+            config.csi.ignore_drivers.clone(),
+        );
+        tokio::spawn(async move {
+            let client = crate::discovery::kube::connect(|| csi.watch_error()).await;
+            let errors = csi.clone();
+            crate::discovery::csi::run(
+                client,
+                node,
+                ignore,
+                |s| csi.set(s),
+                || errors.watch_error(),
+            )
+            .await;
+        });
+    }
     if config.apiserver.is_enabled() {
         for (path, endpoint) in endpoints(&config.apiserver) {
             scheduler.spawn(Arc::new(ApiserverTarget::new(
@@ -166,6 +186,15 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         tracing::info!(
             "not running in a cluster (KUBERNETES_SERVICE_HOST is unset): API-server probes are off"
         );
+    }
+    for volume in &config.storage.volumes {
+        let target = Arc::new(StorageTarget::new(
+            volume,
+            &config.storage,
+            metrics.storage.clone(),
+        ));
+        target.remove_leftovers();
+        scheduler.spawn(target);
     }
     tracing::info!(targets = scheduler.len(), "probes scheduled");
     ready.store(true, Ordering::Release);

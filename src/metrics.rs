@@ -15,6 +15,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::probe::dns::{DnsObservation, RCODE_LABELS};
+use crate::probe::storage::StorageObservation;
 
 /// Lookup-duration buckets, in seconds: dense below 100 ms for healthy clusters, and split around
 /// 5 s so that a lookup rescued by libc's 5 s retry (the conntrack insert race on UDP) lands in
@@ -119,8 +120,8 @@ pub const PEER_CHECKERS: FamilyDoc = FamilyDoc {
 pub const ICMP_AVAILABLE: FamilyDoc = FamilyDoc {
     name: "netprobe_icmp_available",
     kind: "gauge",
-    labels: &[],
-    help: "1 if unprivileged ICMP echo sockets work here (net.ipv4.ping_group_range covers this process), else 0 and icmp probes are skipped",
+    labels: &["family"],
+    help: "Present when icmp peer probes are configured: 1 if unprivileged ICMP echo sockets work here (net.ipv4.ping_group_range covers this process), else 0 and icmp probes are skipped",
 };
 pub const DISCOVERY_ERRORS: FamilyDoc = FamilyDoc {
     name: "netprobe_discovery_errors_total",
@@ -153,6 +154,70 @@ pub const APISERVER_DURATION: FamilyDoc = FamilyDoc {
     help: "Time of each phase of successful API-server probes, from the start of the probe: dns, connect, tls, first_byte, total",
 };
 
+pub const CSI_REGISTERED: FamilyDoc = FamilyDoc {
+    name: "netprobe_csi_node_driver_registered",
+    kind: "gauge",
+    labels: &["driver"],
+    help: "For each CSIDriver in the cluster, 1 if this node's CSINode lists it (its node plugin registered with the kubelet), else 0",
+};
+pub const CSI_WATCH_ERRORS: FamilyDoc = FamilyDoc {
+    name: "netprobe_csi_watch_errors_total",
+    kind: "counter",
+    labels: &[],
+    help: "Failed list or watch calls for CSIDrivers and this node's CSINode; the last known state is kept meanwhile",
+};
+
+/// Storage operation buckets, in seconds: a healthy SSD fsyncs in about a millisecond and writes
+/// 16 MiB in tens of them; a degraded disk or network volume takes 100 ms and more per fsync,
+/// and a hung one runs into the timeout.
+pub const STORAGE_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0,
+];
+
+pub const STORAGE_SUCCESS: FamilyDoc = FamilyDoc {
+    name: "netprobe_storage_probe_success",
+    kind: "gauge",
+    labels: &["volume"],
+    help: "1 if the last probe of the volume wrote, synced, read back and verified its data and deleted it, else 0",
+};
+pub const STORAGE_PROBES: FamilyDoc = FamilyDoc {
+    name: "netprobe_storage_probes_total",
+    kind: "counter",
+    labels: &["volume", "result"],
+    help: "Storage probes by result: success, enospc, erofs, eio, permission_denied, timeout, checksum_mismatch, insufficient_space (skipped: less than size plus reserve free), error",
+};
+pub const STORAGE_DURATION: FamilyDoc = FamilyDoc {
+    name: "netprobe_storage_operation_duration_seconds",
+    kind: "histogram",
+    labels: &["volume", "operation"],
+    help: "Time of each operation that completed: write and read (all blocks of a run), fsync, delete, and sync_write (one 4 KiB write plus fdatasync, once per write of the latency pass)",
+};
+pub const STORAGE_BYTES: FamilyDoc = FamilyDoc {
+    name: "netprobe_storage_bytes_total",
+    kind: "counter",
+    labels: &["volume", "operation"],
+    help: "Bytes written (write, sync_write) and read back (read) by the storage probes",
+};
+pub const STORAGE_THROUGHPUT: FamilyDoc = FamilyDoc {
+    name: "netprobe_storage_throughput_bytes_per_second",
+    kind: "gauge",
+    labels: &["volume", "operation"],
+    help: "Throughput of the last completed write and read phase: bytes over the time spent in write or read calls",
+};
+pub const STORAGE_STUCK: FamilyDoc = FamilyDoc {
+    name: "netprobe_storage_stuck_seconds",
+    kind: "gauge",
+    labels: &["volume"],
+    help: "How long the storage operation in flight on the volume has been running (refreshed every 0.5 s), 0 when none is; grows without bound on a hung volume",
+};
+pub const STORAGE_DIRECT_IO: FamilyDoc = FamilyDoc {
+    name: "netprobe_storage_direct_io",
+    kind: "gauge",
+    labels: &["volume"],
+    help: "1 if the last probe read past the page cache with O_DIRECT, 0 if it dropped the cache with posix_fadvise(DONTNEED) instead (direct_io off, or the filesystem refuses O_DIRECT)",
+};
+
 /// Every family, in the order of docs/metrics.md.
 pub const FAMILIES: &[FamilyDoc] = &[
     BUILD_INFO,
@@ -173,6 +238,15 @@ pub const FAMILIES: &[FamilyDoc] = &[
     APISERVER_UP,
     APISERVER_REQUESTS,
     APISERVER_DURATION,
+    CSI_REGISTERED,
+    CSI_WATCH_ERRORS,
+    STORAGE_SUCCESS,
+    STORAGE_PROBES,
+    STORAGE_DURATION,
+    STORAGE_BYTES,
+    STORAGE_THROUGHPUT,
+    STORAGE_STUCK,
+    STORAGE_DIRECT_IO,
 ];
 
 /// The name `Registry::register` wants: the client appends `_total` and the unit itself.
@@ -397,6 +471,11 @@ struct TargetNodeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FamilyLabels {
+    family: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SourceLabels {
     source: &'static str,
 }
@@ -417,7 +496,7 @@ pub struct PeerMetrics {
     duration: HistogramFamily<PeerPhaseLabels>,
     targets: Gauge,
     checkers: Family<TargetNodeLabels, Gauge>,
-    icmp_available: Gauge,
+    icmp_available: Family<FamilyLabels, Gauge>,
     discovery_errors: Family<SourceLabels, Counter>,
     discovery_peers: Gauge,
 }
@@ -430,7 +509,7 @@ impl PeerMetrics {
             duration: Family::new_with_constructor(network_histogram),
             targets: Gauge::default(),
             checkers: Family::default(),
-            icmp_available: Gauge::default(),
+            icmp_available: Family::default(),
             discovery_errors: Family::default(),
             discovery_peers: Gauge::default(),
         };
@@ -528,8 +607,11 @@ impl PeerMetrics {
             .set(expected_checkers as i64);
     }
 
+    /// Records the result of the ICMP socket check (made only when icmp probes are configured).
     pub fn set_icmp_available(&self, available: bool) {
-        self.icmp_available.set(i64::from(available));
+        self.icmp_available
+            .get_or_create(&FamilyLabels { family: "ipv4" })
+            .set(i64::from(available));
     }
 
     pub fn discovery_error(&self, source: &'static str) {
@@ -617,6 +699,210 @@ impl ApiserverMetrics {
     }
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DriverLabels {
+    driver: String,
+}
+
+/// CSI node registration.
+#[derive(Debug, Clone)]
+pub struct CsiMetrics {
+    registered: Family<DriverLabels, Gauge>,
+    errors: Counter,
+}
+
+impl CsiMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let this = Self {
+            registered: Family::default(),
+            errors: Counter::default(),
+        };
+        register(registry, &CSI_REGISTERED, this.registered.clone());
+        register(registry, &CSI_WATCH_ERRORS, this.errors.clone());
+        this
+    }
+
+    /// Replaces the registration gauges: drivers no longer in the cluster lose their series.
+    pub fn set(&self, status: &std::collections::BTreeMap<String, bool>) {
+        self.registered.clear();
+        for (driver, registered) in status {
+            self.registered
+                .get_or_create(&DriverLabels {
+                    driver: driver.clone(),
+                })
+                .set(i64::from(*registered));
+        }
+    }
+
+    pub fn watch_error(&self) {
+        self.errors.inc();
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VolumeLabels {
+    volume: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VolumeResultLabels {
+    volume: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VolumeOperationLabels {
+    volume: String,
+    operation: &'static str,
+}
+
+type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
+
+fn storage_histogram() -> Histogram {
+    Histogram::new(STORAGE_BUCKETS.iter().copied())
+}
+
+/// The storage families.
+#[derive(Debug, Clone)]
+pub struct StorageMetrics {
+    success: Family<VolumeLabels, Gauge>,
+    probes: Family<VolumeResultLabels, Counter>,
+    duration: HistogramFamily<VolumeOperationLabels>,
+    bytes: Family<VolumeOperationLabels, Counter>,
+    throughput: Family<VolumeOperationLabels, FloatGauge>,
+    stuck: Family<VolumeLabels, FloatGauge>,
+    direct_io: Family<VolumeLabels, Gauge>,
+}
+
+impl StorageMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let this = Self {
+            success: Family::default(),
+            probes: Family::default(),
+            duration: Family::new_with_constructor(storage_histogram),
+            bytes: Family::default(),
+            throughput: Family::default(),
+            stuck: Family::default(),
+            direct_io: Family::default(),
+        };
+        register(registry, &STORAGE_SUCCESS, this.success.clone());
+        register(registry, &STORAGE_PROBES, this.probes.clone());
+        register_with_unit(
+            registry,
+            &STORAGE_DURATION,
+            Unit::Seconds,
+            this.duration.clone(),
+        );
+        register(registry, &STORAGE_BYTES, this.bytes.clone());
+        register(registry, &STORAGE_THROUGHPUT, this.throughput.clone());
+        register_with_unit(registry, &STORAGE_STUCK, Unit::Seconds, this.stuck.clone());
+        register(registry, &STORAGE_DIRECT_IO, this.direct_io.clone());
+        this
+    }
+
+    fn volume(volume: &str) -> VolumeLabels {
+        VolumeLabels {
+            volume: volume.to_owned(),
+        }
+    }
+
+    fn operation(volume: &str, operation: &'static str) -> VolumeOperationLabels {
+        VolumeOperationLabels {
+            volume: volume.to_owned(),
+            operation,
+        }
+    }
+
+    /// Creates a volume's series at 0: every result and operation, so that error ratios and
+    /// `rate()` see the first failure.
+    pub fn add_volume(&self, volume: &str) {
+        use crate::probe::storage::{BYTE_OPERATIONS, OPERATIONS, RESULTS};
+        let _ = self.success.get_or_create(&Self::volume(volume));
+        let _ = self.stuck.get_or_create(&Self::volume(volume));
+        for result in RESULTS {
+            let _ = self.probes.get_or_create(&VolumeResultLabels {
+                volume: volume.to_owned(),
+                result,
+            });
+        }
+        for operation in OPERATIONS {
+            let _ = self
+                .duration
+                .get_or_create(&Self::operation(volume, operation));
+        }
+        for operation in BYTE_OPERATIONS {
+            let _ = self
+                .bytes
+                .get_or_create(&Self::operation(volume, operation));
+        }
+    }
+
+    /// Removes every series of a volume.
+    pub fn remove_volume(&self, volume: &str) {
+        use crate::probe::storage::{OPERATIONS, RESULTS};
+        for family in [&self.success, &self.direct_io] {
+            family.remove(&Self::volume(volume));
+        }
+        self.stuck.remove(&Self::volume(volume));
+        for result in RESULTS {
+            self.probes.remove(&VolumeResultLabels {
+                volume: volume.to_owned(),
+                result,
+            });
+        }
+        for operation in OPERATIONS {
+            let labels = Self::operation(volume, operation);
+            self.duration.remove(&labels);
+            self.bytes.remove(&labels);
+            self.throughput.remove(&labels);
+        }
+    }
+
+    /// Records one run: its result, and what it measured.
+    pub fn record(&self, volume: &str, obs: &StorageObservation) {
+        self.probes
+            .get_or_create(&VolumeResultLabels {
+                volume: volume.to_owned(),
+                result: obs.result,
+            })
+            .inc();
+        self.success
+            .get_or_create(&Self::volume(volume))
+            .set(i64::from(obs.result == "success"));
+        self.record_operations(volume, obs);
+    }
+
+    /// Records the timings, bytes, throughput and read mode of a run, without its result (for a
+    /// run whose timeout was already counted).
+    pub fn record_operations(&self, volume: &str, obs: &StorageObservation) {
+        for (operation, took) in &obs.operations {
+            self.duration
+                .get_or_create(&Self::operation(volume, operation))
+                .observe(took.as_secs_f64());
+        }
+        for (operation, n) in &obs.bytes {
+            self.bytes
+                .get_or_create(&Self::operation(volume, operation))
+                .inc_by(*n);
+        }
+        for (operation, rate) in &obs.throughput {
+            self.throughput
+                .get_or_create(&Self::operation(volume, operation))
+                .set(*rate);
+        }
+        if let Some(direct) = obs.direct_io {
+            self.direct_io
+                .get_or_create(&Self::volume(volume))
+                .set(i64::from(direct));
+        }
+    }
+
+    /// How long the operation in flight has been running, 0 when none is.
+    pub fn set_stuck(&self, volume: &str, seconds: f64) {
+        self.stuck.get_or_create(&Self::volume(volume)).set(seconds);
+    }
+}
+
 /// Families about the daemon itself.
 #[derive(Debug, Clone)]
 pub struct ProbeMetrics {
@@ -642,6 +928,8 @@ pub struct Metrics {
     pub dns: DnsMetrics,
     pub peers: PeerMetrics,
     pub apiserver: ApiserverMetrics,
+    pub csi: CsiMetrics,
+    pub storage: StorageMetrics,
     pub probes: ProbeMetrics,
 }
 
@@ -671,11 +959,15 @@ impl Metrics {
         let dns = DnsMetrics::register(&mut registry);
         let peers = PeerMetrics::register(&mut registry);
         let apiserver = ApiserverMetrics::register(&mut registry);
+        let csi = CsiMetrics::register(&mut registry);
+        let storage = StorageMetrics::register(&mut registry);
         Self {
             registry,
             dns,
             peers,
             apiserver,
+            csi,
+            storage,
             probes: ProbeMetrics { overruns },
         }
     }
@@ -771,7 +1063,27 @@ pub fn reference_markdown() -> String {
             .collect::<Vec<_>>()
             .join(", ")
     ));
+    out.push_str(&format!(
+        "\nStorage operation-duration buckets (seconds): {}. Storage `result` is one of {}; \
+         `operation` is one of {} (bytes: {}; throughput: `write`, `read`).\n",
+        STORAGE_BUCKETS
+            .iter()
+            .map(|b| b.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        backticked(crate::probe::storage::RESULTS),
+        backticked(crate::probe::storage::OPERATIONS),
+        backticked(crate::probe::storage::BYTE_OPERATIONS),
+    ));
     out
+}
+
+fn backticked(items: &[&str]) -> String {
+    items
+        .iter()
+        .map(|i| format!("`{i}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Shared handle the probers and the HTTP server hold.
@@ -967,8 +1279,23 @@ mod tests {
         m.peers.record(&peer, "success", &[("total", 0.001)]);
         m.peers.set_targets(1, "node-a", 1);
         m.peers.add_discovery_source("pods");
+        m.peers.set_icmp_available(true);
         m.apiserver.add_path("direct");
         m.apiserver.record("direct", "success", &[("total", 0.002)]);
+        m.csi
+            .set(&[("ebs.csi.aws.com".to_owned(), true)].into_iter().collect());
+        m.storage.add_volume("scratch");
+        m.storage.record(
+            "scratch",
+            &StorageObservation {
+                result: "success",
+                operations: vec![("fsync", Duration::from_millis(1))],
+                bytes: vec![("write", 4096)],
+                throughput: vec![("write", 1e9)],
+                direct_io: Some(true),
+                detail: None,
+            },
+        );
         let text = m.encode_prometheus_text();
         for doc in FAMILIES {
             let type_line = format!("# TYPE {} {}\n", doc.name, doc.kind);

@@ -10,6 +10,7 @@ mod duration;
 mod expand;
 mod peers;
 mod size;
+mod storage;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -24,10 +25,11 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub use duration::HumanDuration;
 pub use expand::expand_env;
 pub use peers::{
-    ApiserverConfig, KubernetesDiscovery, MAX_PING_BYTES, PeerDiscovery, PeerProtocol, PeersConfig,
-    StaticPeer,
+    ApiserverConfig, CsiConfig, KubernetesDiscovery, MAX_PING_BYTES, PeerDiscovery, PeerProtocol,
+    PeersConfig, StaticPeer,
 };
 pub use size::ByteSize;
+pub use storage::{StorageConfig, StorageVolume};
 
 /// Address the daemon listens on when the config does not say.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:9753";
@@ -47,6 +49,8 @@ pub struct Config {
     pub dns: DnsConfig,
     pub peers: PeersConfig,
     pub apiserver: ApiserverConfig,
+    pub csi: CsiConfig,
+    pub storage: StorageConfig,
 }
 
 impl Default for Config {
@@ -59,6 +63,8 @@ impl Default for Config {
             dns: DnsConfig::default(),
             peers: PeersConfig::default(),
             apiserver: ApiserverConfig::default(),
+            csi: CsiConfig::default(),
+            storage: StorageConfig::default(),
         }
     }
 }
@@ -458,6 +464,7 @@ impl Config {
         check_timing("peers", self.peers.interval, self.peers.timeout)?;
         check_timing("apiserver", self.apiserver.interval, self.apiserver.timeout)?;
         self.validate_peers()?;
+        self.storage.validate()?;
         if !self.apiserver.url_path.starts_with('/') {
             return Err((
                 "apiserver.url_path".into(),

@@ -1,4 +1,4 @@
-//! The `peers` and `apiserver` sections.
+//! The `peers`, `apiserver` and `csi` sections: what needs the network or the Kubernetes API.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -221,6 +221,26 @@ impl ApiserverConfig {
     /// Whether the probes run: as configured, else when in a cluster.
     pub fn is_enabled(&self) -> bool {
         self.enabled.unwrap_or(self.direct.is_some())
+    }
+}
+
+/// The `csi` section: CSI node registration, from the Kubernetes API.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CsiConfig {
+    /// Unset: on when running in a cluster (`KUBERNETES_SERVICE_HOST` is set).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Drivers not expected on every node (for example ones whose node plugin runs on a subset
+    /// of nodes by design): no series for them.
+    pub ignore_drivers: Vec<String>,
+}
+
+impl CsiConfig {
+    pub fn is_enabled(&self) -> bool {
+        self.enabled.unwrap_or_else(|| {
+            std::env::var("KUBERNETES_SERVICE_HOST").is_ok_and(|h| !h.is_empty())
+        })
     }
 }
 

@@ -1,6 +1,7 @@
 //! Turns the world into peers to probe: the DaemonSet's pods through the Kubernetes API, or a
 //! static list; `mesh` picks this node's neighbours among them and keeps the probes in step.
 
+pub mod csi;
 pub mod kube;
 pub mod mesh;
 pub mod ring;

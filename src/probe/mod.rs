@@ -5,6 +5,7 @@ pub mod apiserver;
 pub mod dns;
 pub mod http;
 pub mod peer;
+pub mod storage;
 
 use std::sync::Mutex;
 

@@ -71,7 +71,7 @@ const INVALID: &[(&str, &str)] = &[
     ),
     (
         "invalid-unknown-section.yaml",
-        ":1:1: peer: unknown field `peer`, expected one of listen, node_name, dns, peers, apiserver",
+        ":1:1: peer: unknown field `peer`, expected one of listen, node_name, dns, peers, apiserver, csi, storage",
     ),
     (
         "invalid-unset-env.yaml",
@@ -227,6 +227,14 @@ apiserver:
   dns_port: 443
   ca_file: /var/run/secrets/kubernetes.io/serviceaccount/ca.crt
   token_file: /var/run/secrets/kubernetes.io/serviceaccount/token
+csi:
+  ignore_drivers: []
+storage:
+  interval: 1m
+  timeout: 30s
+  reserve: 64MiB
+  sync_writes: 16
+  volumes: []
 "
     );
 }

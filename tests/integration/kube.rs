@@ -1,6 +1,6 @@
 //! Against a real kube-apiserver (with etcd): peer discovery from the DaemonSet's pods, the
-//! departure of peers (pod deleted, node cordoned), an API-server outage, and the API-server
-//! probe over its direct and DNS paths. The daemon authenticates as the netprobe service
+//! departure of peers (pod deleted, node cordoned), an API-server outage, the API-server probe
+//! over its direct and DNS paths, and CSI node registration. The daemon authenticates as the netprobe service
 //! account with only the RBAC below: the rights the code needs and no more.
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -14,7 +14,8 @@ use crate::util::{Daemon, Metrics, bin};
 const WAIT: Duration = Duration::from_secs(30);
 const NAMESPACE: &str = "kube-netprobe";
 
-/// What the daemon's service account may do: watch its DaemonSet's pods, and the nodes.
+/// What the daemon's service account may do: watch its DaemonSet's pods, the nodes, the CSI
+/// drivers and the CSINodes.
 pub const RBAC: &str = r#"
 apiVersion: v1
 kind: Namespace
@@ -41,6 +42,9 @@ metadata: { name: kube-netprobe }
 rules:
   - apiGroups: [""]
     resources: [nodes]
+    verbs: [get, list, watch]
+  - apiGroups: [storage.k8s.io]
+    resources: [csidrivers, csinodes]
     verbs: [get, list, watch]
 ---
 apiVersion: rbac.authorization.k8s.io/v1
@@ -331,5 +335,100 @@ fn discovery_and_apiserver_probes_against_a_real_apiserver() {
         "node-c probed again through the resumed watch",
         WAIT,
         |v| v == 1.0,
+    );
+}
+
+fn csinode(api: &Apiserver, node: &str, drivers: &[&str]) {
+    let drivers: String = drivers
+        .iter()
+        .map(|d| format!("    - {{ name: {d}, nodeID: {node} }}\n"))
+        .collect();
+    let drivers = if drivers.is_empty() {
+        "    []\n".to_owned()
+    } else {
+        drivers
+    };
+    api.apply(&format!(
+        "apiVersion: storage.k8s.io/v1\nkind: CSINode\nmetadata: {{ name: {node} }}\nspec:\n  drivers:\n{drivers}"
+    ));
+}
+
+fn csidriver(api: &Apiserver, name: &str) {
+    api.apply(&format!(
+        "apiVersion: storage.k8s.io/v1\nkind: CSIDriver\nmetadata: {{ name: {name} }}\nspec: {{ attachRequired: true }}\n"
+    ));
+}
+
+#[test]
+fn csi_registration_follows_the_nodes_csinode() {
+    let Some(api) = Apiserver::start() else {
+        return;
+    };
+    api.apply(RBAC);
+    node(&api, "node-a");
+    node(&api, "node-b");
+    csidriver(&api, "ebs.csi.aws.com");
+    csidriver(&api, "efs.csi.aws.com");
+    csidriver(&api, "ignored.example.com");
+    csinode(&api, "node-a", &["ebs.csi.aws.com"]);
+    // Another node's registrations must not count for this one.
+    csinode(&api, "node-b", &["efs.csi.aws.com"]);
+
+    let config = "listen: 127.0.0.1:0\nnode_name: node-a\ndns: { servers: [] }\n\
+                  peers: { discovery: none }\napiserver: { enabled: false }\n\
+                  csi: { enabled: true, ignore_drivers: [ignored.example.com] }\n";
+    let mut program = Command::new(bin());
+    program.env("KUBECONFIG", api.kubeconfig_netprobe());
+    let mut daemon = Daemon::start_in(program, config, &[], Ipv4Addr::LOCALHOST.into());
+    let registered = |m: &Metrics, driver: &str| {
+        m.get("netprobe_csi_node_driver_registered", &[("driver", driver)])
+    };
+    let wait = |daemon: &mut Daemon, want: &[(&str, Option<f64>)], what: &str| {
+        daemon.wait_until(what, WAIT, |m| {
+            let seen: Vec<_> = want.iter().map(|(d, _)| registered(m, d)).collect();
+            let expected: Vec<_> = want.iter().map(|(_, v)| *v).collect();
+            if seen == expected {
+                Ok(())
+            } else {
+                Err(format!("{seen:?}"))
+            }
+        });
+    };
+    wait(
+        &mut daemon,
+        &[
+            ("ebs.csi.aws.com", Some(1.0)),
+            ("efs.csi.aws.com", Some(0.0)),
+            ("ignored.example.com", None),
+        ],
+        "ebs registered, efs not, the ignored driver absent",
+    );
+
+    // The node plugin goes away: the gauge drops.
+    csinode(&api, "node-a", &[]);
+    wait(
+        &mut daemon,
+        &[("ebs.csi.aws.com", Some(0.0))],
+        "ebs unregistered",
+    );
+    csinode(&api, "node-a", &["ebs.csi.aws.com", "efs.csi.aws.com"]);
+    wait(
+        &mut daemon,
+        &[
+            ("ebs.csi.aws.com", Some(1.0)),
+            ("efs.csi.aws.com", Some(1.0)),
+        ],
+        "both registered",
+    );
+    // A driver removed from the cluster takes its series with it.
+    api.kubectl(&["delete", "csidriver", "efs.csi.aws.com"]);
+    wait(
+        &mut daemon,
+        &[("efs.csi.aws.com", None)],
+        "efs's series gone",
+    );
+    assert_eq!(
+        daemon.scrape().sum("netprobe_csi_watch_errors_total", &[]),
+        0.0
     );
 }

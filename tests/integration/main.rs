@@ -6,6 +6,7 @@ mod apiserver;
 mod dns_server;
 mod netns;
 mod util;
+mod volume;
 
 // Suites.
 mod config;
@@ -13,3 +14,4 @@ mod dns;
 mod kube;
 mod logging;
 mod mesh;
+mod storage;
