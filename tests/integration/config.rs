@@ -234,7 +234,12 @@ storage:
   timeout: 30s
   reserve: 64MiB
   sync_writes: 16
-  volumes: []
+  volumes:
+  - name: scratch
+    path: /var/lib/kube-netprobe/scratch
+    size: 16MiB
+    block_size: 1MiB
+    direct_io: true
 "
     );
 }
