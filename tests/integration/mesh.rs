@@ -84,6 +84,25 @@ fn wait_up(daemon: &mut NetnsDaemon, expect: &[(&str, &str, f64)], what: &str) -
         .1
 }
 
+/// Heals `victim` and waits until each of its checkers sees it up on every protocol again.
+fn heal_and_wait(
+    cluster: &Cluster,
+    daemons: &mut [NetnsDaemon],
+    checkers: &[usize],
+    victim: usize,
+    victim_name: &str,
+) {
+    cluster.heal(victim);
+    for &c in checkers {
+        let expect: Vec<_> = PROTOCOLS.iter().map(|p| (victim_name, *p, 1.0)).collect();
+        wait_up(
+            &mut daemons[c],
+            &expect,
+            &format!("node-{c} to see {victim_name} recover"),
+        );
+    }
+}
+
 #[test]
 fn four_nodes_name_the_one_at_fault() {
     let Some(cluster) = Cluster::new(4) else {
@@ -174,15 +193,13 @@ fn four_nodes_name_the_one_at_fault() {
     }
     bystanders(&mut daemons);
 
-    cluster.heal(victim);
-    for &c in &checkers(victim) {
-        let expect: Vec<_> = PROTOCOLS.iter().map(|p| (victim_name, *p, 1.0)).collect();
-        wait_up(
-            &mut daemons[c],
-            &expect,
-            &format!("node-{c} to see {victim_name} recover"),
-        );
-    }
+    heal_and_wait(
+        &cluster,
+        &mut daemons,
+        &checkers(victim),
+        victim,
+        victim_name,
+    );
 
     // TCP resets: refused at once, not a timeout.
     cluster.reset(victim);
@@ -231,13 +248,11 @@ fn four_nodes_name_the_one_at_fault() {
     }
     bystanders(&mut daemons);
 
-    cluster.heal(victim);
-    for &c in &checkers(victim) {
-        let expect: Vec<_> = PROTOCOLS.iter().map(|p| (victim_name, *p, 1.0)).collect();
-        wait_up(
-            &mut daemons[c],
-            &expect,
-            &format!("node-{c} to see {victim_name} whole again"),
-        );
-    }
+    heal_and_wait(
+        &cluster,
+        &mut daemons,
+        &checkers(victim),
+        victim,
+        victim_name,
+    );
 }
