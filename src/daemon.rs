@@ -1,5 +1,6 @@
 //! `run`: the long-running exporter.
 
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,6 +14,7 @@ use tokio::sync::watch;
 
 use crate::config::{Config, PeerDiscovery, PeerProtocol};
 use crate::discovery::Peer;
+use crate::discovery::coredns::CorednsPod;
 use crate::discovery::mesh::Mesh;
 use crate::http::{AppState, router};
 use crate::metrics::Metrics;
@@ -20,7 +22,7 @@ use crate::probe::apiserver::{ApiserverTarget, endpoints};
 use crate::probe::dns::{DnsTarget, SystemResolver};
 use crate::probe::peer::{PeerSettings, icmp_available};
 use crate::probe::storage::StorageTarget;
-use crate::scheduler::Scheduler;
+use crate::scheduler::{Scheduler, TaskId};
 
 /// How long in-flight HTTP requests get to finish after SIGTERM before the process exits anyway;
 /// the kubelet's default grace period is 30 s, the daemon promises 5.
@@ -113,6 +115,65 @@ fn start_peers(
     Some(mesh)
 }
 
+/// Probes every CoreDNS pod directly (`dns.discover_coredns`), following a watch on them: a new
+/// replica gets its targets, a replica that goes away takes its targets and series with it.
+fn start_coredns(
+    config: &Config,
+    scheduler: &Arc<Scheduler>,
+    metrics: &Arc<Metrics>,
+    system: &Arc<SystemResolver>,
+) {
+    let Some(coredns) = config.dns.discover_coredns.clone() else {
+        return;
+    };
+    let (tx, mut rx) = watch::channel(Vec::new());
+    let peers = metrics.peers.clone();
+    peers.add_discovery_source(crate::discovery::coredns::SOURCE);
+    tokio::spawn(async move {
+        let client = crate::discovery::kube::connect(|| {
+            peers.discovery_error(crate::discovery::coredns::SOURCE)
+        })
+        .await;
+        crate::discovery::coredns::run(coredns, client, tx, peers).await;
+    });
+    let (scheduler, dns, system) = (scheduler.clone(), config.dns.clone(), system.clone());
+    let metrics = metrics.dns.clone();
+    tokio::spawn(async move {
+        let mut running: HashMap<CorednsPod, Vec<(TaskId, Arc<DnsTarget>)>> = HashMap::new();
+        while rx.changed().await.is_ok() {
+            let pods: HashSet<CorednsPod> = rx.borrow_and_update().iter().cloned().collect();
+            running.retain(|pod, targets| {
+                let keep = pods.contains(pod);
+                if !keep {
+                    for (id, target) in targets.drain(..) {
+                        scheduler.remove(id);
+                        target.forget();
+                    }
+                }
+                keep
+            });
+            for pod in pods {
+                running.entry(pod).or_insert_with_key(|pod| {
+                    dns.queries
+                        .iter()
+                        .map(|query| {
+                            let target = Arc::new(DnsTarget::coredns_pod(
+                                pod,
+                                query.clone(),
+                                &dns,
+                                system.clone(),
+                                metrics.clone(),
+                            ));
+                            (scheduler.spawn(target.clone()), target)
+                        })
+                        .collect()
+                });
+            }
+            tracing::info!(pods = running.len(), "probing CoreDNS pods directly");
+        }
+    });
+}
+
 /// Runs until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> Result<(), RunError> {
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -149,9 +210,10 @@ pub async fn run(config: Config) -> Result<(), RunError> {
             )));
         }
     }
-    if config.dns.servers.is_empty() {
+    if config.dns.servers.is_empty() && config.dns.discover_coredns.is_none() {
         tracing::info!("dns.servers is empty: DNS probing is off");
     }
+    start_coredns(&config, &scheduler, &metrics, &system);
     let _mesh = start_peers(&config, &scheduler, &metrics);
     if config.csi.is_enabled() {
         let (csi, node, ignore) = (

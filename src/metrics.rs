@@ -127,7 +127,7 @@ pub const DISCOVERY_ERRORS: FamilyDoc = FamilyDoc {
     name: "netprobe_discovery_errors_total",
     kind: "counter",
     labels: &["source"],
-    help: "Failed list or watch calls of the peer discovery, by source (pods, nodes); the last known peers are kept meanwhile",
+    help: "Failed list or watch calls of the Kubernetes discovery, by source (pods and nodes for peers, coredns for dns.discover_coredns); the last known targets are kept meanwhile",
 };
 pub const DISCOVERY_PEERS: FamilyDoc = FamilyDoc {
     name: "netprobe_discovery_peers",

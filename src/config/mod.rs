@@ -120,8 +120,17 @@ impl Default for DnsConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CorednsDiscovery {
+    /// The namespace the CoreDNS pods run in.
     pub namespace: String,
+    /// Their label selector (`k8s-app=kube-dns` on most clusters).
     pub selector: String,
+    /// The port they answer DNS on.
+    #[serde(default = "default_coredns_port")]
+    pub port: u16,
+}
+
+fn default_coredns_port() -> u16 {
+    53
 }
 
 /// One entry of `dns.servers`.
@@ -471,13 +480,24 @@ impl Config {
                 format!("`{}` must start with `/`", self.apiserver.url_path),
             ));
         }
-        if dns.discover_coredns.is_some() {
-            return Err((
-                "dns.discover_coredns".into(),
-                "CoreDNS discovery needs the Kubernetes discovery, which this version does not have yet; \
-                 list the CoreDNS pod addresses under dns.servers instead"
-                    .into(),
-            ));
+        if let Some(coredns) = &dns.discover_coredns {
+            for (key, value) in [
+                ("namespace", &coredns.namespace),
+                ("selector", &coredns.selector),
+            ] {
+                if value.trim().is_empty() {
+                    return Err((
+                        format!("dns.discover_coredns.{key}"),
+                        "must not be empty".into(),
+                    ));
+                }
+            }
+            if coredns.port == 0 {
+                return Err((
+                    "dns.discover_coredns.port".into(),
+                    "must be a port number from 1 to 65535".into(),
+                ));
+            }
         }
         let mut seen = HashSet::new();
         for (i, server) in dns.servers.iter().enumerate() {

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 
 use crate::config::KubernetesDiscovery;
 use crate::discovery::Peer;
+use crate::discovery::store::Store;
 use crate::metrics::PeerMetrics;
 use crate::probe::{Health, Transition};
 
@@ -90,81 +91,29 @@ pub fn node_info(node: &Node) -> Option<(String, NodeInfo)> {
 /// The cluster as the watches have shown it so far.
 #[derive(Debug, Default)]
 pub struct ClusterView {
-    pods: HashMap<String, PodInfo>,
-    nodes: HashMap<String, NodeInfo>,
-    /// Buffers of a relist in progress (`Init` .. `InitDone`).
-    pods_relist: Option<HashMap<String, PodInfo>>,
-    nodes_relist: Option<HashMap<String, NodeInfo>>,
-    pods_synced: bool,
+    pods: Store<PodInfo>,
+    nodes: Store<NodeInfo>,
 }
 
 impl ClusterView {
     pub fn pod_event(&mut self, event: Event<Pod>) {
-        match event {
-            Event::Apply(pod) => {
-                if let Some((name, info)) = pod_info(&pod) {
-                    self.pods.insert(name, info);
-                }
-            }
-            Event::Delete(pod) => {
-                if let Some(name) = pod.metadata.name {
-                    self.pods.remove(&name);
-                }
-            }
-            Event::Init => self.pods_relist = Some(HashMap::new()),
-            Event::InitApply(pod) => {
-                if let (Some(buffer), Some((name, info))) = (&mut self.pods_relist, pod_info(&pod))
-                {
-                    buffer.insert(name, info);
-                }
-            }
-            Event::InitDone => {
-                if let Some(buffer) = self.pods_relist.take() {
-                    self.pods = buffer;
-                }
-                self.pods_synced = true;
-            }
-        }
+        self.pods.apply(event, pod_info);
     }
 
     pub fn node_event(&mut self, event: Event<Node>) {
-        match event {
-            Event::Apply(node) => {
-                if let Some((name, info)) = node_info(&node) {
-                    self.nodes.insert(name, info);
-                }
-            }
-            Event::Delete(node) => {
-                if let Some(name) = node.metadata.name {
-                    self.nodes.remove(&name);
-                }
-            }
-            Event::Init => self.nodes_relist = Some(HashMap::new()),
-            Event::InitApply(node) => {
-                if let (Some(buffer), Some((name, info))) =
-                    (&mut self.nodes_relist, node_info(&node))
-                {
-                    buffer.insert(name, info);
-                }
-            }
-            Event::InitDone => {
-                if let Some(buffer) = self.nodes_relist.take() {
-                    self.nodes = buffer;
-                }
-            }
-        }
+        self.nodes.apply(event, node_info);
     }
 
     /// Whether the pods have been listed once: before that, "no peers" means "don't know yet".
     pub fn synced(&self) -> bool {
-        self.pods_synced
+        self.pods.synced()
     }
 
     /// The probe-able peers, one per node, sorted by node. A node the node watch has not shown
     /// (yet, or ever, when listing nodes is forbidden) does not hide its pod.
     pub fn peers(&self, port: u16) -> Vec<Peer> {
         let mut by_node: HashMap<&str, (&str, &PodInfo)> = HashMap::new();
-        for (name, pod) in &self.pods {
+        for (name, pod) in self.pods.iter() {
             if !pod.ready || pod.terminating || pod.ips.is_empty() {
                 continue;
             }

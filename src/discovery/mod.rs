@@ -1,10 +1,12 @@
 //! Turns the world into peers to probe: the DaemonSet's pods through the Kubernetes API, or a
 //! static list; `mesh` picks this node's neighbours among them and keeps the probes in step.
 
+pub mod coredns;
 pub mod csi;
 pub mod kube;
 pub mod mesh;
 pub mod ring;
+pub mod store;
 
 use std::net::SocketAddr;
 

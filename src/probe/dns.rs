@@ -21,6 +21,7 @@ use hickory_proto::rr::{Name, RData, RecordType};
 use tokio::time::Instant;
 
 use crate::config::{DnsConfig, DnsQuery, DnsServer, rcode_name};
+use crate::discovery::coredns::CorednsPod;
 use crate::metrics::{DnsLabels, DnsMetrics};
 use crate::probe::{Health, Transition};
 use crate::resolv_conf::ResolvConf;
@@ -478,8 +479,38 @@ impl DnsTarget {
         system: Arc<SystemResolver>,
         metrics: DnsMetrics,
     ) -> Self {
+        Self::labelled(server, server.label(), query, dns, system, metrics)
+    }
+
+    /// A lookup against one CoreDNS pod, asked directly: `server="coredns/<pod>"`.
+    pub fn coredns_pod(
+        pod: &CorednsPod,
+        query: DnsQuery,
+        dns: &DnsConfig,
+        system: Arc<SystemResolver>,
+        metrics: DnsMetrics,
+    ) -> Self {
+        let label = format!("coredns/{}", pod.name);
+        Self::labelled(
+            DnsServer::Addr(pod.addr),
+            label,
+            query,
+            dns,
+            system,
+            metrics,
+        )
+    }
+
+    fn labelled(
+        server: DnsServer,
+        server_label: String,
+        query: DnsQuery,
+        dns: &DnsConfig,
+        system: Arc<SystemResolver>,
+        metrics: DnsMetrics,
+    ) -> Self {
         let labels = DnsLabels {
-            server: server.label(),
+            server: server_label,
             name: query.name.as_str().to_owned(),
             qtype: query.qtype.0.to_string(),
         };
@@ -494,6 +525,11 @@ impl DnsTarget {
             metrics,
             health: Health::default(),
         }
+    }
+
+    /// Removes this target's series (its pod went away).
+    pub fn forget(&self) {
+        self.metrics.remove_target(&self.labels);
     }
 
     /// Probes once, finishing by `deadline`.

@@ -27,7 +27,7 @@ fn netprobe(args: &[&str]) -> Output {
 const INVALID: &[(&str, &str)] = &[
     (
         "invalid-coredns-discovery.yaml",
-        ": dns.discover_coredns: CoreDNS discovery needs the Kubernetes discovery, which this version does not have yet; list the CoreDNS pod addresses under dns.servers instead",
+        ": dns.discover_coredns.selector: must not be empty",
     ),
     (
         "invalid-duplicate-query.yaml",
@@ -198,6 +198,10 @@ dns:
   - system
   - 10.96.0.10:53
   resolv_conf: /etc/resolv.conf
+  discover_coredns:
+    namespace: kube-system
+    selector: k8s-app=kube-dns
+    port: 53
   queries:
   - name: kubernetes.default.svc.cluster.local
     type: A

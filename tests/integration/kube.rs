@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use crate::apiserver::Apiserver;
 use crate::dns_server::{Behaviour, DnsServer};
-use crate::util::{Daemon, Metrics, bin};
+use crate::util::{Checks, Daemon, Metrics, bin};
 
 const WAIT: Duration = Duration::from_secs(30);
 const NAMESPACE: &str = "kube-netprobe";
 
-/// What the daemon's service account may do: watch its DaemonSet's pods, the nodes, the CSI
-/// drivers and the CSINodes.
+/// What the daemon's service account may do: watch its DaemonSet's pods, the CoreDNS pods in
+/// kube-system (`dns.discover_coredns`), the nodes, the CSI drivers and the CSINodes.
 pub const RBAC: &str = r#"
 apiVersion: v1
 kind: Namespace
@@ -33,6 +33,21 @@ apiVersion: rbac.authorization.k8s.io/v1
 kind: RoleBinding
 metadata: { name: kube-netprobe, namespace: kube-netprobe }
 roleRef: { apiGroup: rbac.authorization.k8s.io, kind: Role, name: kube-netprobe }
+subjects:
+  - { kind: ServiceAccount, name: kube-netprobe, namespace: kube-netprobe }
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: { name: kube-netprobe-coredns, namespace: kube-system }
+rules:
+  - apiGroups: [""]
+    resources: [pods]
+    verbs: [get, list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: { name: kube-netprobe-coredns, namespace: kube-system }
+roleRef: { apiGroup: rbac.authorization.k8s.io, kind: Role, name: kube-netprobe-coredns }
 subjects:
   - { kind: ServiceAccount, name: kube-netprobe, namespace: kube-netprobe }
 ---
@@ -430,5 +445,166 @@ fn csi_registration_follows_the_nodes_csinode() {
     assert_eq!(
         daemon.scrape().sum("netprobe_csi_watch_errors_total", &[]),
         0.0
+    );
+}
+
+/// A pod in kube-system, labelled as CoreDNS unless `label` is empty, with `ip` when given.
+fn coredns_pod(api: &Apiserver, name: &str, label: &str, ip: Option<Ipv4Addr>) {
+    api.apply(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: kube-system\n  \
+         labels: {{ k8s-app: '{label}' }}\nspec:\n  nodeName: node-a\n  \
+         containers: [{{ name: coredns, image: coredns:test }}]\n"
+    ));
+    if let Some(ip) = ip {
+        api.patch_status(
+            "pods",
+            "kube-system",
+            name,
+            &format!(
+                r#"{{"status":{{"phase":"Running","podIP":"{ip}","podIPs":[{{"ip":"{ip}"}}]}}}}"#
+            ),
+        );
+    }
+}
+
+/// Two DNS servers on 127.0.0.1 and 127.0.0.2 with the same port, as CoreDNS pods have.
+fn two_dns_servers() -> (DnsServer, DnsServer) {
+    for _ in 0..20 {
+        let a = DnsServer::start();
+        if let Ok(b) = DnsServer::start_on(SocketAddr::from(([127, 0, 0, 2], a.addr().port()))) {
+            return (a, b);
+        }
+    }
+    panic!("no port free for UDP and TCP on both 127.0.0.1 and 127.0.0.2");
+}
+
+#[test]
+fn coredns_pods_are_probed_one_by_one() {
+    let Some(api) = Apiserver::start() else {
+        return;
+    };
+    api.apply(RBAC);
+    const NAME: &str = "kubernetes.default.svc.cluster.local";
+    let (healthy, broken) = two_dns_servers();
+    healthy.set(NAME, Behaviour::Answer(Ipv4Addr::new(198, 18, 0, 1)));
+    broken.set(NAME, Behaviour::ServFail);
+    let port = healthy.addr().port();
+    coredns_pod(
+        &api,
+        "coredns-a",
+        "kube-dns",
+        Some(Ipv4Addr::new(127, 0, 0, 1)),
+    );
+    coredns_pod(
+        &api,
+        "coredns-b",
+        "kube-dns",
+        Some(Ipv4Addr::new(127, 0, 0, 2)),
+    );
+    // Not scheduled yet (no IP), and not CoreDNS (another label): neither is probed.
+    coredns_pod(&api, "coredns-c", "kube-dns", None);
+    coredns_pod(
+        &api,
+        "metrics-server",
+        "metrics-server",
+        Some(Ipv4Addr::new(127, 0, 0, 1)),
+    );
+
+    let config = format!(
+        "listen: 127.0.0.1:0\nnode_name: node-a\npeers: {{ discovery: none }}\n\
+         apiserver: {{ enabled: false }}\n\
+         dns:\n  interval: 1s\n  timeout: 500ms\n  servers: []\n  \
+         discover_coredns: {{ namespace: kube-system, selector: k8s-app=kube-dns, port: {port} }}\n  \
+         queries: [{{ name: {NAME}, type: A }}]\n"
+    );
+    let mut program = Command::new(bin());
+    program.env("KUBECONFIG", api.kubeconfig_netprobe());
+    let mut daemon = Daemon::start_in(program, &config, &[], Ipv4Addr::LOCALHOST.into());
+    // A target's success gauge starts at 0 before its first lookup: a failing pod counts as
+    // seen failing only once a SERVFAIL lookup has been recorded for it.
+    let success = |m: &Metrics, pod: &str| {
+        let server = format!("coredns/{pod}");
+        let value = m.get(
+            "netprobe_dns_probe_success",
+            &[("server", &server), ("name", NAME)],
+        )?;
+        let servfails = m.get(
+            "netprobe_dns_lookups_total",
+            &[("server", &server), ("rcode", "SERVFAIL")],
+        );
+        if value == 0.0 && servfails.unwrap_or(0.0) < 1.0 {
+            return Some(f64::NAN);
+        }
+        Some(value)
+    };
+    let wait = |daemon: &mut Daemon, want: &[(&str, Option<f64>)], what: &str| {
+        daemon.wait_until(what, WAIT, |m| {
+            let seen: Vec<_> = want.iter().map(|(pod, _)| success(m, pod)).collect();
+            let expected: Vec<_> = want.iter().map(|(_, v)| *v).collect();
+            if seen == expected {
+                Ok(())
+            } else {
+                Err(format!("{seen:?}"))
+            }
+        });
+    };
+    wait(
+        &mut daemon,
+        &[
+            ("coredns-a", Some(1.0)),
+            ("coredns-b", Some(0.0)),
+            ("coredns-c", None),
+            ("metrics-server", None),
+        ],
+        "coredns-a answering, coredns-b failing, the pod without an IP and the other app absent",
+    );
+    let m = daemon.scrape();
+    let mut checks = Checks::default();
+    checks.that(
+        m.get(
+            "netprobe_dns_lookups_total",
+            &[("server", "coredns/coredns-b"), ("rcode", "SERVFAIL")],
+        )
+        .is_some_and(|n| n >= 1.0),
+        "coredns-b's lookups are counted as SERVFAIL",
+    );
+    checks.eq(
+        "CoreDNS discovery errors",
+        m.get("netprobe_discovery_errors_total", &[("source", "coredns")]),
+        Some(0.0),
+    );
+    checks.that(
+        healthy.queries_for(NAME) >= 1 && broken.queries_for(NAME) >= 1,
+        "each pod's server was asked directly",
+    );
+    checks.finish(&m.text);
+
+    // The broken replica is deleted and the pending one gets an IP: the targets follow, and the
+    // deleted pod's series go with it.
+    api.force_delete("pod", "kube-system", "coredns-b");
+    api.patch_status(
+        "pods",
+        "kube-system",
+        "coredns-c",
+        r#"{"status":{"phase":"Running","podIP":"127.0.0.2","podIPs":[{"ip":"127.0.0.2"}]}}"#,
+    );
+    wait(
+        &mut daemon,
+        &[
+            ("coredns-a", Some(1.0)),
+            ("coredns-b", None),
+            ("coredns-c", Some(0.0)),
+        ],
+        "coredns-b gone, coredns-c probed",
+    );
+    let m = daemon.scrape();
+    assert!(
+        m.series(
+            "netprobe_dns_lookups_total",
+            &[("server", "coredns/coredns-b")]
+        )
+        .is_empty(),
+        "every series of the deleted pod goes: {}",
+        m.text
     );
 }
