@@ -8,6 +8,8 @@ CARGO ?= cargo
 ## against real DNS servers, promtool), and the generated files' freshness.
 test: deps lint check-generated
 	scripts/check-alerts
+	scripts/check-alertmanager-config
+	scripts/check-alertmanager
 	$(CARGO) test --all-targets --locked
 
 ## System packages the tests use (promtool, dig); installs only what is missing (needs root).
