@@ -117,10 +117,11 @@ def stat(title, expr, unit, desc="", th=GREEN, w=4, h=4, legend="", mappings=Non
 
 
 def table(title, expr, desc="", w=12, h=8, unit=None, th=None, hide=(), rename=None,
-          mappings=None, cell="auto"):
+          mappings=None, cell="auto", show=()):
     """An instant query as a table, one row per series, labels as columns."""
     exclude = {k: True for k in ("Time", "__name__", "job", "instance", "pod", "namespace",
-                                 "endpoint", "service", "prometheus") + tuple(hide)}
+                                 "endpoint", "service", "prometheus") + tuple(hide)
+               if k not in show}
     org = {"excludeByName": exclude, "renameByName": rename or {}}
     return panel("table", title, [target(expr, instant=True, table=True)], w, h, unit=unit,
                  desc=desc, th=th or GREEN, mappings=mappings,
@@ -180,12 +181,14 @@ def datasource_var():
             "hide": 0, "refresh": 1, "regex": "", "skipUrlSync": False}
 
 
-def query_var(name, label, query, multi=True):
+def query_var(name, label, query, multi=True, current=None):
     return {"name": name, "label": label, "type": "query", "datasource": DS,
             "query": {"query": query, "refId": f"{name}-var"},
             "refresh": 2, "sort": 1, "includeAll": True,
             "allValue": ".*", "multi": multi, "regex": "", "hide": 0,
-            "current": {"text": "All", "value": "$__all"}, "options": []}
+            "current": ({"text": current, "value": current} if current
+                        else {"text": "All", "value": "$__all"}),
+            "options": []}
 
 
 CLUSTER_VAR = query_var("cluster", "Cluster", f"label_values(up{{{JOB}}}, cluster)", multi=False)
@@ -246,7 +249,7 @@ def overview():
         "and what is failing right now.",
         [
             row("Service level objectives (docs/slo.md)"),
-            table("SLO attainment and error budget (30d)",
+            table("SLO attainment (30d)",
                   f"1 - netprobe_slo:error_ratio:rate30d{{{C}}}",
                   "Per SLO: attainment over the last 30 days (1 - error ratio). An empty table "
                   "means the SLO recording rules (alerts/slo.yaml) are not loaded.",
@@ -277,8 +280,10 @@ def overview():
             *[stat(title, expr, "none", th=BAD_IF_ANY, w=4) for title, expr in failing],
             table("Firing kube-netprobe alerts",
                   f'ALERTS{{alertstate="firing", {C}, alertname=~"(DNS|CoreDNS|HighDNS|Network|'
-                  f'APIServer|Storage|CSI|KubeNetprobe|SLO|Netprobe).*"}}',
-                  "Alerts of alerts/*.yaml firing now, as Prometheus evaluates them.",
+                  f'APIServer|Storage|CSI|KubeNetprobe).*"}} or ALERTS{{alertstate="firing", '
+                  f'{C}, slo!=""}}',
+                  "Alerts of alerts/*.yaml firing now (the SLO burn-rate alerts by their slo "
+                  "label), as Prometheus evaluates them.",
                   w=24, h=7, hide=("alertstate", "Value")),
             table("DNS lookups failing", f"netprobe_dns_probe_success{{{CN}}} == 0",
                   "(node, server, name) pairs whose last lookup did not meet its expectation.",
@@ -400,8 +405,13 @@ def dns():
 # Network
 
 PROTO_VAR = query_var("protocol", "Protocol",
-                      f"label_values(netprobe_peer_up{{{CN}}}, protocol)", multi=False)
+                      f"label_values(netprobe_peer_up{{{CN}}}, protocol)", multi=False,
+                      current="http")
 PEER = f'{CN}, protocol=~"$protocol"'
+
+
+PEER_ALL = (f"sum by (node, target_node) (increase(netprobe_peer_requests_total{{{PEER}}}"
+            f"[$__range]))")
 
 
 def peer_quantile(q, by, sel):
@@ -418,13 +428,13 @@ def network():
             row("Reachability (rows: checker node, columns: target node)"),
             matrix("Reachability now", f"min by (node, target_node) (netprobe_peer_up{{{PEER}}})",
                    "node", "target_node", "none",
-                   "1 if the last probe over the selected protocol succeeded on every IP family. "
+                   "1 if the last probe over the selected protocol (All: every protocol) succeeded on "
+                   "every IP family. "
                    "A red column: that node is isolated; a red row: that node's own egress.",
                    th=GOOD_IF_ONE, mappings=UP_DOWN),
             matrix("Success ratio over the time range",
-                   f'sum by (node, target_node) (increase(netprobe_peer_requests_total{{{PEER}, '
-                   f'result="success"}}[$__range])) / sum by (node, target_node) (increase('
-                   f'netprobe_peer_requests_total{{{PEER}}}[$__range]))',
+                   f'(sum by (node, target_node) (increase(netprobe_peer_requests_total{{{PEER}, '
+                   f'result="success"}}[$__range])) or {PEER_ALL} * 0) / {PEER_ALL}',
                    "node", "target_node", "percentunit",
                    "Share of successful probes over the dashboard's time range.",
                    th=thresholds((None, "red"), (0.99, "orange"), (0.999, "green"))),
@@ -497,9 +507,9 @@ def storage():
                   "1 = the last probe wrote, synced, read back, verified and deleted its data.",
                   w=8, mappings=OK_FAIL, th=GOOD_IF_ONE, cell="color-background",
                   rename={"Value": "last probe"}),
-            timeseries("Failed probes by result", [target(
-                f'sum by (node, volume, result) (increase(netprobe_storage_probes_total{{{VOL}, '
-                f'result!="success"}}[{RI}]))', "{{node}} {{volume}} {{result}}")], "none",
+            timeseries("Failed probes per minute by result", [target(
+                f'60 * sum by (node, volume, result) (rate(netprobe_storage_probes_total{{{VOL}, '
+                f'result!="success"}}[{RI}]))', "{{node}} {{volume}} {{result}}")], "opm",
                 "erofs: remounted read-only; eio: the device fails; checksum_mismatch: data "
                 "came back different; timeout: a hung volume; insufficient_space: skipped.",
                 w=16, bars=True, stack=True),
@@ -572,23 +582,23 @@ def self_dashboard():
                  f"{{{CN}}}[$__range])) or vector(0)", "none", th=BAD_IF_ANY),
             table("Targets", up, "Prometheus's scrape state of every kube-netprobe pod.",
                   mappings=UP_DOWN, th=GOOD_IF_ONE, cell="color-background",
-                  hide=("namespace",), rename={"Value": "up"}),
+                  show=("pod", "instance"), rename={"Value": "up"}),
             table("Build info", f"netprobe_build_info{{{CN}}}", "Which build runs on each node.",
                   hide=("Value",)),
             row("Health"),
-            timeseries("Probe overruns", [target(
-                f"sum by (node, probe) (increase(netprobe_probe_overruns_total{{{CN}}}[{RI}]))",
-                "{{node}} {{probe}}")], "none",
+            timeseries("Probe overruns per minute", [target(
+                f"60 * sum by (node, probe) (rate(netprobe_probe_overruns_total{{{CN}}}[{RI}]))",
+                "{{node}} {{probe}}")], "opm",
                 "Runs skipped because the previous run of the same target was still going: "
                 "timeouts close to the interval, or an overloaded node.", bars=True),
-            timeseries("Discovery errors", [target(
-                f"sum by (node, source) (increase(netprobe_discovery_errors_total{{{CN}}}[{RI}]))",
-                "{{node}} {{source}}")], "none",
+            timeseries("Discovery errors per minute", [target(
+                f"60 * sum by (node, source) (rate(netprobe_discovery_errors_total{{{CN}}}[{RI}]))",
+                "{{node}} {{source}}")], "opm",
                 "Failed list or watch calls of the peer discovery; the last known peers are kept.",
                 bars=True),
-            timeseries("CSI watch errors", [target(
-                f"sum by (node) (increase(netprobe_csi_watch_errors_total{{{CN}}}[{RI}]))",
-                "{{node}}")], "none", bars=True),
+            timeseries("CSI watch errors per minute", [target(
+                f"60 * sum by (node) (rate(netprobe_csi_watch_errors_total{{{CN}}}[{RI}]))",
+                "{{node}}")], "opm", bars=True),
             timeseries("Peers known and probed", [
                 target(f"netprobe_discovery_peers{{{CN}}}", "{{node}} known"),
                 target(f"netprobe_peer_targets{{{CN}}}", "{{node}} probed")], "none"),

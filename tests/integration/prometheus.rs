@@ -104,7 +104,7 @@ const MAY_BE_EMPTY: &[(&str, &str, &str)] = &[
     ),
     (
         "kube-netprobe-self",
-        "Discovery errors",
+        "Discovery errors per minute",
         "static peers: no discovery calls to fail",
     ),
     (
@@ -116,6 +116,111 @@ const MAY_BE_EMPTY: &[(&str, &str, &str)] = &[
 
 /// Storage panels, empty when the test cannot mount volumes (not root).
 const STORAGE_DASHBOARD: &str = "kube-netprobe-storage";
+
+/// Numbers the injected faults fix, read from instant-query panels (stats, tables, matrices):
+/// (dashboard uid, panel title, labels selecting the series, lowest, highest). Every selected
+/// series must be in range, and at least one must exist. With 4 (server, name) pairs of which 3
+/// fail, 2 peers of which one refuses (http, tcp and bulk), and (as root) 2 volumes of which one
+/// is read-only.
+type ValueCheck = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    f64,
+    f64,
+);
+const VALUES: &[ValueCheck] = &[
+    (
+        "kube-netprobe-overview",
+        "DNS lookups failing",
+        &[],
+        3.0,
+        3.0,
+    ),
+    ("kube-netprobe-overview", "Peers unreachable", &[], 3.0, 3.0),
+    (
+        "kube-netprobe-overview",
+        "API-server paths failing",
+        &[],
+        0.0,
+        0.0,
+    ),
+    (
+        "kube-netprobe-overview",
+        "CSI drivers unregistered",
+        &[],
+        0.0,
+        0.0,
+    ),
+    (
+        "kube-netprobe-overview",
+        "kube-netprobe targets down",
+        &[],
+        0.0,
+        0.0,
+    ),
+    ("kube-netprobe-dns", "Probes failing now", &[], 3.0, 3.0),
+    // 3 of the 4 pairs fail every lookup; the pairs run at the same interval.
+    ("kube-netprobe-dns", "Error ratio", &[], 0.6, 0.9),
+    ("kube-netprobe-dns", "Servers", &[], 2.0, 2.0),
+    ("kube-netprobe-dns", "Nodes probing", &[], 1.0, 1.0),
+    (
+        "kube-netprobe-network",
+        "Reachability now",
+        &[("target_node", "peer-ok")],
+        1.0,
+        1.0,
+    ),
+    (
+        "kube-netprobe-network",
+        "Reachability now",
+        &[("target_node", "peer-refused")],
+        0.0,
+        0.0,
+    ),
+    (
+        "kube-netprobe-network",
+        "Success ratio over the time range",
+        &[("target_node", "peer-refused")],
+        0.0,
+        0.0,
+    ),
+    (
+        "kube-netprobe-network",
+        "Success ratio over the time range",
+        &[("target_node", "peer-ok")],
+        0.9,
+        1.0,
+    ),
+    (
+        "kube-netprobe-network",
+        "Unreachable peers now",
+        &[("target_node", "peer-refused")],
+        0.0,
+        0.0,
+    ),
+    ("kube-netprobe-self", "Targets up", &[], 1.0, 1.0),
+    ("kube-netprobe-self", "Targets down", &[], 0.0, 0.0),
+    ("kube-netprobe-self", "Builds running", &[], 1.0, 1.0),
+];
+/// As [`VALUES`], when the test could mount the volumes.
+const STORAGE_VALUES: &[ValueCheck] = &[
+    ("kube-netprobe-overview", "Volumes failing", &[], 1.0, 1.0),
+    (
+        "kube-netprobe-storage",
+        "Probe status now",
+        &[("volume", "readonly")],
+        0.0,
+        0.0,
+    ),
+    (
+        "kube-netprobe-storage",
+        "Probe status now",
+        &[("volume", "scratch")],
+        1.0,
+        1.0,
+    ),
+];
 
 // ---------------------------------------------------------------------------------------------
 // Prometheus fixture
@@ -384,11 +489,12 @@ fn rules_state(prom: &Prometheus) -> Result<(Vec<Active>, Vec<String>, f64), Str
                 .unwrap_or_default()
                 .contains("netprobe_slo:");
             for alert in rule["alerts"].as_array().into_iter().flatten() {
+                let labels = alert["labels"].as_object().cloned().unwrap_or_default();
                 active.push(Active {
                     name: name.clone(),
                     state: alert["state"].as_str().unwrap_or_default().to_string(),
-                    labels: alert["labels"].as_object().cloned().unwrap_or_default(),
-                    slo,
+                    slo: slo || labels.contains_key("slo"),
+                    labels,
                 });
             }
         }
@@ -744,6 +850,8 @@ fn alerts_fire_and_dashboard_queries_run_against_a_real_prometheus() {
     let queries = dashboard_queries();
     let mut ran = 0;
     let mut empty_ok = Vec::new();
+    // Results of instant panel queries, for the value checks: (uid, panel, result).
+    let mut instant_results: Vec<(&str, &str, Vec<Value>)> = Vec::new();
     for q in &queries {
         let result = match &q.kind {
             QueryKind::Panel {
@@ -776,6 +884,9 @@ fn alerts_fire_and_dashboard_queries_run_against_a_real_prometheus() {
                 continue;
             }
         };
+        if matches!(q.kind, QueryKind::Panel { instant: true, .. }) {
+            instant_results.push((&q.uid, &q.panel, result.clone()));
+        }
         if !result.is_empty() {
             continue;
         }
@@ -799,10 +910,41 @@ fn alerts_fire_and_dashboard_queries_run_against_a_real_prometheus() {
         }
     }
     empty_ok.dedup();
+
+    // A stale exception (a panel renamed or gone) would silently weaken the check.
+    for (uid, title, _) in MAY_BE_EMPTY {
+        checks.that(
+            queries.iter().any(|q| q.uid == *uid && q.panel == *title),
+            format!("MAY_BE_EMPTY names {uid} / {title}, which no dashboard has"),
+        );
+    }
+
+    // 4. The numbers the faults fix.
+    let storage_values = if root { STORAGE_VALUES } else { &[] };
+    for &(uid, title, labels, lo, hi) in VALUES.iter().chain(storage_values) {
+        let what = format!("{uid} / {title} {labels:?}");
+        let Some((_, _, result)) = instant_results
+            .iter()
+            .find(|(u, t, _)| *u == uid && *t == title)
+        else {
+            checks.that(false, format!("{what}: no such instant-query panel"));
+            continue;
+        };
+        let values: Vec<f64> = result
+            .iter()
+            .filter(|r| labels.iter().all(|(k, v)| r["metric"][*k] == *v))
+            .filter_map(|r| r["value"][1].as_str().and_then(|v| v.parse().ok()))
+            .collect();
+        checks.that(
+            !values.is_empty() && values.iter().all(|v| (lo..=hi).contains(v)),
+            format!("{what}: values {values:?}, want each in [{lo}, {hi}] (and at least one)"),
+        );
+    }
     eprintln!(
-        "prometheus e2e: expected alerts firing after {:.1}s; {ran} dashboard queries run; \
-         empty and allowed: {}",
+        "prometheus e2e: expected alerts firing after {:.1}s; {ran} dashboard queries run, \
+         {} panel values checked; empty and allowed: {}",
         firing_after.as_secs_f64(),
+        VALUES.len() + storage_values.len(),
         list(&empty_ok)
     );
     checks.finish(&context(&prom));
