@@ -114,7 +114,8 @@ const MAY_BE_EMPTY: &[(&str, &str, &str)] = &[
     ),
 ];
 
-/// Storage panels, empty when the test cannot mount volumes (not root).
+/// Storage panels (and other panels on netprobe_storage_* series), empty when the test cannot
+/// mount volumes (not root).
 const STORAGE_DASHBOARD: &str = "kube-netprobe-storage";
 
 /// Numbers the injected faults fix, read from instant-query panels (stats, tables, matrices):
@@ -202,6 +203,31 @@ const VALUES: &[ValueCheck] = &[
     ("kube-netprobe-self", "Targets up", &[], 1.0, 1.0),
     ("kube-netprobe-self", "Targets down", &[], 0.0, 0.0),
     ("kube-netprobe-self", "Builds running", &[], 1.0, 1.0),
+];
+/// As [`VALUES`], once alerts/ has the SLO recording rules of docs/slo.md: 3 of 4 DNS pairs
+/// fail, so the dns-availability error ratio is about 0.75 against a budget of 0.001.
+const SLO_VALUES: &[ValueCheck] = &[
+    (
+        "kube-netprobe-overview",
+        "SLO attainment (30d)",
+        &[("slo", "dns-availability")],
+        0.1,
+        0.4,
+    ),
+    (
+        "kube-netprobe-overview",
+        "Error budget remaining (30d)",
+        &[("slo", "dns-availability")],
+        -900.0,
+        -600.0,
+    ),
+    (
+        "kube-netprobe-overview",
+        "Burn rate now (1h)",
+        &[("slo", "dns-availability")],
+        600.0,
+        900.0,
+    ),
 ];
 /// As [`VALUES`], when the test could mount the volumes.
 const STORAGE_VALUES: &[ValueCheck] = &[
@@ -895,7 +921,8 @@ fn alerts_fire_and_dashboard_queries_run_against_a_real_prometheus() {
             .find(|(uid, title, _)| *uid == q.uid && *title == q.panel)
             .map(|(_, _, why)| why.to_string())
             .or_else(|| {
-                (!root && q.uid == STORAGE_DASHBOARD).then(|| "no volumes without root".into())
+                (!root && (q.uid == STORAGE_DASHBOARD || shown.contains("netprobe_storage_")))
+                    .then(|| "no volumes without root".into())
             })
             .or_else(|| {
                 (!slo_rules && shown.contains("netprobe_slo:"))
@@ -921,7 +948,8 @@ fn alerts_fire_and_dashboard_queries_run_against_a_real_prometheus() {
 
     // 4. The numbers the faults fix.
     let storage_values = if root { STORAGE_VALUES } else { &[] };
-    for &(uid, title, labels, lo, hi) in VALUES.iter().chain(storage_values) {
+    let slo_values = if slo_rules { SLO_VALUES } else { &[] };
+    for &(uid, title, labels, lo, hi) in VALUES.iter().chain(storage_values).chain(slo_values) {
         let what = format!("{uid} / {title} {labels:?}");
         let Some((_, _, result)) = instant_results
             .iter()
@@ -944,7 +972,7 @@ fn alerts_fire_and_dashboard_queries_run_against_a_real_prometheus() {
         "prometheus e2e: expected alerts firing after {:.1}s; {ran} dashboard queries run, \
          {} panel values checked; empty and allowed: {}",
         firing_after.as_secs_f64(),
-        VALUES.len() + storage_values.len(),
+        VALUES.len() + storage_values.len() + slo_values.len(),
         list(&empty_ok)
     );
     checks.finish(&context(&prom));
