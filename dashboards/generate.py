@@ -177,7 +177,7 @@ def layout(panels):
 
 def datasource_var():
     return {"name": "datasource", "label": "Data source", "type": "datasource",
-            "query": "prometheus", "current": {"text": "Prometheus", "value": "prometheus"},
+            "query": "prometheus", "current": {"text": "default", "value": "default"},
             "hide": 0, "refresh": 1, "regex": "", "skipUrlSync": False}
 
 

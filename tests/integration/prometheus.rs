@@ -1,16 +1,28 @@
 //! End to end through a real Prometheus: Debian's `prometheus` scrapes the real binary (as the
 //! chart's ServiceMonitor would, with its `node`, `namespace`, `pod` and `job` target labels)
-//! and evaluates the rules of `alerts/*.yaml`, while the binary probes DNS servers, volumes and
-//! peers with injected faults. The test reads only Prometheus's HTTP API:
+//! and evaluates the rules of `alerts/*.yaml`, while the binary probes DNS servers, peers and
+//! volumes with injected faults. The test reads only Prometheus's HTTP API.
 //!
-//! - the alerts the faults imply reach `firing`, with the culprit's labels, and no other alert
-//!   is pending or firing (healthy targets and unrelated alerts stay silent);
-//! - every query of every dashboard in `dashboards/` (panels and variables, variables
-//!   substituted) runs without error, and the core panels return data.
+//! | fault | alert that must fire |
+//! | --- | --- |
+//! | server `good` answers SERVFAIL for one name | DNSProbeFailing for that (server, name) |
+//! | server `dead` drops every query (timeouts) | DNSProbeFailing for each of its names |
+//! | peer `peer-refused`: nothing listens | NetworkNodeUnreachable for that target_node |
+//! | volume `readonly`: a read-only bind mount (root only) | StorageProbeFailing, result erofs |
+//!
+//! Healthy counterparts run alongside (`good` answering `ok.cluster.local`, `peer-ok` = the
+//! daemon itself under another name, a tmpfs volume `scratch`): no alert may be pending or
+//! firing other than the ones above, except burn-rate alerts on the SLO rules (the faults do
+//! burn the DNS budget; alerts/slo.yaml has its own tests).
+//!
+//! Then every query of every dashboard in `dashboards/` (panels and variables, with variables
+//! substituted: see [`VARIABLES`]) runs through /api/v1/query (instant panels) or
+//! /api/v1/query_range (graphs): none may fail, every panel not in [`MAY_BE_EMPTY`] must return
+//! data, and the panels of [`VALUES`] must show the numbers the faults imply.
 //!
 //! Rule files are loaded with every `for:` shortened to 1s by a text substitution (see
 //! [`shorten_for`]); range windows such as `[5m]` or `[30m]` stay as written: with 1 s scrapes
-//! they hold every sample since the start, which is all the rules need.
+//! they hold every sample since the start, which is all the rules need. About 12 s here.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
