@@ -66,7 +66,7 @@ const VARIABLES: &[(&str, &str)] = &[
 const MAY_BE_EMPTY: &[(&str, &str, &str)] = &[
     (
         "kube-netprobe-overview",
-        "API-server paths failing",
+        "Failing API-server paths",
         "no API server here: the probe is off",
     ),
     (
