@@ -130,8 +130,8 @@ const MAY_BE_EMPTY: &[(&str, &str, &str)] = &[
 /// mount volumes (not root).
 const STORAGE_DASHBOARD: &str = "kube-netprobe-storage";
 
-/// Numbers the injected faults fix, read from instant-query panels (stats, tables, matrices):
-/// (dashboard uid, panel title, labels selecting the series, lowest, highest). Every selected
+/// Numbers the injected faults fix, read from panels (an instant query's value, a graph's last
+/// sample): (dashboard uid, panel title, labels selecting the series, lowest, highest). Every selected
 /// series must be in range, and at least one must exist. With 4 (server, name) pairs of which 3
 /// fail, 2 peers of which one refuses (http, tcp and bulk), and (as root) 2 volumes of which one
 /// is read-only.
@@ -211,6 +211,30 @@ const VALUES: &[ValueCheck] = &[
         &[("target_node", "peer-refused")],
         0.0,
         0.0,
+    ),
+    // One checker (this node); nothing says how many should probe peer-refused, so the
+    // checkers reporting count: 1 of 1 fails.
+    (
+        "kube-netprobe-network",
+        "Share of its checkers failing, per target node (http)",
+        &[("target_node", "peer-refused")],
+        1.0,
+        1.0,
+    ),
+    (
+        "kube-netprobe-network",
+        "Share of its checkers failing, per target node (http)",
+        &[("target_node", "peer-ok")],
+        0.0,
+        0.0,
+    ),
+    // One of its two peers answers: exactly NetworkNodeEgressFailing's boundary (silent).
+    (
+        "kube-netprobe-network",
+        "Share of its neighbours reached, per checker node (http)",
+        &[("node", NODE)],
+        0.5,
+        0.5,
     ),
     ("kube-netprobe-self", "Targets up", &[], 1.0, 1.0),
     ("kube-netprobe-self", "Targets down", &[], 0.0, 0.0),
@@ -888,8 +912,8 @@ fn alerts_fire_and_dashboard_queries_run_against_a_real_prometheus() {
     let queries = dashboard_queries();
     let mut ran = 0;
     let mut empty_ok = Vec::new();
-    // Results of instant panel queries, for the value checks: (uid, panel, result).
-    let mut instant_results: Vec<(&str, &str, Vec<Value>)> = Vec::new();
+    // Results of panel queries, for the value checks: (uid, panel, result).
+    let mut panel_results: Vec<(&str, &str, Vec<Value>)> = Vec::new();
     for q in &queries {
         let result = match &q.kind {
             QueryKind::Panel {
@@ -922,8 +946,8 @@ fn alerts_fire_and_dashboard_queries_run_against_a_real_prometheus() {
                 continue;
             }
         };
-        if matches!(q.kind, QueryKind::Panel { instant: true, .. }) {
-            instant_results.push((&q.uid, &q.panel, result.clone()));
+        if matches!(q.kind, QueryKind::Panel { .. }) {
+            panel_results.push((&q.uid, &q.panel, result.clone()));
         }
         if !result.is_empty() {
             continue;
@@ -963,17 +987,21 @@ fn alerts_fire_and_dashboard_queries_run_against_a_real_prometheus() {
     let slo_values = if slo_rules { SLO_VALUES } else { &[] };
     for &(uid, title, labels, lo, hi) in VALUES.iter().chain(storage_values).chain(slo_values) {
         let what = format!("{uid} / {title} {labels:?}");
-        let Some((_, _, result)) = instant_results
+        let Some((_, _, result)) = panel_results
             .iter()
             .find(|(u, t, _)| *u == uid && *t == title)
         else {
-            checks.that(false, format!("{what}: no such instant-query panel"));
+            checks.that(false, format!("{what}: no such panel"));
             continue;
         };
+        // An instant vector's value, or a range query's last sample.
         let values: Vec<f64> = result
             .iter()
             .filter(|r| labels.iter().all(|(k, v)| r["metric"][*k] == *v))
-            .filter_map(|r| r["value"][1].as_str().and_then(|v| v.parse().ok()))
+            .filter_map(|r| {
+                let sample = r.get("value").or_else(|| r["values"].as_array()?.last())?;
+                sample[1].as_str()?.parse().ok()
+            })
             .collect();
         checks.that(
             !values.is_empty() && values.iter().all(|v| (lo..=hi).contains(v)),
