@@ -9,6 +9,7 @@
 //! | server `dead` drops every query (timeouts) | DNSProbeFailing for each of its names |
 //! | peer `peer-refused`: nothing listens | NetworkNodeUnreachable for that target_node |
 //! | volume `readonly`: a read-only bind mount (root only) | StorageProbeFailing, result erofs |
+//! | a second node, `e2e-node-b`, looks up one name through `dead` | DNSProbeFailing with its node |
 //!
 //! Healthy counterparts run alongside (`good` answering `ok.cluster.local`, `peer-ok` = the
 //! daemon itself under another name, a tmpfs volume `scratch`): no alert may be pending or
@@ -37,9 +38,14 @@ use crate::dns_server::{Behaviour, DnsServer};
 use crate::util::{Checks, Daemon, capture, http_get, is_root, poll};
 use crate::volume;
 
+/// The node the dashboards are looked at for ($node), with every fault.
 const NODE: &str = "e2e-node";
-const NAMESPACE: &str = "kube-netprobe";
 const POD: &str = "kube-netprobe-e2e";
+/// A second node whose only fault is the dead DNS server for one name: the dashboards' numbers
+/// for $node must not include it, and its alert must carry its own node.
+const NODE_B: &str = "e2e-node-b";
+const POD_B: &str = "kube-netprobe-e2e-b";
+const NAMESPACE: &str = "kube-netprobe";
 const JOB: &str = "kube-netprobe";
 /// Every `for:` of the rule files becomes this.
 const SHORT_FOR: &str = "1s";
@@ -131,10 +137,11 @@ const MAY_BE_EMPTY: &[(&str, &str, &str)] = &[
 const STORAGE_DASHBOARD: &str = "kube-netprobe-storage";
 
 /// Numbers the injected faults fix, read from panels (an instant query's value, a graph's last
-/// sample): (dashboard uid, panel title, labels selecting the series, lowest, highest). Every selected
-/// series must be in range, and at least one must exist. With 4 (server, name) pairs of which 3
-/// fail, 2 peers of which one refuses (http, tcp and bulk), and (as root) 2 volumes of which one
-/// is read-only.
+/// sample): (dashboard uid, panel title, labels selecting the series, lowest, highest). Every
+/// selected series must be in range, and at least one must exist. On [`NODE`] 3 of its 4
+/// (server, name) pairs fail, one of its 2 peers refuses (http, tcp and bulk), and (as root) one
+/// of its 2 volumes is read-only. With `$node` = [`NODE`], no number may include [`NODE_B`]'s
+/// series (a failing DNS pair, a target of its own): a panel that forgets the node filter fails.
 type ValueCheck = (
     &'static str,
     &'static str,
@@ -713,14 +720,20 @@ fn dashboard_queries() -> Vec<DashboardQuery> {
 // ---------------------------------------------------------------------------------------------
 // The test
 
-fn prometheus_config(target: SocketAddr) -> String {
-    format!(
+/// One scrape job for the daemons, each target with the labels the chart's ServiceMonitor adds.
+fn prometheus_config(targets: &[(SocketAddr, &str, &str)]) -> String {
+    let mut config = format!(
         "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
          rule_files: [\"rules/*.yaml\"]\n\
-         scrape_configs:\n  - job_name: {JOB}\n    static_configs:\n      \
-         - targets: [\"{target}\"]\n        \
-         labels: {{ node: {NODE}, namespace: {NAMESPACE}, pod: {POD} }}\n"
-    )
+         scrape_configs:\n  - job_name: {JOB}\n    static_configs:\n"
+    );
+    for (addr, node, pod) in targets {
+        config.push_str(&format!(
+            "      - targets: [\"{addr}\"]\n        \
+             labels: {{ node: {node}, namespace: {NAMESPACE}, pod: {pod} }}\n"
+        ));
+    }
+    config
 }
 
 #[test]
@@ -785,8 +798,25 @@ fn alerts_fire_and_dashboard_queries_run_against_a_real_prometheus() {
     );
     let daemon = Daemon::start(&config);
     let target = daemon.addr();
-    let prom = Prometheus::start(&prometheus_config(target), &rule_files());
-    let context = |prom: &Prometheus| format!("{}\n{}", prom.log_tail(30), daemon.output_tail(30));
+    let daemon_b = Daemon::start(&format!(
+        "listen: 127.0.0.1:0\nnode_name: {NODE_B}\n\
+         dns:\n  interval: 1s\n  timeout: 500ms\n  servers: [\"{good_s}\", \"{dead_s}\"]\n  \
+         queries:\n    - {{ name: ok.cluster.local, type: A }}\n\
+         peers:\n  discovery: none\napiserver: {{ enabled: false }}\n"
+    ));
+    let target_b = daemon_b.addr();
+    let prom = Prometheus::start(
+        &prometheus_config(&[(target, NODE, POD), (target_b, NODE_B, POD_B)]),
+        &rule_files(),
+    );
+    let context = |prom: &Prometheus| {
+        format!(
+            "{}\n{}\n{NODE_B}:\n{}",
+            prom.log_tail(30),
+            daemon.output_tail(30),
+            daemon_b.output_tail(10)
+        )
+    };
 
     // The first scrape comes a few seconds after start.
     poll(
@@ -794,39 +824,50 @@ fn alerts_fire_and_dashboard_queries_run_against_a_real_prometheus() {
         WAIT,
         || {
             let r = prom.query(&format!("up{{job=\"{JOB}\"}} == 1"))?;
-            if r.is_empty() {
-                Err("not up yet".into())
+            if r.len() < 2 {
+                Err(format!("{} of 2 targets up", r.len()))
             } else {
                 Ok(())
             }
         },
     );
 
-    let target_labels = |extra: &[(&'static str, String)]| {
+    let labels_of = |b: bool, extra: &[(&'static str, String)]| {
+        let (node, pod, instance) = if b {
+            (NODE_B, POD_B, target_b)
+        } else {
+            (NODE, POD, target)
+        };
         let mut l: Vec<(&'static str, String)> = vec![
-            ("node", NODE.into()),
-            ("instance", target.to_string()),
+            ("node", node.into()),
+            ("instance", instance.to_string()),
             ("job", JOB.into()),
             ("namespace", NAMESPACE.into()),
-            ("pod", POD.into()),
+            ("pod", pod.into()),
         ];
         l.extend_from_slice(extra);
         l
     };
-    let dns_failing = |server: &str, name: &str| Expected {
+    let target_labels = |extra: &[(&'static str, String)]| labels_of(false, extra);
+    let dns_failing_on = |b: bool, server: &str, name: &str| Expected {
         name: "DNSProbeFailing",
-        labels: target_labels(&[
-            ("severity", "critical".into()),
-            ("server", server.into()),
-            ("name", name.into()),
-            ("qtype", "A".into()),
-        ]),
+        labels: labels_of(
+            b,
+            &[
+                ("severity", "critical".into()),
+                ("server", server.into()),
+                ("name", name.into()),
+                ("qtype", "A".into()),
+            ],
+        ),
         exact: true,
     };
+    let dns_failing = |server: &str, name: &str| dns_failing_on(false, server, name);
     let mut expected = vec![
         dns_failing(&good_s, "servfail.cluster.local"),
         dns_failing(&dead_s, "ok.cluster.local"),
         dns_failing(&dead_s, "servfail.cluster.local"),
+        dns_failing_on(true, &dead_s, "ok.cluster.local"),
         Expected {
             name: "NetworkNodeUnreachable",
             labels: vec![
@@ -946,8 +987,14 @@ fn alerts_fire_and_dashboard_queries_run_against_a_real_prometheus() {
                 continue;
             }
         };
-        if matches!(q.kind, QueryKind::Panel { .. }) {
-            panel_results.push((&q.uid, &q.panel, result.clone()));
+        match &q.kind {
+            QueryKind::Panel { .. } => panel_results.push((&q.uid, &q.panel, result.clone())),
+            // The node picker offers every node with a target.
+            QueryKind::LabelValues { label, .. } if label == "node" => checks.that(
+                [NODE, NODE_B].iter().all(|n| result.iter().any(|v| v == n)),
+                format!("{where_}: values {result:?}, want {NODE} and {NODE_B}"),
+            ),
+            QueryKind::LabelValues { .. } => {}
         }
         if !result.is_empty() {
             continue;
