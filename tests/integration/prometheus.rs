@@ -14,7 +14,7 @@
 //! Healthy counterparts run alongside (`good` answering `ok.cluster.local`, `peer-ok` = the
 //! daemon itself under another name, a tmpfs volume `scratch`): no alert may be pending or
 //! firing other than the ones above, except burn-rate alerts on the SLO rules (the faults do
-//! burn the DNS budget; alerts/slo.yaml has its own tests).
+//! burn the DNS budget; alerts/slo.yaml has its own tests) and [`LOAD_SENSITIVE`].
 //!
 //! Then every query of every dashboard in `dashboards/` (panels and variables, with variables
 //! substituted: see [`VARIABLES`]) runs through /api/v1/query (instant panels) or
@@ -51,6 +51,13 @@ const JOB: &str = "kube-netprobe";
 const SHORT_FOR: &str = "1s";
 /// Bound on Prometheus's start, the first scrape, and the alerts reaching `firing`.
 const WAIT: Duration = Duration::from_secs(60);
+
+/// The one alert that may go pending or fire on a healthy target here, and on which volume:
+/// StorageThroughputCollapse compares a volume's last throughput with its own average, and on a
+/// shared CI machine one descheduled 1 MiB read of the tmpfs is several times slower than the
+/// others; with `for: 1s` that is enough. Its boundaries are tested by promtool
+/// (alerts/tests/storage_test.yaml); here it is tolerated on `scratch` only, and reported.
+const LOAD_SENSITIVE: (&str, &str) = ("StorageThroughputCollapse", "scratch");
 
 /// Substitutions for Grafana's variables when a dashboard query is run here. `node` is the
 /// test's node (the ServiceMonitor's label must reach every series); the others are "All".
@@ -247,8 +254,9 @@ const VALUES: &[ValueCheck] = &[
     ("kube-netprobe-self", "Targets down", &[], 0.0, 0.0),
     ("kube-netprobe-self", "Builds running", &[], 1.0, 1.0),
 ];
-/// As [`VALUES`], once alerts/ has the SLO recording rules of docs/slo.md: 3 of 4 DNS pairs
-/// fail, so the dns-availability error ratio is about 0.75 against a budget of 0.001.
+/// As [`VALUES`], once alerts/ has the SLO recording rules of docs/slo.md. The SLOs are
+/// cluster-wide: 4 of the 6 DNS pairs of both nodes fail, so the dns-availability error ratio is
+/// about 0.67 against a budget of 0.001 (burn rate about 670).
 const SLO_VALUES: &[ValueCheck] = &[
     (
         "kube-netprobe-overview",
@@ -936,10 +944,17 @@ fn alerts_fire_and_dashboard_queries_run_against_a_real_prometheus() {
         },
     );
     let mut checks = Checks::default();
-    let unexpected: Vec<&Active> = active
+    let (load_sensitive, unexpected): (Vec<&Active>, Vec<&Active>) = active
         .iter()
         .filter(|a| !a.slo && !expected.iter().any(|e| e.matches(a)))
-        .collect();
+        .partition(|a| a.name == LOAD_SENSITIVE.0 && a.label("volume") == LOAD_SENSITIVE.1);
+    if !load_sensitive.is_empty() {
+        eprintln!(
+            "NOTE {}: tolerated (load-sensitive, see LOAD_SENSITIVE): {}",
+            module_path!(),
+            list(&load_sensitive)
+        );
+    }
     checks.that(
         unexpected.is_empty(),
         format!(
