@@ -489,18 +489,21 @@ fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// alerts/*.yaml, `for:` shortened, as (file name, text).
+/// The rule files alerts/*.yaml, `for:` shortened, as (file name, text).
 fn rule_files() -> Vec<(String, String)> {
     let mut files: Vec<(String, String)> = std::fs::read_dir(repo().join("alerts"))
         .expect("read alerts/")
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
-        .map(|p| {
+        .filter_map(|p| {
             let text = std::fs::read_to_string(&p).expect("read rule file");
-            (
-                p.file_name().unwrap().to_string_lossy().into_owned(),
-                shorten_for(&text),
-            )
+            // Rule files only (a top-level `groups:`), should alerts/ hold other YAML too.
+            text.lines().any(|l| l.starts_with("groups:")).then(|| {
+                (
+                    p.file_name().unwrap().to_string_lossy().into_owned(),
+                    shorten_for(&text),
+                )
+            })
         })
         .collect();
     files.sort();
