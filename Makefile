@@ -10,6 +10,7 @@ test: deps lint check-generated
 	scripts/check-alerts
 	scripts/check-alertmanager-config
 	scripts/check-alertmanager
+	scripts/check-dashboards
 	$(CARGO) test --all-targets --locked
 
 ## System packages the tests use (promtool, dig); installs only what is missing (needs root).
@@ -20,8 +21,9 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets --locked -- -D warnings
 
-## Rewrites the generated files (docs/metrics.md).
+## Rewrites the generated files (docs/metrics.md, dashboards/*.json).
 generate:
+	python3 dashboards/generate.py
 	NETPROBE_REGENERATE=1 $(CARGO) test --lib --locked metrics::tests::metrics_reference_is_current
 
 check-generated:
