@@ -8,6 +8,7 @@ CARGO ?= cargo
 ## against real DNS servers, promtool), and the generated files' freshness.
 test: deps lint check-generated
 	scripts/check-alerts
+	scripts/check-chart
 	$(CARGO) test --all-targets --locked
 
 ## System packages the tests use (promtool, dig); installs only what is missing (needs root).
@@ -18,12 +19,15 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets --locked -- -D warnings
 
-## Rewrites the generated files (docs/metrics.md).
+## Rewrites the generated files (docs/metrics.md; the chart's copies of alerts/ and dashboards/,
+## its alert-parameter values, schema and values table).
 generate:
 	NETPROBE_REGENERATE=1 $(CARGO) test --lib --locked metrics::tests::metrics_reference_is_current
+	scripts/generate-chart
 
 check-generated:
 	$(CARGO) test --lib --locked metrics::tests::metrics_reference_is_current
+	scripts/generate-chart --check
 
 ## The daemon with its built-in defaults, on :9753.
 run:
