@@ -160,14 +160,14 @@ pub async fn run(config: Config) -> Result<(), RunError> {
             config.csi.ignore_drivers.clone(),
         );
         tokio::spawn(async move {
-            let client = crate::discovery::kube::connect(|| csi.watch_error()).await;
+            let client = crate::discovery::kube::connect(|| csi.watch_error("error")).await;
             let errors = csi.clone();
             crate::discovery::csi::run(
                 client,
                 node,
                 ignore,
                 |s| csi.set(s),
-                || errors.watch_error(),
+                |reason| errors.watch_error(reason),
             )
             .await;
         });
