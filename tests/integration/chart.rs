@@ -444,4 +444,55 @@ fn the_charts_rbac_is_what_the_daemon_needs_and_a_missing_rule_is_reported() {
         "the log names the missing rule:\n{logs}"
     );
     assert!(daemon.is_running());
+    let _ = daemon.terminate();
+
+    // The CSI rule removed as well: the CSI watch reports its 403 the same way; peers are still
+    // probed.
+    let csi_rule = "  - apiGroups: [storage.k8s.io]\n    resources: [csidrivers, csinodes]\n    verbs: [get, list, watch]\n";
+    assert!(rbac.contains(csi_rule), "{rbac}");
+    api.apply(&rbac.replace(nodes_rule, "").replace(csi_rule, ""));
+    poll("the CSI rule to be gone", WAIT, || {
+        let out = api.kubectl_netprobe(&["auth", "can-i", "list", "csinodes.storage.k8s.io"]);
+        match String::from_utf8_lossy(&out.stdout).trim() {
+            "no" => Ok(()),
+            other => Err(other.to_owned()),
+        }
+    });
+    let mut daemon = start_daemon(&api, &config);
+    daemon.wait_until(
+        "a forbidden CSI call counted while node-b is still probed",
+        WAIT,
+        |m| {
+            let seen = (
+                m.get(
+                    "netprobe_csi_watch_errors_total",
+                    &[("reason", "forbidden")],
+                ),
+                m.get(
+                    "netprobe_peer_up",
+                    &[("target_node", "node-b"), ("protocol", "http")],
+                ),
+            );
+            match seen {
+                (Some(f), Some(up)) if f >= 1.0 && up == 1.0 => Ok(()),
+                _ => Err(format!("csi forbidden, peer_up node-b: {seen:?}")),
+            }
+        },
+    );
+    let m = daemon.scrape();
+    assert_eq!(
+        m.get("netprobe_csi_watch_errors_total", &[("reason", "error")]),
+        Some(0.0)
+    );
+    assert!(
+        m.series("netprobe_csi_node_driver_registered", &[])
+            .is_empty(),
+        "no registration is claimed while it cannot be known"
+    );
+    let logs = daemon.output_tail(400);
+    assert!(
+        logs.contains("forbidden: list csi") && logs.contains("needs an RBAC rule"),
+        "the log names the missing CSI rule:\n{logs}"
+    );
+    assert!(daemon.is_running());
 }
