@@ -496,3 +496,50 @@ fn the_charts_rbac_is_what_the_daemon_needs_and_a_missing_rule_is_reported() {
     );
     assert!(daemon.is_running());
 }
+
+/// (kind, apiGroup, resource, verbs) of every rule of the Roles and ClusterRoles in `yaml`.
+fn rules(yaml: &str) -> std::collections::BTreeSet<(String, String, String, String)> {
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(yaml).expect("RBAC YAML");
+    let mut out = std::collections::BTreeSet::new();
+    for doc in docs
+        .iter()
+        .filter(|d| matches!(d["kind"].as_str(), Some("Role" | "ClusterRole")))
+    {
+        for rule in doc["rules"].as_array().expect("rules") {
+            let mut verbs: Vec<_> = rule["verbs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.to_string())
+                .collect();
+            verbs.sort();
+            for group in rule["apiGroups"].as_array().unwrap() {
+                for resource in rule["resources"].as_array().unwrap() {
+                    out.insert((
+                        doc["kind"].as_str().unwrap().to_owned(),
+                        group.as_str().unwrap().to_owned(),
+                        resource.as_str().unwrap().to_owned(),
+                        verbs.join(","),
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The kube suite proves its RBAC is the least the daemon needs; the chart's default rules are
+/// those, no more and no fewer.
+#[test]
+fn the_charts_default_rules_are_the_ones_the_kube_suite_proved() {
+    if !crate::util::is_root() {
+        eprintln!(
+            "SKIPPED {}: helm is installed by `make deps`, as root",
+            module_path!()
+        );
+        return;
+    }
+    let chart = render(&["--show-only", "templates/rbac.yaml"]);
+    assert_eq!(rules(&chart), rules(crate::kube::RBAC));
+    assert_eq!(rules(&chart).len(), 4, "{chart}");
+}
