@@ -1,7 +1,9 @@
 //! The Helm chart against a real kube-apiserver: every rendered manifest passes
 //! `kubectl apply --dry-run=server`, and the chart's ServiceAccount and RBAC are exactly what the
 //! real daemon needs: with them, peer discovery and the CSI watch work with no 403; with one rule
-//! removed, the daemon says which rule is missing (metric and log) and keeps probing.
+//! removed, the daemon says which rule is missing (metric and log) and keeps probing; and the
+//! pod's security context (UID, no capabilities, the ping_group_range sysctl) is all the daemon
+//! needs, ICMP included.
 //!
 //! `helm` comes from scripts/install-test-deps (cached under /var/cache/kube-netprobe); the
 //! static checks of the chart (lint, schemas, promtool, restricted fields) are in
@@ -547,4 +549,166 @@ fn the_charts_default_rules_are_the_ones_the_kube_suite_proved() {
     let chart = render(&["--show-only", "templates/rbac.yaml"]);
     assert_eq!(rules(&chart), rules(crate::kube::RBAC));
     assert_eq!(rules(&chart).len(), 4, "{chart}");
+}
+
+/// `Uid:` (real, effective) and `CapEff:` of a process, from /proc.
+fn uid_and_caps(pid: u32) -> (String, String) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+            .unwrap_or_default()
+    };
+    (field("Uid:"), field("CapEff:"))
+}
+
+/// The pod's security context, as the chart renders it, is all the daemon needs: run as the
+/// chart's UID/GID with every capability dropped and no privilege escalation, in a network
+/// namespace given the chart's `net.ipv4.ping_group_range`, the daemon serves, probes its peer
+/// over HTTP and sends ICMP echo; without the sysctl, ICMP is reported unavailable (never a
+/// capability as the way out) while HTTP probing goes on.
+#[test]
+fn the_charts_security_context_is_enough_for_the_daemon_icmp_included() {
+    let Some(cluster) = crate::netns::Cluster::new(2) else {
+        return;
+    };
+    let ds: serde_json::Value =
+        serde_saphyr::from_str(&render(&["--show-only", "templates/daemonset.yaml"]))
+            .expect("DaemonSet YAML");
+    let pod = &ds["spec"]["template"]["spec"]["securityContext"];
+    let (uid, gid) = (
+        pod["runAsUser"].as_u64().unwrap(),
+        pod["runAsGroup"].as_u64().unwrap(),
+    );
+    let sysctl = &pod["sysctls"][0];
+    assert_eq!(sysctl["name"], "net.ipv4.ping_group_range");
+    let range = sysctl["value"].as_str().unwrap().to_owned();
+    let container = &ds["spec"]["template"]["spec"]["containers"][0]["securityContext"];
+    assert_eq!(container["capabilities"]["drop"][0], "ALL");
+    assert_eq!(container["allowPrivilegeEscalation"], false);
+
+    let (me, peer) = (cluster.node(0), cluster.node(1));
+    let port = "9753";
+    let _peer = peer.run_daemon(&format!(
+        "listen: 0.0.0.0:{port}\nnode_name: {}\ndns: {{ servers: [] }}\npeers: {{ discovery: none }}\n\
+         apiserver: {{ enabled: false }}\ncsi: {{ enabled: false }}\n",
+        peer.name()
+    ));
+    let static_peers = format!(
+        r#"config.peers.discovery={{"static":["{}={}:{port}"]}}"#,
+        peer.name(),
+        peer.ip()
+    );
+    let manifest = render(&[
+        "--show-only",
+        "templates/configmap.yaml",
+        "--set-json",
+        &static_peers,
+        "--set-json",
+        "config.dns.servers=[]",
+        "--set",
+        "config.apiserver.enabled=false",
+        "--set",
+        "config.csi.enabled=false",
+        "--set",
+        "config.peers.interval=500ms",
+        "--set",
+        "config.peers.timeout=400ms",
+        "--set-json",
+        r#"config.peers.protocols=["http","icmp"]"#,
+        "--set-json",
+        "storage.volumes=[]",
+    ]);
+    let doc: serde_json::Value = serde_saphyr::from_str(&manifest).expect("ConfigMap YAML");
+    let config = doc["data"]["config.yaml"].as_str().unwrap().to_owned();
+
+    // The binary where the chart's user can run it.
+    let bin_dir = tempfile::tempdir().unwrap();
+    let binary = bin_dir.path().join("kube-netprobe");
+    std::fs::copy(bin(), &binary).unwrap();
+    let status = Command::new("chmod")
+        .args([
+            "0755",
+            bin_dir.path().to_str().unwrap(),
+            binary.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let start = || {
+        // The fixture writes the config into a private directory: open it up, then enter the
+        // node and become the pod's user with no capabilities at all.
+        // Arguments after the script: run --config FILE.
+        let mut wrapper = Command::new("sh");
+        wrapper
+            .args([
+                "-c",
+                r#"chmod 0755 "$(dirname "$3")" && chmod 0644 "$3" && exec ip netns exec "$NETNS" \
+                   setpriv --reuid="$UID_" --regid="$GID_" --clear-groups --no-new-privs \
+                   --inh-caps=-all --bounding-set=-all -- "$0" "$@""#,
+                binary.to_str().unwrap(),
+            ])
+            .env("NETNS", me.netns())
+            .env("UID_", uid.to_string())
+            .env("GID_", gid.to_string())
+            .env("NODE_NAME", me.name());
+        Daemon::start_in(wrapper, &config, &[], me.ip().into())
+    };
+    let icmp = |m: &Metrics| {
+        (
+            m.get("netprobe_icmp_available", &[("family", "ipv4")]),
+            m.get(
+                "netprobe_peer_up",
+                &[("target_node", peer.name()), ("protocol", "http")],
+            ),
+            m.get(
+                "netprobe_peer_up",
+                &[("target_node", peer.name()), ("protocol", "icmp")],
+            ),
+        )
+    };
+
+    // With the chart's sysctl: ICMP works for the pod's group.
+    let out = me.exec(
+        &[
+            "sysctl",
+            "-w",
+            &format!("net.ipv4.ping_group_range={range}"),
+        ],
+        Duration::from_secs(5),
+    );
+    assert!(out.status.success(), "{out:?}");
+    let mut daemon = start();
+    assert_eq!(
+        uid_and_caps(daemon.pid()),
+        (format!("{uid} {uid}"), "0000000000000000".to_owned()),
+        "the daemon runs as the chart's UID with no effective capability"
+    );
+    daemon.wait_until(
+        "http and icmp to the peer up, ICMP available",
+        WAIT,
+        |m| match icmp(m) {
+            (Some(1.0), Some(1.0), Some(1.0)) => Ok(()),
+            seen => Err(format!("icmp_available, http up, icmp up: {seen:?}")),
+        },
+    );
+    drop(daemon);
+
+    // Without it (the kernel's default, "1 0"): ICMP is unavailable and said so; HTTP goes on.
+    let out = me.exec(
+        &["sysctl", "-w", "net.ipv4.ping_group_range=1 0"],
+        Duration::from_secs(5),
+    );
+    assert!(out.status.success(), "{out:?}");
+    let mut daemon = start();
+    daemon.wait_until(
+        "ICMP unavailable, http to the peer up",
+        WAIT,
+        |m| match icmp(m) {
+            (Some(0.0), Some(1.0), _) => Ok(()),
+            seen => Err(format!("icmp_available, http up, icmp up: {seen:?}")),
+        },
+    );
 }
