@@ -565,9 +565,10 @@ fn uid_and_caps(pid: u32) -> (String, String) {
 }
 
 /// The pod's security context, as the chart renders it, is all the daemon needs: run as the
-/// chart's UID/GID with every capability dropped and no privilege escalation, in a network
-/// namespace given the chart's `net.ipv4.ping_group_range`, the daemon serves, probes its peer
-/// over HTTP and sends ICMP echo; without the sysctl, ICMP is reported unavailable (never a
+/// chart's UID/GID with every capability dropped and no privilege escalation, on a read-only
+/// root filesystem with the chart's emptyDir volume, in a network namespace given the chart's
+/// `net.ipv4.ping_group_range`, the daemon serves, probes its volume, probes its peer over HTTP
+/// and sends ICMP echo; without the sysctl, ICMP is reported unavailable (never a
 /// capability as the way out) while HTTP probing goes on.
 #[test]
 fn the_charts_security_context_is_enough_for_the_daemon_icmp_included() {
@@ -618,11 +619,17 @@ fn the_charts_security_context_is_enough_for_the_daemon_icmp_included() {
         "config.peers.timeout=400ms",
         "--set-json",
         r#"config.peers.protocols=["http","icmp"]"#,
-        "--set-json",
-        "storage.volumes=[]",
+        "--set",
+        "config.storage.interval=2s",
+        "--set",
+        "config.storage.timeout=1s",
     ]);
     let doc: serde_json::Value = serde_saphyr::from_str(&manifest).expect("ConfigMap YAML");
     let config = doc["data"]["config.yaml"].as_str().unwrap().to_owned();
+    assert!(
+        config.contains("path: /var/lib/kube-netprobe/scratch"),
+        "{config}"
+    );
 
     // The binary where the chart's user can run it.
     let bin_dir = tempfile::tempdir().unwrap();
@@ -638,16 +645,22 @@ fn the_charts_security_context_is_enough_for_the_daemon_icmp_included() {
         .unwrap();
     assert!(status.success());
     let start = || {
-        // The fixture writes the config into a private directory: open it up, then enter the
-        // node and become the pod's user with no capabilities at all.
-        // Arguments after the script: run --config FILE.
+        // The fixture writes the config into a private directory: open it up. Then, as the
+        // kubelet would: enter the node, a read-only root filesystem (readOnlyRootFilesystem)
+        // with a writable, world-writable volume where the chart mounts the emptyDir, and the
+        // pod's user with no capabilities at all. Arguments after the script: run --config FILE.
         let mut wrapper = Command::new("sh");
         wrapper
             .args([
                 "-c",
                 r#"chmod 0755 "$(dirname "$3")" && chmod 0644 "$3" && exec ip netns exec "$NETNS" \
-                   setpriv --reuid="$UID_" --regid="$GID_" --clear-groups --no-new-privs \
-                   --inh-caps=-all --bounding-set=-all -- "$0" "$@""#,
+                   unshare --mount --propagation private sh -c '
+                     mount -t tmpfs -o size=128m,mode=0755 tmpfs /var/lib &&
+                     mkdir -p /var/lib/kube-netprobe/scratch &&
+                     chmod 0777 /var/lib/kube-netprobe/scratch &&
+                     mount -o remount,bind,ro / &&
+                     exec setpriv --reuid="$UID_" --regid="$GID_" --clear-groups --no-new-privs \
+                       --inh-caps=-all --bounding-set=-all -- "$0" "$@"' "$0" "$@""#,
                 binary.to_str().unwrap(),
             ])
             .env("NETNS", me.netns())
@@ -687,13 +700,20 @@ fn the_charts_security_context_is_enough_for_the_daemon_icmp_included() {
         "the daemon runs as the chart's UID with no effective capability"
     );
     daemon.wait_until(
-        "http and icmp to the peer up, ICMP available",
+        "http and icmp to the peer up, ICMP available, the emptyDir volume probed",
         WAIT,
-        |m| match icmp(m) {
-            (Some(1.0), Some(1.0), Some(1.0)) => Ok(()),
-            seen => Err(format!("icmp_available, http up, icmp up: {seen:?}")),
+        |m| {
+            let storage = m.get("netprobe_storage_probe_success", &[("volume", "scratch")]);
+            match (icmp(m), storage) {
+                ((Some(1.0), Some(1.0), Some(1.0)), Some(1.0)) => Ok(()),
+                seen => Err(format!(
+                    "(icmp_available, http up, icmp up), storage success: {seen:?}"
+                )),
+            }
         },
     );
+    let logs = daemon.output_tail(200);
+    assert!(!logs.contains("Read-only file system"), "{logs}");
     drop(daemon);
 
     // Without it (the kernel's default, "1 0"): ICMP is unavailable and said so; HTTP goes on.
