@@ -11,6 +11,7 @@ test: deps lint check-generated
 	scripts/check-alertmanager-config
 	scripts/check-alertmanager
 	scripts/check-dashboards
+	scripts/check-chart
 	$(CARGO) test --all-targets --locked
 
 ## System packages the tests use (promtool, dig); installs only what is missing (needs root).
@@ -21,13 +22,17 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets --locked -- -D warnings
 
-## Rewrites the generated files (docs/metrics.md, dashboards/*.json).
+## Rewrites the generated files (docs/metrics.md, dashboards/*.json; the chart's copies of alerts/
+## and dashboards/, its alert-parameter values, schema and values table).
 generate:
 	python3 dashboards/generate.py
 	NETPROBE_REGENERATE=1 $(CARGO) test --lib --locked metrics::tests::metrics_reference_is_current
+	scripts/generate-chart
 
 check-generated:
 	$(CARGO) test --lib --locked metrics::tests::metrics_reference_is_current
+	scripts/generate-chart --check
+	python3 dashboards/generate.py --check
 
 ## The daemon with its built-in defaults, on :9753.
 run:

@@ -131,7 +131,7 @@ fn start_coredns(
     peers.add_discovery_source(crate::discovery::coredns::SOURCE);
     tokio::spawn(async move {
         let client = crate::discovery::kube::connect(|| {
-            peers.discovery_error(crate::discovery::coredns::SOURCE)
+            peers.discovery_error(crate::discovery::coredns::SOURCE, "error")
         })
         .await;
         crate::discovery::coredns::run(coredns, client, tx, peers).await;
@@ -222,14 +222,14 @@ pub async fn run(config: Config) -> Result<(), RunError> {
             config.csi.ignore_drivers.clone(),
         );
         tokio::spawn(async move {
-            let client = crate::discovery::kube::connect(|| csi.watch_error()).await;
+            let client = crate::discovery::kube::connect(|| csi.watch_error("error")).await;
             let errors = csi.clone();
             crate::discovery::csi::run(
                 client,
                 node,
                 ignore,
                 |s| csi.set(s),
-                || errors.watch_error(),
+                |reason| errors.watch_error(reason),
             )
             .await;
         });

@@ -126,8 +126,8 @@ pub const ICMP_AVAILABLE: FamilyDoc = FamilyDoc {
 pub const DISCOVERY_ERRORS: FamilyDoc = FamilyDoc {
     name: "netprobe_discovery_errors_total",
     kind: "counter",
-    labels: &["source"],
-    help: "Failed list or watch calls of the Kubernetes discovery, by source (pods and nodes for peers, coredns for dns.discover_coredns); the last known targets are kept meanwhile",
+    labels: &["source", "reason"],
+    help: "Failed list or watch calls of the Kubernetes discovery, by source (pods and nodes for peers, coredns for dns.discover_coredns) and reason: forbidden (HTTP 403: the service account lacks an RBAC rule) or error (anything else); the last known targets are kept meanwhile",
 };
 pub const DISCOVERY_PEERS: FamilyDoc = FamilyDoc {
     name: "netprobe_discovery_peers",
@@ -163,8 +163,8 @@ pub const CSI_REGISTERED: FamilyDoc = FamilyDoc {
 pub const CSI_WATCH_ERRORS: FamilyDoc = FamilyDoc {
     name: "netprobe_csi_watch_errors_total",
     kind: "counter",
-    labels: &[],
-    help: "Failed list or watch calls for CSIDrivers and this node's CSINode; the last known state is kept meanwhile",
+    labels: &["reason"],
+    help: "Failed list or watch calls for CSIDrivers and this node's CSINode, by reason: forbidden (HTTP 403: the service account lacks an RBAC rule) or error (anything else); the last known state is kept meanwhile",
 };
 
 /// Storage operation buckets, in seconds: a healthy SSD fsyncs in about a millisecond and writes
@@ -475,9 +475,18 @@ struct FamilyLabels {
     family: &'static str,
 }
 
+/// The `reason` label values of the Kubernetes list/watch error counters.
+const ERROR_REASONS: [&str; 2] = ["forbidden", "error"];
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct SourceLabels {
+struct SourceReasonLabels {
     source: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
 }
 
 /// One peer probe target: the peer's node, the protocol and the IP family.
@@ -497,7 +506,7 @@ pub struct PeerMetrics {
     targets: Gauge,
     checkers: Family<TargetNodeLabels, Gauge>,
     icmp_available: Family<FamilyLabels, Gauge>,
-    discovery_errors: Family<SourceLabels, Counter>,
+    discovery_errors: Family<SourceReasonLabels, Counter>,
     discovery_peers: Gauge,
 }
 
@@ -614,17 +623,20 @@ impl PeerMetrics {
             .set(i64::from(available));
     }
 
-    pub fn discovery_error(&self, source: &'static str) {
+    /// Counts a failed call; `reason` is `forbidden` or `error` (`discovery::error_reason`).
+    pub fn discovery_error(&self, source: &'static str, reason: &'static str) {
         self.discovery_errors
-            .get_or_create(&SourceLabels { source })
+            .get_or_create(&SourceReasonLabels { source, reason })
             .inc();
     }
 
-    /// Makes a discovery source's error counter visible at 0.
+    /// Makes a discovery source's error counters visible at 0.
     pub fn add_discovery_source(&self, source: &'static str) {
-        let _ = self
-            .discovery_errors
-            .get_or_create(&SourceLabels { source });
+        for reason in ERROR_REASONS {
+            let _ = self
+                .discovery_errors
+                .get_or_create(&SourceReasonLabels { source, reason });
+        }
     }
 
     pub fn set_discovered(&self, peers: usize) {
@@ -708,17 +720,20 @@ struct DriverLabels {
 #[derive(Debug, Clone)]
 pub struct CsiMetrics {
     registered: Family<DriverLabels, Gauge>,
-    errors: Counter,
+    errors: Family<ReasonLabels, Counter>,
 }
 
 impl CsiMetrics {
     fn register(registry: &mut Registry) -> Self {
         let this = Self {
             registered: Family::default(),
-            errors: Counter::default(),
+            errors: Family::default(),
         };
         register(registry, &CSI_REGISTERED, this.registered.clone());
         register(registry, &CSI_WATCH_ERRORS, this.errors.clone());
+        for reason in ERROR_REASONS {
+            let _ = this.errors.get_or_create(&ReasonLabels { reason });
+        }
         this
     }
 
@@ -734,8 +749,9 @@ impl CsiMetrics {
         }
     }
 
-    pub fn watch_error(&self) {
-        self.errors.inc();
+    /// Counts a failed call; `reason` is `forbidden` or `error` (`discovery::error_reason`).
+    pub fn watch_error(&self, reason: &'static str) {
+        self.errors.get_or_create(&ReasonLabels { reason }).inc();
     }
 }
 

@@ -94,11 +94,12 @@ pub async fn run(
                 view.event(event);
             }
             Err(e) => {
-                metrics.discovery_error(SOURCE);
+                metrics.discovery_error(SOURCE, super::error_reason(&e));
                 if health.update(false) == Transition::StartedFailing {
-                    tracing::warn!(
-                        source = SOURCE, namespace = %config.namespace, selector = %config.selector, error = %e,
-                        "CoreDNS discovery failing; keeping the last known CoreDNS pods and retrying with backoff"
+                    super::log_failing(
+                        &format!("pods in {} ({})", config.namespace, config.selector),
+                        &e,
+                        "CoreDNS discovery keeps probing the last known CoreDNS pods and retries with backoff",
                     );
                 }
             }

@@ -94,13 +94,14 @@ impl Registrations {
 }
 
 /// Watches the CSIDrivers and this node's CSINode until the process ends, calling `publish`
-/// with the registration status whenever it changes, and `error` for each failed call.
+/// with the registration status whenever it changes, and `error` with the reason
+/// ([`super::error_reason`]) of each failed call.
 pub async fn run(
     client: kube::Client,
     node_name: String,
     ignore: Vec<String>,
     mut publish: impl FnMut(&BTreeMap<String, bool>),
-    mut error: impl FnMut(),
+    mut error: impl FnMut(&'static str),
 ) {
     let drivers = watcher::watcher(
         Api::<CSIDriver>::all(client.clone()),
@@ -121,23 +122,25 @@ pub async fn run(
         let failed = tokio::select! {
             Some(event) = drivers.next() => match event {
                 Ok(event) => { state.driver_event(event); None }
-                Err(e) => Some(e),
+                Err(e) => Some(("csidrivers", e)),
             },
             Some(event) = nodes.next() => match event {
                 Ok(event) => { state.node_event(event); None }
-                Err(e) => Some(e),
+                Err(e) => Some(("csinodes", e)),
             },
             else => break,
         };
         match (health.update(failed.is_none()), &failed) {
-            (Transition::StartedFailing, Some(e)) => tracing::warn!(
-                error = %e, "CSI registration watch failing; keeping the last known state"
+            (Transition::StartedFailing, Some((resource, e))) => super::log_failing(
+                resource,
+                e,
+                "the CSI registration watch keeps the last known state",
             ),
             (Transition::Recovered, _) => tracing::info!("CSI registration watch recovered"),
             _ => {}
         }
-        if failed.is_some() {
-            error();
+        if let Some((_, e)) = &failed {
+            error(super::error_reason(e));
             continue;
         }
         let status = state.status(&ignore);

@@ -157,7 +157,7 @@ pub async fn run(
     metrics.add_discovery_source("nodes");
     let client = match client {
         Some(client) => client,
-        None => connect(|| metrics.discovery_error("pods")).await,
+        None => connect(|| metrics.discovery_error("pods", "error")).await,
     };
     // Small pages: a list's page is decoded whole, so the page size bounds the transient peak
     // of memory on big clusters (the default, 500, measured a 36 MiB peak with 5,000 pods).
@@ -185,7 +185,7 @@ pub async fn run(
                     view.pod_event(event);
                 }
                 Err(e) => {
-                    metrics.discovery_error("pods");
+                    metrics.discovery_error("pods", super::error_reason(&e));
                     log_transition(&pods_health, "pods", Some(&e));
                 }
             },
@@ -195,7 +195,7 @@ pub async fn run(
                     view.node_event(event);
                 }
                 Err(e) => {
-                    metrics.discovery_error("nodes");
+                    metrics.discovery_error("nodes", super::error_reason(&e));
                     log_transition(&nodes_health, "nodes", Some(&e));
                 }
             },
@@ -217,9 +217,10 @@ pub async fn run(
 
 fn log_transition(health: &Health, source: &str, error: Option<&watcher::Error>) {
     match (health.update(error.is_none()), error) {
-        (Transition::StartedFailing, Some(e)) => tracing::warn!(
-            source, error = %e,
-            "peer discovery failing; keeping the last known peers and retrying with backoff"
+        (Transition::StartedFailing, Some(e)) => super::log_failing(
+            source,
+            e,
+            "peer discovery keeps the last known peers and retries with backoff",
         ),
         (Transition::Recovered, _) => tracing::info!(source, "peer discovery recovered"),
         _ => {}
@@ -477,7 +478,9 @@ mod tests {
                     let pods_errors = text
                         .lines()
                         .find_map(|l| {
-                            l.strip_prefix("netprobe_discovery_errors_total{source=\"pods\"} ")
+                            l.strip_prefix(
+                                "netprobe_discovery_errors_total{source=\"pods\",reason=\"error\"} ",
+                            )
                         })
                         .and_then(|v| v.parse::<u64>().ok())
                         .unwrap_or(0);

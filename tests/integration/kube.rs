@@ -570,8 +570,13 @@ fn coredns_pods_are_probed_one_by_one() {
     );
     checks.eq(
         "CoreDNS discovery errors",
-        m.get("netprobe_discovery_errors_total", &[("source", "coredns")]),
-        Some(0.0),
+        ["forbidden", "error"].map(|reason| {
+            m.get(
+                "netprobe_discovery_errors_total",
+                &[("source", "coredns"), ("reason", reason)],
+            )
+        }),
+        [Some(0.0), Some(0.0)],
     );
     checks.that(
         healthy.queries_for(NAME) >= 1 && broken.queries_for(NAME) >= 1,

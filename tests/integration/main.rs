@@ -9,6 +9,7 @@ mod util;
 mod volume;
 
 // Suites.
+mod chart;
 mod config;
 mod dns;
 mod kube;
