@@ -14,4 +14,5 @@ mod dns;
 mod kube;
 mod logging;
 mod mesh;
+mod slo_report;
 mod storage;
