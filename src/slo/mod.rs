@@ -105,17 +105,54 @@ fn slo_names() -> String {
 impl Series {
     /// The PromQL selector, with the user's extra matchers appended.
     pub fn selector(&self, extra: &Selector) -> String {
-        let matchers: Vec<&str> = std::iter::once(self.matchers)
+        self.selector_with(self.matchers, extra)
+    }
+
+    /// As [`Series::selector`], with `own` in place of the table's matchers.
+    pub fn selector_with(&self, own: &str, extra: &Selector) -> String {
+        let matchers: Vec<&str> = std::iter::once(own)
             .chain(extra.0.iter().map(String::as_str))
             .filter(|m| !m.is_empty())
             .collect();
         format!("{}{{{}}}", self.metric, matchers.join(","))
     }
+}
 
-    /// `sum(increase(<selector>[<seconds>s]))`: events in the window, summed over every series.
-    pub fn increase(&self, extra: &Selector, seconds: u64) -> String {
-        format!("sum(increase({}[{seconds}s]))", self.selector(extra))
+/// `sum(increase(<selector>[<seconds>s]))`: events in the window, summed over every series.
+pub fn increase(selector: &str, seconds: u64) -> String {
+    format!("sum(increase({selector}[{seconds}s]))")
+}
+
+/// The default `--dns-latency-threshold`: docs/slo.md's `le="0.1"`.
+pub const DNS_LATENCY_THRESHOLD: f64 = 0.1;
+
+/// The `le` matcher of the DNS latency threshold. Whole seconds are matched both as `1` and as
+/// `1.0`: the exporter writes `1.0`, and Prometheus 3 rewrites bucket bounds to `1`.
+pub fn le_matcher(threshold: f64) -> String {
+    if threshold.fract() == 0.0 {
+        format!(r#"le=~"{threshold}|{threshold}\\.0""#)
+    } else {
+        format!(r#"le="{threshold}""#)
     }
+}
+
+/// Parses `--dns-latency-threshold`: seconds, one of the DNS histogram's bucket bounds.
+pub fn parse_latency_threshold(text: &str) -> Result<f64, String> {
+    let seconds: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of seconds"))?;
+    if !crate::metrics::DNS_BUCKETS.contains(&seconds) {
+        let bounds: Vec<String> = crate::metrics::DNS_BUCKETS
+            .iter()
+            .map(f64::to_string)
+            .collect();
+        return Err(format!(
+            "{text} s is not a bound of the DNS lookup-duration histogram; pick one of {}",
+            bounds.join(", ")
+        ));
+    }
+    Ok(seconds)
 }
 
 /// Events counted over one window: all of them and the bad ones.
@@ -351,6 +388,10 @@ pub struct ReportArgs {
     /// Extra label matchers applied to every series, e.g. '{cluster="prod"}'.
     #[arg(long, value_parser = parse_selector)]
     selector: Option<Selector>,
+    /// DNS lookups slower than this many seconds are bad for dns-latency; a bound of the DNS
+    /// histogram, the same as the chart's sloDNSLatencySeconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = DNS_LATENCY_THRESHOLD, value_parser = parse_latency_threshold)]
+    dns_latency_threshold: f64,
     /// Limit for the whole report (every query).
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     timeout: Duration,
@@ -403,6 +444,7 @@ pub struct Report {
     pub window: String,
     pub window_seconds: u64,
     pub selector: Option<String>,
+    pub dns_latency_threshold_seconds: f64,
     pub budget_exhausted: bool,
     pub slos: Vec<SloReport>,
 }
@@ -473,6 +515,7 @@ pub async fn collect(
     client: &Client,
     objectives: &[(&'static str, f64)],
     selector: &Selector,
+    latency_threshold: f64,
     window: Duration,
     end: SystemTime,
 ) -> Result<Report, prometheus::Error> {
@@ -481,16 +524,18 @@ pub async fn collect(
         .unwrap_or_default()
         .as_secs_f64();
     let window_seconds = window.as_secs();
+    let le = le_matcher(latency_threshold);
+    let le = le.as_str();
     let sli = |slo: &'static SloDef, seconds: u64| async move {
         let all = client
-            .query(&slo.all.increase(selector, seconds), end_unix)
+            .query(&increase(&slo.all.selector(selector), seconds), end_unix)
             .await?;
         let second = match slo.bad {
-            BadEvents::Matching(s) | BadEvents::AllBut(s) => s,
+            BadEvents::Matching(bad) => bad.selector(selector),
+            // The one AllBut series is the latency histogram's bucket at the threshold.
+            BadEvents::AllBut(good) => good.selector_with(le, selector),
         };
-        let second = client
-            .query(&second.increase(selector, seconds), end_unix)
-            .await?;
+        let second = client.query(&increase(&second, seconds), end_unix).await?;
         Ok::<_, prometheus::Error>(Sli::from_query(slo.bad, all, second))
     };
     let mut slos = Vec::new();
@@ -524,6 +569,7 @@ pub async fn collect(
         window: short_duration(window_seconds as f64),
         window_seconds,
         selector: (!selector.0.is_empty()).then(|| selector.to_string()),
+        dns_latency_threshold_seconds: latency_threshold,
         budget_exhausted: slos.iter().any(|s| s.status == Status::Exhausted),
         slos,
     })
@@ -579,7 +625,14 @@ pub fn main(args: ReportArgs) -> ExitCode {
     let report = runtime.block_on(async {
         tokio::time::timeout(
             args.timeout,
-            collect(&client, &args.objectives, &selector, args.window, end),
+            collect(
+                &client,
+                &args.objectives,
+                &selector,
+                args.dns_latency_threshold,
+                args.window,
+                end,
+            ),
         )
         .await
     });
@@ -717,14 +770,14 @@ mod tests {
         let prod = parse_selector(r#"{cluster="prod"}"#).unwrap();
         let avail = slo("dns-availability");
         assert_eq!(
-            avail.all.increase(&none, 2592000),
+            increase(&avail.all.selector(&none), 2592000),
             "sum(increase(netprobe_dns_lookups_total{}[2592000s]))"
         );
         let BadEvents::Matching(bad) = avail.bad else {
             panic!()
         };
         assert_eq!(
-            bad.increase(&prod, 3600),
+            increase(&bad.selector(&prod), 3600),
             r#"sum(increase(netprobe_dns_lookups_total{rcode=~"SERVFAIL|REFUSED|TIMEOUT|NETWORK_ERROR",cluster="prod"}[3600s]))"#
         );
         let BadEvents::AllBut(fast) = slo("dns-latency").bad else {
@@ -734,6 +787,12 @@ mod tests {
             fast.selector(&prod),
             r#"netprobe_dns_lookup_duration_seconds_bucket{le="0.1",cluster="prod"}"#
         );
+        assert_eq!(
+            fast.selector_with(&le_matcher(0.25), &none),
+            r#"netprobe_dns_lookup_duration_seconds_bucket{le="0.25"}"#
+        );
+        assert_eq!(le_matcher(DNS_LATENCY_THRESHOLD), fast.matchers);
+        assert_eq!(le_matcher(1.0), r#"le=~"1|1\\.0""#);
         assert_eq!(
             slo("storage-availability").all.selector(&none),
             r#"netprobe_storage_probes_total{result!="insufficient_space"}"#
@@ -814,6 +873,15 @@ mod tests {
         for bad in ["yesterday", "2026-01-31", "2026-01-31T00:00:00+1:00", ""] {
             assert!(parse_end(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn latency_thresholds_are_histogram_bounds() {
+        assert_eq!(parse_latency_threshold("0.25"), Ok(0.25));
+        assert_eq!(parse_latency_threshold("1"), Ok(1.0));
+        let err = parse_latency_threshold("0.2").unwrap_err();
+        assert!(err.contains("0.1, 0.25"), "{err}");
+        assert!(parse_latency_threshold("100ms").is_err());
     }
 
     #[test]

@@ -219,6 +219,7 @@ mod tests {
             window: "30d".into(),
             window_seconds: window,
             selector: Some(r#"{cluster="prod"}"#.into()),
+            dns_latency_threshold_seconds: 0.1,
             budget_exhausted: true,
             slos,
         }

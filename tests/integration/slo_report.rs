@@ -547,6 +547,11 @@ fn reports_the_figures_the_backfilled_data_implies() {
         report["budget_exhausted"].as_bool(),
         Some(true),
     );
+    checks.eq(
+        "dns_latency_threshold_seconds",
+        report["dns_latency_threshold_seconds"].as_f64(),
+        Some(0.1),
+    );
     let names: Vec<&str> = report["slos"]
         .as_array()
         .map(|s| s.iter().filter_map(|s| s["slo"].as_str()).collect())
@@ -682,8 +687,14 @@ Every SLO with data has error budget left.
     ]);
     checks.finish(&run.to_string());
 
-    // Without a selector both clusters count.
-    let run = slo_report(&base(&["--format", "json"]));
+    // Without a selector both clusters count. A 25 ms latency threshold reads the le="0.025"
+    // buckets, 20 an hour per server below le="0.1": 810 + 2 * 20 * 720 = 29610 bad.
+    let run = slo_report(&base(&[
+        "--format",
+        "json",
+        "--dns-latency-threshold",
+        "0.025",
+    ]));
     let report: Value =
         serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{run}"));
     let mut checks = Checks::default();
@@ -691,8 +702,15 @@ Every SLO with data has error budget left.
     expect_json(&mut checks, &report, &[
         ("storage-availability", "events", Some(129_600.0)),
         ("storage-availability", "bad_events", Some(108.0)),
+        ("dns-latency", "events", Some(180_000.0)),
+        ("dns-latency", "bad_events", Some(29_610.0)),
     ]);
     checks.eq("selector", report["selector"].is_null(), true);
+    checks.eq(
+        "dns_latency_threshold_seconds",
+        report["dns_latency_threshold_seconds"].as_f64(),
+        Some(0.025),
+    );
     checks.finish(&run.to_string());
 
     // A window before the data: no data anywhere, exit 0, and the text says so.
@@ -808,6 +826,10 @@ fn usage_errors_are_exit_2_and_name_the_culprit() {
             "the value of `cluster` must be quoted",
         ),
         (vec!["--format", "html"], "--format"),
+        (
+            vec!["--dns-latency-threshold", "0.2"],
+            "0.2 s is not a bound of the DNS lookup-duration histogram",
+        ),
         (
             vec!["--bearer-token-file", "/nonexistent/token"],
             "cannot read the bearer token file /nonexistent/token",
