@@ -249,9 +249,10 @@ fn openmetrics() -> String {
 // ---------------------------------------------------------------------------------------------
 // Prometheus
 
-fn have(tool: &str) -> bool {
+/// Whether `tool version_arg` runs and succeeds.
+fn have(tool: &str, version_arg: &str) -> bool {
     Command::new(tool)
-        .arg("--version")
+        .arg(version_arg)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -261,7 +262,7 @@ fn have(tool: &str) -> bool {
 /// Whether prometheus and promtool are here; skips (not root) or fails (root: CI installs them
 /// with scripts/install-test-deps) when not.
 fn prometheus_available() -> bool {
-    if have("prometheus") && have("promtool") {
+    if have("prometheus", "--version") && have("promtool", "--version") {
         return true;
     }
     if is_root() {
@@ -302,14 +303,30 @@ impl Prometheus {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+        let web = format!("basic_auth_users:\n  {USER}: '{PASSWORD_BCRYPT}'\n");
+        let mut prometheus = Self::spawn(dir, &web);
+        let addr = prometheus.addr;
+        poll("Prometheus /-/ready", Duration::from_secs(60), || {
+            if let Ok(Some(status)) = prometheus.child.try_wait() {
+                panic!("prometheus exited ({status}):\n{}", prometheus.log_tail());
+            }
+            match get(addr, "/-/ready", true) {
+                Ok((200, _)) => Ok(()),
+                Ok((status, body)) => Err(format!("{status} {body}")),
+                Err(e) => Err(e.to_string()),
+            }
+        });
+        prometheus
+    }
+
+    /// Starts Prometheus on a free loopback port with `dir/tsdb` (created if missing) and the
+    /// web config `web_yaml` (auth, TLS); does not wait for it.
+    fn spawn(dir: tempfile::TempDir, web_yaml: &str) -> Self {
+        let tsdb = dir.path().join("tsdb");
         let config = dir.path().join("prometheus.yml");
         std::fs::write(&config, "global:\n  evaluation_interval: 1m\n").expect("write config");
         let web = dir.path().join("web.yml");
-        std::fs::write(
-            &web,
-            format!("basic_auth_users:\n  {USER}: '{PASSWORD_BCRYPT}'\n"),
-        )
-        .expect("write web config");
+        std::fs::write(&web, web_yaml).expect("write web config");
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
@@ -330,23 +347,12 @@ impl Prometheus {
             .expect("start prometheus");
         let log = Arc::new(Mutex::new(String::new()));
         capture(child.stderr.take().expect("stderr"), log.clone());
-        let mut prometheus = Self {
+        Self {
             child,
             addr,
             log,
             _dir: dir,
-        };
-        poll("Prometheus /-/ready", Duration::from_secs(60), || {
-            if let Ok(Some(status)) = prometheus.child.try_wait() {
-                panic!("prometheus exited ({status}):\n{}", prometheus.log_tail());
-            }
-            match get(addr, "/-/ready", true) {
-                Ok((200, _)) => Ok(()),
-                Ok((status, body)) => Err(format!("{status} {body}")),
-                Err(e) => Err(e.to_string()),
-            }
-        });
-        prometheus
+        }
     }
 
     fn url(&self) -> String {
@@ -847,4 +853,210 @@ fn usage_errors_are_exit_2_and_name_the_culprit() {
     let run = slo_report(&["--prometheus", "prometheus:9090"]);
     assert_eq!(run.code, Some(2), "{run}");
     assert!(run.stderr.contains("has no scheme"), "{run}");
+}
+
+/// Runs `openssl` with `args` in `dir`; panics with its output when it fails.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn https_is_verified_against_the_ca_file() {
+    if !prometheus_available() {
+        return;
+    }
+    if !have("openssl", "version") && !is_root() {
+        eprintln!("SKIPPED {}: openssl not installed", module_path!());
+        return;
+    }
+    // A CA and a serving certificate for 127.0.0.1 signed by it (webpki refuses a CA
+    // certificate as the server's own).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    openssl(
+        dir.path(),
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=slo-report test CA",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        dir.path(),
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        dir.path().join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("write extensions");
+    openssl(
+        dir.path(),
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ],
+    );
+    let ca = dir.path().join("ca.pem");
+    let ca = ca.to_str().expect("utf-8 path").to_string();
+    let web = format!(
+        "tls_server_config:\n  cert_file: {0}/server.pem\n  key_file: {0}/server.key\n",
+        dir.path().display()
+    );
+    // An empty TSDB: every SLO is "no data", and the exit is 0.
+    let prometheus = Prometheus::spawn(dir, &web);
+    let url = format!("https://{}", prometheus.addr);
+    let args = [
+        "--prometheus",
+        &url,
+        "--ca-file",
+        &ca,
+        "--format",
+        "json",
+        "--timeout",
+        "5s",
+    ];
+    // Until Prometheus is ready, its 503 (or a refused connection) is exit 3.
+    let run = poll(
+        "slo-report over https to succeed",
+        Duration::from_secs(60),
+        || {
+            let run = slo_report(&args);
+            if run.code == Some(0) {
+                Ok(run)
+            } else {
+                Err(run.to_string())
+            }
+        },
+    );
+    let report: Value =
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{run}"));
+    for slo in [
+        "dns-availability",
+        "dns-latency",
+        "pod-network",
+        "storage-availability",
+    ] {
+        assert_eq!(field(&report, slo, "status"), "no_data", "{run}");
+    }
+    // The system bundle does not know the test CA.
+    let run = slo_report(&["--prometheus", &url, "--timeout", "5s"]);
+    assert_eq!(run.code, Some(3), "{run}");
+    assert!(
+        run.stderr
+            .contains(&format!("TLS handshake with Prometheus at {url} failed"))
+            && run.stderr.contains("UnknownIssuer"),
+        "{run}"
+    );
+}
+
+/// What goes over the wire, read by a loopback listener (Prometheus 2.42 cannot check bearer
+/// tokens): the token, the path prefix, the PromQL and `time=`, one request per query.
+#[test]
+fn sends_the_bearer_token_path_prefix_and_time() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    // 4 SLOs x (window, 1h, 6h) x (all, bad or good).
+    const QUERIES: usize = 24;
+    let server = std::thread::spawn(move || {
+        let body = r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
+        let mut heads = Vec::new();
+        for stream in listener.incoming().take(QUERIES) {
+            let mut stream = stream.expect("accept");
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).expect("read") == 1 {
+                head.push(byte[0]);
+            }
+            write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .expect("write");
+            heads.push(String::from_utf8_lossy(&head).into_owned());
+        }
+        heads
+    });
+    let secrets = tempfile::tempdir().expect("tempdir");
+    let token = secrets.path().join("token");
+    std::fs::write(&token, "s3cret-token\n").expect("write token");
+    let url = format!("http://{addr}/prometheus/");
+    let run = slo_report(&[
+        "--prometheus",
+        &url,
+        "--bearer-token-file",
+        token.to_str().expect("utf-8 path"),
+        "--end",
+        "1769817600",
+        "--window",
+        "7d",
+    ]);
+    assert_eq!(run.code, Some(0), "{run}");
+    let heads = server.join().expect("listener thread");
+    assert_eq!(heads.len(), QUERIES);
+    assert!(
+        heads[0].starts_with(
+            "GET /prometheus/api/v1/query?query=sum%28increase%28netprobe_dns_lookups_total%7B%7D%5B604800s%5D%29%29&time=1769817600.000 HTTP/1.1\r\n"
+        ),
+        "{}",
+        heads[0]
+    );
+    for head in &heads {
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("\r\nauthorization: bearer s3cret-token\r\n"),
+            "{head}"
+        );
+    }
 }
