@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, ValueEnum};
+use futures_util::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
 use crate::cli::exit;
@@ -510,6 +511,52 @@ pub fn short_duration(seconds: f64) -> String {
     out
 }
 
+/// Queries in flight at once: enough to overlap the slow 30-day ones, well under Prometheus's
+/// default `--query.max-concurrency` of 20.
+const CONCURRENT_QUERIES: usize = 6;
+
+/// The distinct queries a report needs, and which two of them make each SLI.
+#[derive(Debug)]
+pub struct Plan {
+    /// Each query once: dns-availability and dns-latency share their denominator.
+    pub queries: Vec<String>,
+    /// Per SLO (in [`SLOS`] order), per window (the report window, 1h, 6h): the indices in
+    /// `queries` of all events and of the bad (or, for [`BadEvents::AllBut`], good) events.
+    pub slis: Vec<[(usize, usize); 3]>,
+}
+
+impl Plan {
+    pub fn new(selector: &Selector, latency_threshold: f64, window_seconds: u64) -> Self {
+        let le = le_matcher(latency_threshold);
+        let mut queries: Vec<String> = Vec::new();
+        let mut index = |query: String| match queries.iter().position(|q| *q == query) {
+            Some(i) => i,
+            None => {
+                queries.push(query);
+                queries.len() - 1
+            }
+        };
+        let windows = [window_seconds, BURN_WINDOWS[0].1, BURN_WINDOWS[1].1];
+        let slis = SLOS
+            .iter()
+            .map(|slo| {
+                let second = match slo.bad {
+                    BadEvents::Matching(bad) => bad.selector(selector),
+                    // The one AllBut series is the latency histogram's bucket at the threshold.
+                    BadEvents::AllBut(good) => good.selector_with(&le, selector),
+                };
+                windows.map(|seconds| {
+                    (
+                        index(increase(&slo.all.selector(selector), seconds)),
+                        index(increase(&second, seconds)),
+                    )
+                })
+            })
+            .collect();
+        Self { queries, slis }
+    }
+}
+
 /// Runs every query and builds the report.
 pub async fn collect(
     client: &Client,
@@ -524,30 +571,21 @@ pub async fn collect(
         .unwrap_or_default()
         .as_secs_f64();
     let window_seconds = window.as_secs();
-    let le = le_matcher(latency_threshold);
-    let le = le.as_str();
-    let sli = |slo: &'static SloDef, seconds: u64| async move {
-        let all = client
-            .query(&increase(&slo.all.selector(selector), seconds), end_unix)
-            .await?;
-        let second = match slo.bad {
-            BadEvents::Matching(bad) => bad.selector(selector),
-            // The one AllBut series is the latency histogram's bucket at the threshold.
-            BadEvents::AllBut(good) => good.selector_with(le, selector),
-        };
-        let second = client.query(&increase(&second, seconds), end_unix).await?;
-        Ok::<_, prometheus::Error>(Sli::from_query(slo.bad, all, second))
-    };
+    let plan = Plan::new(selector, latency_threshold, window_seconds);
+    let values: Vec<Option<f64>> = futures_util::stream::iter(&plan.queries)
+        .map(|query| client.query(query, end_unix))
+        .buffered(CONCURRENT_QUERIES)
+        .try_collect()
+        .await?;
     let mut slos = Vec::new();
-    for slo in SLOS {
+    for (slo, windows) in SLOS.iter().zip(&plan.slis) {
         let objective = objectives
             .iter()
             .rev()
             .find(|(name, _)| *name == slo.name)
             .map_or(slo.objective, |(_, o)| *o);
-        let over_window = sli(slo, window_seconds).await?;
-        let burn_1h = sli(slo, BURN_WINDOWS[0].1).await?;
-        let burn_6h = sli(slo, BURN_WINDOWS[1].1).await?;
+        let [over_window, burn_1h, burn_6h] =
+            windows.map(|(all, second)| Sli::from_query(slo.bad, values[all], values[second]));
         slos.push(SloReport::new(
             slo.name,
             objective,
@@ -796,6 +834,22 @@ mod tests {
         assert_eq!(
             slo("storage-availability").all.selector(&none),
             r#"netprobe_storage_probes_total{result!="insufficient_space"}"#
+        );
+    }
+
+    #[test]
+    fn plans_each_distinct_query_once() {
+        let plan = Plan::new(&Selector::default(), DNS_LATENCY_THRESHOLD, 2592000);
+        // 4 SLOs x 3 windows x 2 terms, less the 3 shared DNS denominators.
+        assert_eq!(plan.queries.len(), 21);
+        assert_eq!(plan.slis[0][0].0, plan.slis[1][0].0);
+        assert_eq!(
+            plan.queries[plan.slis[1][2].1],
+            r#"sum(increase(netprobe_dns_lookup_duration_seconds_bucket{le="0.1"}[21600s]))"#
+        );
+        assert_eq!(
+            plan.queries[plan.slis[3][1].0],
+            r#"sum(increase(netprobe_storage_probes_total{result!="insufficient_space"}[3600s]))"#
         );
     }
 
