@@ -695,6 +695,14 @@ pub fn main(args: ReportArgs) -> ExitCode {
         Format::Json => render::json(&report),
     };
     print!("{text}");
+    if report.slos.iter().all(|s| s.status == Status::NoData) {
+        // Still exit 0 (no data is not a spent budget), but a report of nothing is more often
+        // a wrong --selector, --end or Prometheus than a cluster without kube-netprobe.
+        eprintln!(
+            "warning: no SLO has data in the {} ending {}; check --prometheus, --selector and --end",
+            report.window, report.end
+        );
+    }
     if report.budget_exhausted {
         ExitCode::from(exit::FINDINGS)
     } else {

@@ -732,6 +732,11 @@ Every SLO with data has error budget left.
     ]);
     assert_eq!(run.code, Some(0), "{run}");
     assert_eq!(run.stdout.matches("no data").count(), 8, "{run}");
+    assert!(
+        run.stderr
+            .contains("warning: no SLO has data in the 30d ending 2025-12-01T00:00:00Z"),
+        "{run}"
+    );
 
     // Prometheus's own error, with its message and the URL: an invalid regular expression.
     let run = slo_report(&base(&["--selector", r#"{cluster=~"("}"#]));
