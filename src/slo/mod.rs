@@ -318,10 +318,12 @@ pub fn parse_window(text: &str) -> Result<Duration, String> {
 pub fn parse_end(text: &str) -> Result<SystemTime, String> {
     let text = text.trim();
     if !text.is_empty() && text.chars().all(|c| c.is_ascii_digit() || c == '.') {
-        let secs: f64 = text
+        return text
             .parse()
-            .map_err(|_| format!("`{text}` is not a Unix time"))?;
-        return Ok(UNIX_EPOCH + Duration::from_secs_f64(secs));
+            .ok()
+            .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+            .and_then(|d| UNIX_EPOCH.checked_add(d))
+            .ok_or_else(|| format!("`{text}` is not a Unix time"));
     }
     let bad = |why: String| {
         format!(
@@ -932,7 +934,14 @@ mod tests {
         assert_eq!(t("2026-01-31T01:30:00+01:30"), 1769817600.0);
         assert_eq!(t("2026-01-30T22:00:00-02:00"), 1769817600.0);
         assert_eq!(t("2026-01-31T00:00:00.250Z"), 1769817600.25);
-        for bad in ["yesterday", "2026-01-31", "2026-01-31T00:00:00+1:00", ""] {
+        for bad in [
+            "yesterday",
+            "2026-01-31",
+            "2026-01-31T00:00:00+1:00",
+            "",
+            "1.2.3",
+            "99999999999999999999999999",
+        ] {
             assert!(parse_end(bad).is_err(), "{bad}");
         }
     }
