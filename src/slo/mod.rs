@@ -642,7 +642,9 @@ pub fn main(args: ReportArgs) -> ExitCode {
         }
         _ => Ok(Auth::None),
     };
-    let client = auth.and_then(|auth| Client::new(&args.prometheus, auth, args.ca_file.as_deref()));
+    let client = auth
+        .and_then(|auth| Client::new(&args.prometheus, auth, args.ca_file.as_deref()))
+        .map(|client| client.with_query_timeout(args.timeout));
     let client = match client {
         Ok(client) => client,
         Err(e) => {

@@ -108,6 +108,8 @@ pub struct Client {
     prefix: String,
     tls: Option<Arc<ClientConfig>>,
     auth: Auth,
+    /// Sent as `timeout=`, so that Prometheus stops evaluating when the report gives up.
+    query_timeout: Option<std::time::Duration>,
 }
 
 /// The URL is not one `slo-report` can use.
@@ -182,7 +184,14 @@ impl Client {
             prefix: uri.path().trim_end_matches('/').to_string(),
             tls,
             auth,
+            query_timeout: None,
         })
+    }
+
+    /// Asks Prometheus to give up on each query after `timeout` (whole seconds, at least 1).
+    pub fn with_query_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.query_timeout = Some(timeout);
+        self
     }
 
     /// The URL as given, for messages.
@@ -193,11 +202,14 @@ impl Client {
     /// Runs the instant query `promql` at `time` (Unix seconds) and returns its single value,
     /// `None` for an empty result.
     pub async fn query(&self, promql: &str, time: f64) -> Result<Option<f64>, Error> {
-        let path = format!(
+        let mut path = format!(
             "{}/api/v1/query?query={}&time={time:.3}",
             self.prefix,
             percent_encode(promql)
         );
+        if let Some(timeout) = self.query_timeout {
+            path.push_str(&format!("&timeout={}s", timeout.as_secs().max(1)));
+        }
         let (status, body) = self.get(&path).await?;
         parse_query_response(status, &body).map_err(|e| match e {
             ResponseError::Status(status, body) => Error::Status {

@@ -1024,7 +1024,8 @@ fn https_is_verified_against_the_ca_file() {
 }
 
 /// What goes over the wire, read by a loopback listener (Prometheus 2.42 cannot check bearer
-/// tokens): the token, the path prefix, the PromQL and `time=`, one request per query.
+/// tokens): the token, the path prefix, the PromQL, `time=` and `timeout=`, one request per
+/// distinct query.
 #[test]
 fn sends_the_bearer_token_path_prefix_and_time() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -1065,12 +1066,14 @@ fn sends_the_bearer_token_path_prefix_and_time() {
         "1769817600",
         "--window",
         "7d",
+        "--timeout",
+        "7s",
     ]);
     assert_eq!(run.code, Some(0), "{run}");
     let heads = server.join().expect("listener thread");
     assert_eq!(heads.len(), QUERIES);
     // The queries run a few at a time, so in no fixed order.
-    let first = "GET /prometheus/api/v1/query?query=sum%28increase%28netprobe_dns_lookups_total%7B%7D%5B604800s%5D%29%29&time=1769817600.000 HTTP/1.1\r\n";
+    let first = "GET /prometheus/api/v1/query?query=sum%28increase%28netprobe_dns_lookups_total%7B%7D%5B604800s%5D%29%29&time=1769817600.000&timeout=7s HTTP/1.1\r\n";
     assert!(
         heads.iter().any(|h| h.starts_with(first)),
         "no {first:?} in {heads:#?}"
