@@ -426,6 +426,9 @@ pub struct SloReport {
     pub budget_remaining_seconds: Option<f64>,
     pub burn_rate_1h: Option<f64>,
     pub burn_rate_6h: Option<f64>,
+    /// Whether Prometheus has a sample of the SLO's counters at the window's start; `false`:
+    /// the figures cover only part of the window. `None` without data.
+    pub window_covered: Option<bool>,
 }
 
 /// Whether an SLO has budget left.
@@ -482,6 +485,7 @@ impl SloReport {
                 .map(|r| round(r * (1.0 - objective) * window_seconds as f64, 3)),
             burn_rate_1h: burn[0].map(|s| round(s.burn_rate(objective), 12)),
             burn_rate_6h: burn[1].map(|s| round(s.burn_rate(objective), 12)),
+            window_covered: None,
         }
     }
 }
@@ -517,25 +521,33 @@ pub fn short_duration(seconds: f64) -> String {
 /// default `--query.max-concurrency` of 20.
 const CONCURRENT_QUERIES: usize = 6;
 
-/// The distinct queries a report needs, and which two of them make each SLI.
+/// The distinct queries a report needs, and which of them make each SLI.
 #[derive(Debug)]
 pub struct Plan {
-    /// Each query once: dns-availability and dns-latency share their denominator.
-    pub queries: Vec<String>,
+    /// Each query once (dns-availability and dns-latency share their denominator), with how
+    /// many seconds before `--end` it is evaluated: 0, or the window for the coverage checks.
+    pub queries: Vec<(String, u64)>,
     /// Per SLO (in [`SLOS`] order), per window (the report window, 1h, 6h): the indices in
     /// `queries` of all events and of the bad (or, for [`BadEvents::AllBut`], good) events.
     pub slis: Vec<[(usize, usize); 3]>,
+    /// Per SLO: the index of `count(<all events>)` at the window's start, which is empty when
+    /// Prometheus has no sample there (retention shorter than the window, or kube-netprobe
+    /// deployed since): the figures then cover only part of the window.
+    pub coverage: Vec<usize>,
 }
 
 impl Plan {
     pub fn new(selector: &Selector, latency_threshold: f64, window_seconds: u64) -> Self {
         let le = le_matcher(latency_threshold);
-        let mut queries: Vec<String> = Vec::new();
-        let mut index = |query: String| match queries.iter().position(|q| *q == query) {
-            Some(i) => i,
-            None => {
-                queries.push(query);
-                queries.len() - 1
+        let mut queries: Vec<(String, u64)> = Vec::new();
+        let mut index = |query: String, before_end: u64| {
+            let query = (query, before_end);
+            match queries.iter().position(|q| *q == query) {
+                Some(i) => i,
+                None => {
+                    queries.push(query);
+                    queries.len() - 1
+                }
             }
         };
         let windows = [window_seconds, BURN_WINDOWS[0].1, BURN_WINDOWS[1].1];
@@ -549,13 +561,26 @@ impl Plan {
                 };
                 windows.map(|seconds| {
                     (
-                        index(increase(&slo.all.selector(selector), seconds)),
-                        index(increase(&second, seconds)),
+                        index(increase(&slo.all.selector(selector), seconds), 0),
+                        index(increase(&second, seconds), 0),
                     )
                 })
             })
             .collect();
-        Self { queries, slis }
+        let coverage = SLOS
+            .iter()
+            .map(|slo| {
+                index(
+                    format!("count({})", slo.all.selector(selector)),
+                    window_seconds,
+                )
+            })
+            .collect();
+        Self {
+            queries,
+            slis,
+            coverage,
+        }
     }
 }
 
@@ -575,12 +600,12 @@ pub async fn collect(
     let window_seconds = window.as_secs();
     let plan = Plan::new(selector, latency_threshold, window_seconds);
     let values: Vec<Option<f64>> = futures_util::stream::iter(&plan.queries)
-        .map(|query| client.query(query, end_unix))
+        .map(|(query, before_end)| client.query(query, end_unix - *before_end as f64))
         .buffered(CONCURRENT_QUERIES)
         .try_collect()
         .await?;
     let mut slos = Vec::new();
-    for (slo, windows) in SLOS.iter().zip(&plan.slis) {
+    for ((slo, windows), coverage) in SLOS.iter().zip(&plan.slis).zip(&plan.coverage) {
         let objective = objectives
             .iter()
             .rev()
@@ -588,13 +613,17 @@ pub async fn collect(
             .map_or(slo.objective, |(_, o)| *o);
         let [over_window, burn_1h, burn_6h] =
             windows.map(|(all, second)| Sli::from_query(slo.bad, values[all], values[second]));
-        slos.push(SloReport::new(
+        let mut report = SloReport::new(
             slo.name,
             objective,
             window_seconds,
             over_window,
             [burn_1h, burn_6h],
-        ));
+        );
+        if report.status != Status::NoData {
+            report.window_covered = Some(values[*coverage].is_some_and(|n| n > 0.0));
+        }
+        slos.push(report);
     }
     let end_text = if end_unix.fract() == 0.0 {
         humantime::format_rfc3339_seconds(end).to_string()
@@ -852,16 +881,26 @@ mod tests {
     #[test]
     fn plans_each_distinct_query_once() {
         let plan = Plan::new(&Selector::default(), DNS_LATENCY_THRESHOLD, 2592000);
-        // 4 SLOs x 3 windows x 2 terms, less the 3 shared DNS denominators.
-        assert_eq!(plan.queries.len(), 21);
+        // 4 SLOs x 3 windows x 2 terms, less the 3 shared DNS denominators; and the coverage
+        // check of the DNS, peer and storage counters.
+        assert_eq!(plan.queries.len(), 21 + 3);
         assert_eq!(plan.slis[0][0].0, plan.slis[1][0].0);
         assert_eq!(
             plan.queries[plan.slis[1][2].1],
-            r#"sum(increase(netprobe_dns_lookup_duration_seconds_bucket{le="0.1"}[21600s]))"#
+            (
+                r#"sum(increase(netprobe_dns_lookup_duration_seconds_bucket{le="0.1"}[21600s]))"#
+                    .to_string(),
+                0
+            )
         );
         assert_eq!(
-            plan.queries[plan.slis[3][1].0],
+            plan.queries[plan.slis[3][1].0].0,
             r#"sum(increase(netprobe_storage_probes_total{result!="insufficient_space"}[3600s]))"#
+        );
+        assert_eq!(plan.coverage[0], plan.coverage[1]);
+        assert_eq!(
+            plan.queries[plan.coverage[2]],
+            ("count(netprobe_peer_requests_total{})".to_string(), 2592000)
         );
     }
 

@@ -69,6 +69,25 @@ fn heading(report: &Report) -> String {
     text
 }
 
+/// A note naming the SLOs whose figures cover only part of the window, if any.
+fn coverage_note(report: &Report) -> Option<String> {
+    let partial: Vec<&str> = report
+        .slos
+        .iter()
+        .filter(|s| s.window_covered == Some(false))
+        .map(|s| s.slo)
+        .collect();
+    (!partial.is_empty()).then(|| {
+        format!(
+            "Partial window: Prometheus has no sample at the start of the {} for {}; their \
+             figures cover only the part of the window it has (retention shorter than the \
+             window, or kube-netprobe deployed since).",
+            report.window,
+            partial.join(", ")
+        )
+    })
+}
+
 fn summary(report: &Report) -> String {
     let exhausted: Vec<&str> = report
         .slos
@@ -136,6 +155,9 @@ pub fn text(report: &Report) -> String {
         out.push_str(&line(row.iter().map(String::as_str).collect()));
     }
     let _ = writeln!(out, "\n{}", summary(report));
+    if let Some(note) = coverage_note(report) {
+        let _ = writeln!(out, "{note}");
+    }
     out
 }
 
@@ -176,6 +198,9 @@ pub fn markdown(report: &Report) -> String {
         );
     }
     let _ = writeln!(out, "\n{}", summary(report));
+    if let Some(note) = coverage_note(report) {
+        let _ = writeln!(out, "\n{note}");
+    }
     out
 }
 
@@ -279,6 +304,23 @@ Error budget exhausted: pod-network.
             v["slos"][1]["budget_remaining_seconds"].as_f64().unwrap(),
             -3888.0
         );
+    }
+
+    #[test]
+    fn partial_windows_are_named() {
+        let mut r = report();
+        assert_eq!(coverage_note(&r), None);
+        r.slos[0].window_covered = Some(true);
+        r.slos[1].window_covered = Some(false);
+        let note = coverage_note(&r).unwrap();
+        assert!(
+            note.starts_with(
+                "Partial window: Prometheus has no sample at the start of the 30d for pod-network;"
+            ),
+            "{note}"
+        );
+        assert!(text(&r).ends_with(&format!("{note}\n")));
+        assert!(markdown(&r).ends_with(&format!("\n{note}\n")));
     }
 
     #[test]

@@ -531,8 +531,6 @@ fn reports_the_figures_the_backfilled_data_implies() {
             url.as_str(),
             "--end",
             END,
-            "--window",
-            "30d",
             "--basic-auth-user",
             USER,
             "--basic-auth-password-file",
@@ -543,7 +541,8 @@ fn reports_the_figures_the_backfilled_data_implies() {
     let prod = ["--selector", r#"{cluster="prod"}"#];
 
     // JSON: every figure of the module comment.
-    let run = slo_report(&base(&[&prod[..], &["--format", "json"]].concat()));
+    let json = ["--format", "json", "--window", "30d"];
+    let run = slo_report(&base(&[&prod[..], &json[..]].concat()));
     let mut checks = Checks::default();
     checks.eq("exit code (pod-network exhausted)", run.code, Some(1));
     let report: Value =
@@ -636,10 +635,53 @@ fn reports_the_figures_the_backfilled_data_implies() {
             field(&report, slo, "status").as_str(),
             Some(status),
         );
+        checks.eq(
+            &format!("{slo}.window_covered"),
+            field(&report, slo, "window_covered").as_bool(),
+            Some(true),
+        );
     }
     checks.finish(&run.to_string());
 
-    // Text: the table a human reads.
+    // A 31-day window starts a day before the data: the report says the window is only partly
+    // covered. The figures do not change: every counter's first sample is 0, so increase()
+    // does not extrapolate towards the earlier start (Prometheus caps that at the counter's
+    // zero).
+    let run = slo_report(&base(
+        &[&prod[..], &["--window", "31d", "--format", "json"]].concat(),
+    ));
+    let report: Value =
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{run}"));
+    let mut checks = Checks::default();
+    #[rustfmt::skip]
+    expect_json(&mut checks, &report, &[
+        ("dns-availability", "events", Some(180_000.0)),
+        ("dns-availability", "bad_events", Some(90.0)),
+        ("pod-network", "bad_events", Some(180.0)),
+        ("storage-availability", "events", Some(86_400.0)),
+    ]);
+    for slo in [
+        "dns-availability",
+        "dns-latency",
+        "pod-network",
+        "storage-availability",
+    ] {
+        checks.eq(
+            &format!("{slo}.window_covered"),
+            field(&report, slo, "window_covered").as_bool(),
+            Some(false),
+        );
+    }
+    checks.finish(&run.to_string());
+    let run = slo_report(&base(&[&prod[..], &["--window", "31d"]].concat()));
+    assert!(
+        run.stdout.contains(
+            "Partial window: Prometheus has no sample at the start of the 31d for dns-availability, dns-latency, pod-network, storage-availability;"
+        ),
+        "{run}"
+    );
+
+    // Text, over the default window (30d): the table a human reads.
     let run = slo_report(&base(&prod));
     let want = format!(
         "\
@@ -704,6 +746,7 @@ Every SLO with data has error budget left.
         ("dns-availability", "budget_remaining", None),
         ("dns-availability", "events", None),
         ("pod-network", "burn_rate_1h", None),
+        ("pod-network", "window_covered", None),
         ("storage-availability", "events", Some(43_200.0)),
         ("storage-availability", "bad_events", Some(0.0)),
         ("storage-availability", "attainment", Some(1.0)),
@@ -1031,8 +1074,9 @@ fn sends_the_bearer_token_path_prefix_and_time() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
     // 4 SLOs x (window, 1h, 6h) x (all, bad or good), less the 3 DNS denominators that
-    // dns-availability and dns-latency share.
-    const QUERIES: usize = 21;
+    // dns-availability and dns-latency share, plus 3 coverage checks at the window's start
+    // (DNS, peer and storage counters).
+    const QUERIES: usize = 24;
     let server = std::thread::spawn(move || {
         let body = r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
         let mut heads = Vec::new();
@@ -1072,7 +1116,13 @@ fn sends_the_bearer_token_path_prefix_and_time() {
     assert_eq!(run.code, Some(0), "{run}");
     let heads = server.join().expect("listener thread");
     assert_eq!(heads.len(), QUERIES);
-    // The queries run a few at a time, so in no fixed order.
+    // The queries run a few at a time, so in no fixed order. The coverage check is evaluated
+    // at the window's start.
+    let start = "GET /prometheus/api/v1/query?query=count%28netprobe_peer_requests_total%7B%7D%29&time=1769212800.000&timeout=7s HTTP/1.1\r\n";
+    assert!(
+        heads.iter().any(|h| h.starts_with(start)),
+        "no {start:?} in {heads:#?}"
+    );
     let first = "GET /prometheus/api/v1/query?query=sum%28increase%28netprobe_dns_lookups_total%7B%7D%5B604800s%5D%29%29&time=1769817600.000&timeout=7s HTTP/1.1\r\n";
     assert!(
         heads.iter().any(|h| h.starts_with(first)),
