@@ -359,6 +359,26 @@ pub fn parse_end(text: &str) -> Result<SystemTime, String> {
     shifted.ok_or_else(|| bad("out of range".into()))
 }
 
+/// Parses `--month YYYY-MM`: the month's start and the next month's start, both 00:00 UTC.
+pub fn parse_month(text: &str) -> Result<(SystemTime, SystemTime), String> {
+    let bad = || format!("`{text}` is not a month like 2026-01");
+    let (year, month) = text.trim().split_once('-').ok_or_else(bad)?;
+    let year: u32 = year.parse().map_err(|_| bad())?;
+    let month: u32 = month.parse().map_err(|_| bad())?;
+    if !(1970..=9998).contains(&year) || !(1..=12).contains(&month) {
+        return Err(bad());
+    }
+    let (next_year, next_month) = if month == 12 {
+        (year + 1, 1)
+    } else {
+        (year, month + 1)
+    };
+    let first = |y: u32, m: u32| {
+        humantime::parse_rfc3339(&format!("{y:04}-{m:02}-01T00:00:00Z")).map_err(|_| bad())
+    };
+    Ok((first(year, month)?, first(next_year, next_month)?))
+}
+
 /// `--format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
@@ -382,6 +402,9 @@ pub struct ReportArgs {
     /// End of the window: RFC 3339 (2026-01-31T00:00:00Z) or Unix seconds; default now.
     #[arg(long, value_name = "TIME", value_parser = parse_end)]
     end: Option<SystemTime>,
+    /// A calendar month in UTC (2026-01), instead of --window and --end.
+    #[arg(long, value_name = "YYYY-MM", value_parser = parse_month, conflicts_with_all = ["window", "end"])]
+    month: Option<(SystemTime, SystemTime)>,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
@@ -691,7 +714,10 @@ pub fn main(args: ReportArgs) -> ExitCode {
             return ExitCode::from(exit::CANNOT_RUN);
         }
     };
-    let end = args.end.unwrap_or_else(SystemTime::now);
+    let (window, end) = match args.month {
+        Some((start, end)) => (end.duration_since(start).unwrap_or_default(), end),
+        None => (args.window, args.end.unwrap_or_else(SystemTime::now)),
+    };
     let selector = args.selector.clone().unwrap_or_default();
     let report = runtime.block_on(async {
         tokio::time::timeout(
@@ -701,7 +727,7 @@ pub fn main(args: ReportArgs) -> ExitCode {
                 &args.objectives,
                 &selector,
                 args.dns_latency_threshold,
-                args.window,
+                window,
                 end,
             ),
         )
@@ -994,6 +1020,24 @@ mod tests {
         let err = parse_latency_threshold("0.2").unwrap_err();
         assert!(err.contains("0.1, 0.25"), "{err}");
         assert!(parse_latency_threshold("100ms").is_err());
+    }
+
+    #[test]
+    fn parses_months() {
+        let days = |text: &str| {
+            let (start, end) = parse_month(text).unwrap();
+            (
+                start.duration_since(UNIX_EPOCH).unwrap().as_secs(),
+                end.duration_since(start).unwrap().as_secs() / 86400,
+            )
+        };
+        assert_eq!(days("2026-01"), (1_767_225_600, 31));
+        assert_eq!(days("2026-02").1, 28);
+        assert_eq!(days("2028-02").1, 29);
+        assert_eq!(days("2026-12"), (1_796_083_200, 31));
+        for bad in ["2026", "2026-13", "2026-00", "26-01x", "January"] {
+            assert!(parse_month(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

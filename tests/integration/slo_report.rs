@@ -18,8 +18,9 @@
 //! `(T-W, T]`, which drops the sample at `T-W` and would extrapolate; these expectations are
 //! for 2.x.)
 //!
-//! The designed per-hour increments (`h` = 1..=720 inside the window, `h` = 721 after it, to
-//! prove the window ends at `--end`) give, with `--selector '{cluster="prod"}'`:
+//! The designed per-hour increments (`h` = 1..=720 inside the window; `h` = 721..=744 after
+//! it, to prove the window ends at `--end` and to fill January for `--month 2026-01`) give,
+//! with `--selector '{cluster="prod"}'`:
 //!
 //! | SLO | all / bad over 30d | attainment | budget left | burn 1h | burn 6h |
 //! | --- | --- | --- | --- | --- | --- |
@@ -47,6 +48,8 @@ const S: u64 = 1_767_225_600;
 /// `--end`: 2026-01-31T00:00:00Z, 720 hours later.
 const END: &str = "2026-01-31T00:00:00Z";
 const HOURS_IN_WINDOW: u32 = 720;
+/// The data runs to 2026-02-01T00:00:00Z.
+const HOURS_IN_JANUARY: u32 = 744;
 
 /// Basic-auth credentials the test Prometheus demands (web config), so that every run also
 /// proves the credentials reach it. The hash is bcrypt (cost 4) of `PASSWORD`.
@@ -57,7 +60,7 @@ const PASSWORD_BCRYPT: &str = "$2b$04$RK3qXbvFOrgkrwEZd5AHyOg8Kwb2Qjpj4sRDo7WjhF
 // ---------------------------------------------------------------------------------------------
 // The backfilled data
 
-/// One counter series: its labels and its increment in each hour `h` (1..=721).
+/// One counter series: its labels and its increment in each hour `h` (1..=744).
 struct Counter {
     labels: String,
     inc: fn(u32) -> u64,
@@ -203,10 +206,10 @@ fn sampled(h: u32) -> bool {
     h.is_multiple_of(24) || h >= HOURS_IN_WINDOW - 6
 }
 
-/// The whole OpenMetrics file: samples from `S` (every counter 0) to `S + 721h` (see
+/// The whole OpenMetrics file: samples from `S` (every counter 0) to `S + 744h` (see
 /// [`sampled`]), counters accumulating their hourly increments in between.
 fn openmetrics() -> String {
-    let hours = 0..=HOURS_IN_WINDOW + 1;
+    let hours = 0..=HOURS_IN_JANUARY;
     let ts = |h: u32| S + u64::from(h) * 3600;
     let mut out = String::new();
     for (family, series) in counters() {
@@ -525,12 +528,10 @@ fn reports_the_figures_the_backfilled_data_implies() {
     let secrets = tempfile::tempdir().expect("tempdir");
     let password = password_file(secrets.path());
     let password = password.to_str().expect("utf-8 path");
-    let base = |extra: &[&str]| -> Vec<String> {
+    let base_without_end = |extra: &[&str]| -> Vec<String> {
         let args = [
             "--prometheus",
             url.as_str(),
-            "--end",
-            END,
             "--basic-auth-user",
             USER,
             "--basic-auth-password-file",
@@ -538,6 +539,7 @@ fn reports_the_figures_the_backfilled_data_implies() {
         ];
         args.iter().chain(extra).map(|a| a.to_string()).collect()
     };
+    let base = |extra: &[&str]| base_without_end(&[&["--end", END][..], extra].concat());
     let prod = ["--selector", r#"{cluster="prod"}"#];
 
     // JSON: every figure of the module comment.
@@ -779,6 +781,38 @@ Every SLO with data has error budget left.
         Some(0.025),
     );
     checks.finish(&run.to_string());
+
+    // January by name: 744 hours ending 2026-02-01T00:00:00Z, where the data has a sample.
+    // DNS: 250 lookups an hour; the 50 SERVFAILs of hour 721 join the 90 bad; a's one slow
+    // lookup an hour in hours 722..=744 joins the 810 slow ones.
+    let run = slo_report(&base_without_end(
+        &[&prod[..], &["--month", "2026-01", "--format", "json"]].concat(),
+    ));
+    let report: Value =
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{run}"));
+    let mut checks = Checks::default();
+    checks.eq("window", report["window"].as_str(), Some("31d"));
+    checks.eq("end", report["end"].as_str(), Some("2026-02-01T00:00:00Z"));
+    #[rustfmt::skip]
+    expect_json(&mut checks, &report, &[
+        ("dns-availability", "events", Some(186_000.0)),
+        ("dns-availability", "bad_events", Some(140.0)),
+        ("dns-availability", "burn_rate_1h", Some(0.0)),
+        ("dns-latency", "bad_events", Some(833.0)),
+        ("pod-network", "events", Some(74_400.0)),
+        ("pod-network", "bad_events", Some(180.0)),
+        ("storage-availability", "events", Some(89_280.0)),
+        ("storage-availability", "bad_events", Some(108.0)),
+    ]);
+    checks.eq(
+        "dns-availability.window_covered",
+        field(&report, "dns-availability", "window_covered").as_bool(),
+        Some(true),
+    );
+    checks.finish(&run.to_string());
+    let run = slo_report(&base(&["--month", "2026-01"]));
+    assert_eq!(run.code, Some(2), "{run}");
+    assert!(run.stderr.contains("cannot be used with"), "{run}");
 
     // A window before the data: no data anywhere, exit 0, and the text says so.
     let run = slo_report(&[
