@@ -167,12 +167,22 @@ impl Sli {
     /// Builds the SLI from the two query results. `None` (no data) when no series matched or
     /// nothing was counted: an SLO that measured nothing has no attainment, not 100 %.
     /// `second` is the bad events ([`BadEvents::Matching`]) or the good ones
-    /// ([`BadEvents::AllBut`]); a missing one counts 0. Bad events are clamped to `0..=all`:
-    /// `increase()` extrapolates each series on its own, so "all minus good" can come out a
-    /// hair below zero.
+    /// ([`BadEvents::AllBut`]).
+    ///
+    /// No bad series at all counts 0 bad: they appear only when something fails. No good
+    /// series at all (the latency histogram) is no data, not "every lookup slow": the histogram
+    /// exists as soon as one lookup got an answer, so its absence next to counted lookups means
+    /// Prometheus does not keep it (a relabeling rule that drops `_bucket` series, say), and
+    /// reporting 0 % attainment from that would be a wrong number.
+    ///
+    /// Bad events are clamped to `0..=all`: `increase()` extrapolates each series on its own,
+    /// so "all minus good" can come out a hair below zero.
     pub fn from_query(bad: BadEvents, all: Option<f64>, second: Option<f64>) -> Option<Self> {
         let all = all.filter(|a| a.is_finite() && *a > 0.0)?;
-        let second = second.unwrap_or(0.0);
+        let second = match bad {
+            BadEvents::Matching(_) => second.unwrap_or(0.0),
+            BadEvents::AllBut(_) => second?,
+        };
         if !second.is_finite() {
             return None;
         }
@@ -823,9 +833,11 @@ mod tests {
                 bad: 3.0
             })
         );
-        // No histogram at all: every lookup is slow.
+        // No histogram at all: Prometheus does not keep it; no data, not "all slow".
+        assert_eq!(Sli::from_query(bad, Some(100.0), None), None);
+        // A histogram that counted nothing fast: every lookup slow.
         assert_eq!(
-            Sli::from_query(bad, Some(100.0), None),
+            Sli::from_query(bad, Some(100.0), Some(0.0)),
             Some(Sli {
                 all: 100.0,
                 bad: 100.0

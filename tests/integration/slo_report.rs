@@ -814,6 +814,29 @@ Every SLO with data has error budget left.
     assert_eq!(run.code, Some(2), "{run}");
     assert!(run.stderr.contains("cannot be used with"), "{run}");
 
+    // A Prometheus that keeps the lookups but not the le="0.1" bucket (a selector stands in
+    // for the relabeling rule): dns-latency is no data, not 0 %.
+    let run = slo_report(&base(&[
+        "--selector",
+        r#"{cluster="prod",le!="0.1"}"#,
+        "--format",
+        "json",
+    ]));
+    let report: Value =
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{run}"));
+    let mut checks = Checks::default();
+    checks.eq(
+        "dns-latency.status",
+        field(&report, "dns-latency", "status").as_str(),
+        Some("no_data"),
+    );
+    #[rustfmt::skip]
+    expect_json(&mut checks, &report, &[
+        ("dns-latency", "attainment", None),
+        ("dns-availability", "attainment", Some(0.9995)),
+    ]);
+    checks.finish(&run.to_string());
+
     // A window before the data: no data anywhere, exit 0, and the text says so.
     let run = slo_report(&[
         "--prometheus",
