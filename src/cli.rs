@@ -1,4 +1,4 @@
-//! The command line: `run` (the default), `check-config`, `--version`.
+//! The command line: `run` (the default), `check-config`, `slo-report`, `--version`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,6 +43,8 @@ enum Command {
         /// The YAML config file.
         file: PathBuf,
     },
+    /// SLO attainment, error budget and burn rate, read from Prometheus (docs/slo.md).
+    SloReport(crate::slo::ReportArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -71,6 +73,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Some(Command::CheckConfig { file }) => check_config(&file),
         Some(Command::Run(args)) => run(args),
+        Some(Command::SloReport(args)) => crate::slo::main(args),
         None => run(cli.run),
     }
 }

@@ -15,3 +15,4 @@ pub mod metrics;
 pub mod probe;
 pub mod resolv_conf;
 pub mod scheduler;
+pub mod slo;

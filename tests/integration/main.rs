@@ -16,4 +16,5 @@ mod kube;
 mod logging;
 mod mesh;
 mod prometheus;
+mod slo_report;
 mod storage;
