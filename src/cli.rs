@@ -43,6 +43,51 @@ enum Command {
         /// The YAML config file.
         file: PathBuf,
     },
+    /// One-shot troubleshooting report: DNS, NetworkPolicies, nodes, the live matrix, storage.
+    #[command(after_help = DIAGNOSE_EXIT_CODES)]
+    Diagnose(DiagnoseArgs),
+}
+
+const DIAGNOSE_EXIT_CODES: &str = "Exit codes: 0 healthy, 1 warnings, 2 critical findings, \
+3 could not run (API server unreachable or credentials rejected). \
+A usage error (bad flag) also exits 2, before anything is read. See docs/diagnose.md.";
+
+#[derive(Debug, Clone, Args)]
+struct DiagnoseArgs {
+    /// Namespace whose NetworkPolicies and Services are checked.
+    #[arg(long, short = 'n', default_value = "default")]
+    namespace: String,
+    /// Output directory for report.md, report.json and the raw evidence
+    /// [default: ./network-diagnostics-<UTC timestamp>].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// What goes to stdout (the files are always written).
+    #[arg(long, value_enum, default_value = "text")]
+    format: crate::diagnose::Format,
+    /// Collect and write the evidence only, without analysis.
+    #[arg(long)]
+    collect_only: bool,
+    /// Kubeconfig file [default: in-cluster config, $KUBECONFIG or ~/.kube/config].
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Timeout of the connection check and of each read.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    timeout: std::time::Duration,
+    /// Analyse these CoreDNS log files instead of reading the pods' logs through the API.
+    #[arg(long, value_name = "FILE")]
+    coredns_logs: Vec<PathBuf>,
+    /// NODE=FILE: /metrics text of the kube-netprobe pod on NODE, instead of the pod proxy.
+    #[arg(long, value_name = "NODE=FILE", value_parser = crate::diagnose::parse_node_file)]
+    probe_metrics: Vec<(String, PathBuf)>,
+    /// Label selector of the kube-netprobe DaemonSet's pods.
+    #[arg(long, default_value = "app.kubernetes.io/name=kube-netprobe")]
+    netprobe_selector: String,
+    /// Namespace of the kube-netprobe pods [default: every namespace].
+    #[arg(long)]
+    netprobe_namespace: Option<String>,
+    /// Port of the kube-netprobe pods' /metrics when no container port is named metrics or http.
+    #[arg(long, default_value_t = 9753)]
+    netprobe_port: u16,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -71,8 +116,25 @@ pub fn main() -> ExitCode {
     match cli.command {
         Some(Command::CheckConfig { file }) => check_config(&file),
         Some(Command::Run(args)) => run(args),
+        Some(Command::Diagnose(args)) => diagnose(args),
         None => run(cli.run),
     }
+}
+
+fn diagnose(a: DiagnoseArgs) -> ExitCode {
+    ExitCode::from(crate::diagnose::run(crate::diagnose::Options {
+        namespace: a.namespace,
+        out: a.out,
+        format: a.format,
+        collect_only: a.collect_only,
+        kubeconfig: a.kubeconfig,
+        timeout: a.timeout,
+        coredns_logs: a.coredns_logs,
+        probe_metrics: a.probe_metrics,
+        netprobe_selector: a.netprobe_selector,
+        netprobe_namespace: a.netprobe_namespace,
+        netprobe_port: a.netprobe_port,
+    }))
 }
 
 fn check_config(file: &std::path::Path) -> ExitCode {
