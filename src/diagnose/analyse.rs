@@ -606,6 +606,25 @@ fn coredns_ips(s: &Snapshot) -> Vec<IpAddr> {
     s.coredns_pods.iter().flatten().flat_map(pod_ips).collect()
 }
 
+/// Nodes not Ready or with NetworkUnavailable: what runs there is a symptom, not a cause.
+fn sick_nodes(s: &Snapshot) -> BTreeSet<String> {
+    s.nodes
+        .iter()
+        .flatten()
+        .filter(|n| {
+            let c = n.status.as_ref().and_then(|s| s.conditions.as_ref());
+            let ready =
+                c.is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            let no_net = c.is_some_and(|c| {
+                c.iter()
+                    .any(|c| c.type_ == "NetworkUnavailable" && c.status == "True")
+            });
+            !ready || no_net
+        })
+        .map(|n| name(&n.metadata))
+        .collect()
+}
+
 pub fn coredns_pods(s: &Snapshot) -> Vec<Finding> {
     let Some(pods) = &s.coredns_pods else {
         return Vec::new();
@@ -665,7 +684,25 @@ pub fn coredns_pods(s: &Snapshot) -> Vec<Finding> {
             .iter()
             .flat_map(|p| last_termination_reasons(p))
             .collect();
-        let cause = if log_loop {
+        let sick = sick_nodes(s);
+        let on_sick: BTreeSet<&str> = not_ready
+            .iter()
+            .map(|p| pod_node(p))
+            .filter(|n| sick.contains(*n))
+            .collect();
+        let cause = if on_sick.len()
+            == not_ready
+                .iter()
+                .map(|p| pod_node(p))
+                .collect::<BTreeSet<_>>()
+                .len()
+        {
+            format!(
+                "Their node(s) {} are not Ready or have no pod network (see the node findings \
+                 above): fix the nodes first.",
+                on_sick.iter().copied().collect::<Vec<_>>().join(", ")
+            )
+        } else if log_loop {
             "CoreDNS exits on its loop check: it forwards queries back to itself (see \
              dns.log-loop)."
                 .to_owned()
@@ -1956,14 +1993,14 @@ pub fn collection(s: &Snapshot) -> Vec<Finding> {
     evidence.extend(
         s.errors
             .iter()
-            .map(|e| format!("could not {}: {} ({})", e.call, e.reason, e.message)),
+            .map(|e| format!("failed: `{}`: {} ({})", e.call, e.reason, e.message)),
     );
     vec![Finding::new(
         "collect.partial",
         Severity::Warning,
         format!(
-            "Partial report: {} could not be read{}",
-            plural(s.errors.len(), "read", "reads"),
+            "Partial report: {} failed{}",
+            plural(s.errors.len(), "API read", "API reads"),
             if rules.is_empty() {
                 String::new()
             } else {
@@ -2120,6 +2157,25 @@ mod tests {
             f[1].cause
         );
         assert!(f[2].title.contains("OOMKilled"), "{}", f[2].title);
+    }
+
+    #[test]
+    fn coredns_on_a_broken_node_points_at_the_node() {
+        let mut s = healthy();
+        s.nodes = Some(vec![
+            node("node-a", "True", true),
+            node("node-b", "True", false),
+        ]);
+        s.coredns_pods = Some(vec![
+            coredns_pod("coredns-a", false, 0, None),
+            coredns_pod("coredns-bb", true, 0, None),
+        ]);
+        let f = analyse(&s);
+        assert_eq!(
+            ids(&f),
+            ["network.node-network-unavailable", "dns.coredns-not-ready"]
+        );
+        assert!(f[1].cause.contains("node-a"), "{}", f[1].cause);
     }
 
     #[test]

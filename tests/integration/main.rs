@@ -10,6 +10,7 @@ mod volume;
 
 // Suites.
 mod config;
+mod diagnose;
 mod dns;
 mod kube;
 mod logging;
