@@ -28,17 +28,26 @@ fn schema() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/diagnose-report.schema.json")
 }
 
-/// The healthy cluster every scenario starts from.
-const BASE: &str = r#"
-apiVersion: v1
-kind: Node
-metadata: { name: node-a }
----
-apiVersion: v1
-kind: Node
-metadata: { name: node-b }
----
-apiVersion: v1
+/// The healthy cluster every scenario starts from, with `nodes` (CoreDNS runs on the first two).
+fn base(nodes: &[&str]) -> String {
+    let mut yaml = String::new();
+    for n in nodes {
+        yaml.push_str(&format!(
+            "---\napiVersion: v1\nkind: Node\nmetadata: {{ name: {n} }}\n---\n\
+             apiVersion: storage.k8s.io/v1\nkind: CSINode\nmetadata: {{ name: {n} }}\n\
+             spec: {{ drivers: [{{ name: csi.example.com, nodeID: {n} }}] }}\n"
+        ));
+    }
+    yaml.push_str("---\n");
+    yaml.push_str(
+        &BASE_OBJECTS
+            .replace("nodeName: node-a", &format!("nodeName: {}", nodes[0]))
+            .replace("nodeName: node-b", &format!("nodeName: {}", nodes[1])),
+    );
+    yaml
+}
+
+const BASE_OBJECTS: &str = r#"apiVersion: v1
 kind: Pod
 metadata: { name: coredns-1, namespace: kube-system, labels: { k8s-app: kube-dns } }
 spec: { nodeName: node-a, containers: [{ name: coredns, image: coredns:1.11 }] }
@@ -82,16 +91,6 @@ apiVersion: storage.k8s.io/v1
 kind: CSIDriver
 metadata: { name: csi.example.com }
 spec: { attachRequired: false }
----
-apiVersion: storage.k8s.io/v1
-kind: CSINode
-metadata: { name: node-a }
-spec: { drivers: [{ name: csi.example.com, nodeID: node-a }] }
----
-apiVersion: storage.k8s.io/v1
-kind: CSINode
-metadata: { name: node-b }
-spec: { drivers: [{ name: csi.example.com, nodeID: node-b }] }
 ---
 apiVersion: storage.k8s.io/v1
 kind: StorageClass
@@ -330,7 +329,7 @@ fn diagnose_names_each_seeded_fault_and_no_other() {
         r
     };
 
-    api.apply(BASE);
+    api.apply(&base(&["node-a", "node-b"]));
     ready_node(&api, "node-a", false);
     ready_node(&api, "node-b", false);
     healthy_coredns(&api);
@@ -513,7 +512,7 @@ count: 12
     let r = run("kube-dns-no-endpoints", &admin, &base_args);
     expect(&mut checks, &r, 2, &["dns.service-no-endpoints"]);
     r.leads_with(&mut checks, "CRITICAL", "dns.service-no-endpoints");
-    api.apply(BASE);
+    api.apply(&base(&["node-a", "node-b"]));
 
     api.apply(
         r#"
@@ -569,7 +568,7 @@ count: 3
         }),
         format!("CSI finding does not name node-b:\n{}", r.context()),
     );
-    api.apply(BASE);
+    api.apply(&base(&["node-a", "node-b"]));
 
     ready_node(&api, "node-b", true);
     let r = run("node-network-unavailable", &admin, &base_args);
@@ -706,6 +705,149 @@ subjects:
         started.elapsed()
     );
     checks.finish(&format!("apiserver log tail:\n{}", api.log_tail(10)));
+}
+
+/// The live matrix through the API server's pod proxy: three simulated nodes (network
+/// namespaces on 198.18.0.0/15, reachable from the root namespace where the apiserver runs),
+/// each running the real daemon; Pods in the apiserver whose podIP is the node's address.
+#[test]
+fn diagnose_reads_the_live_matrix_through_the_pod_proxy() {
+    let Some(cluster) = crate::netns::Cluster::new(3) else {
+        return;
+    };
+    let Some(api) = Apiserver::start() else {
+        return;
+    };
+    let out = tempfile::tempdir().expect("tempdir");
+    let names: Vec<String> = cluster
+        .nodes()
+        .iter()
+        .map(|n| n.name().to_owned())
+        .collect();
+    let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let peers: Vec<String> = cluster
+        .nodes()
+        .iter()
+        .map(|n| format!("\"{}={}:9753\"", n.name(), n.ip()))
+        .collect();
+    let mut daemons: Vec<crate::netns::NetnsDaemon> = cluster
+        .nodes()
+        .iter()
+        .map(|n| {
+            n.run_daemon(&format!(
+                "listen: 0.0.0.0:9753\nnode_name: {}\ndns: {{ servers: [] }}\napiserver: {{ enabled: false }}\n\
+                 peers:\n  interval: 500ms\n  timeout: 400ms\n  neighbours: 2\n  protocols: [http, tcp]\n  \
+                 discovery:\n    static: [{}]\n",
+                n.name(),
+                peers.join(", ")
+            ))
+        })
+        .collect();
+
+    api.apply(&base(&name_refs));
+    for n in &names {
+        ready_node(&api, n, false);
+    }
+    healthy_coredns(&api);
+    api.patch_status(
+        "persistentvolumeclaims",
+        "shop",
+        "data",
+        r#"{"status":{"phase":"Bound"}}"#,
+    );
+    app_namespace(&api, "healthy", "");
+    api.apply("apiVersion: v1\nkind: Namespace\nmetadata: { name: kube-netprobe }\n");
+    for node in cluster.nodes() {
+        let pod = format!("netprobe-{}", node.index());
+        api.apply(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {pod}\n  namespace: kube-netprobe\n  \
+             labels: {{ app.kubernetes.io/name: kube-netprobe }}\nspec:\n  nodeName: {}\n  \
+             containers: [{{ name: netprobe, image: kube-netprobe:test, ports: [{{ name: metrics, containerPort: 9753 }}] }}]\n",
+            node.name()
+        ));
+        api.patch_status(
+            "pods",
+            "kube-netprobe",
+            &pod,
+            &format!(
+                r#"{{"status":{{"phase":"Running","podIP":"{ip}","podIPs":[{{"ip":"{ip}"}}],"conditions":[{{"type":"Ready","status":"True"}}]}}}}"#,
+                ip = node.ip()
+            ),
+        );
+    }
+    let peer_up = |m: &crate::util::Metrics, target: &str| {
+        ["http", "tcp"].map(|p| {
+            m.get(
+                "netprobe_peer_up",
+                &[("target_node", target), ("protocol", p), ("family", "ipv4")],
+            )
+        })
+    };
+    let wait_all = |daemons: &mut [crate::netns::NetnsDaemon], victim: Option<usize>| {
+        for (i, d) in daemons.iter_mut().enumerate() {
+            if Some(i) == victim {
+                continue;
+            }
+            d.wait_until("peers as expected", Duration::from_secs(20), |m| {
+                let wrong: Vec<String> = names
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .filter(|(j, n)| {
+                        let want = if Some(*j) == victim { 0.0 } else { 1.0 };
+                        peer_up(m, n) != [Some(want); 2]
+                    })
+                    .map(|(_, n)| format!("{n}: {:?}", peer_up(m, n)))
+                    .collect();
+                if wrong.is_empty() {
+                    Ok(())
+                } else {
+                    Err(wrong.join(", "))
+                }
+            });
+        }
+    };
+    let logs = fixture("coredns-healthy.log");
+    let args = [
+        "-n",
+        "healthy",
+        "--coredns-logs",
+        logs.to_str().unwrap(),
+        "--netprobe-namespace",
+        "kube-netprobe",
+    ];
+    let mut checks = Checks::default();
+
+    wait_all(&mut daemons, None);
+    let r = diagnose("live-healthy", api.kubeconfig_admin(), out.path(), &args);
+    expect(&mut checks, &r, 0, &[]);
+    let cells = r
+        .report
+        .as_ref()
+        .and_then(|r| r["matrix"]["cells"].as_array().cloned())
+        .unwrap_or_default();
+    checks.that(
+        cells.len() == 12 && cells.iter().all(|c| c["up"] == true),
+        format!(
+            "want 12 cells up (3 nodes x 2 peers x http, tcp): {cells:?}\n{}",
+            r.context()
+        ),
+    );
+
+    let victim = 1;
+    cluster.black_hole(victim);
+    wait_all(&mut daemons, Some(victim));
+    let r = diagnose("live-black-hole", api.kubeconfig_admin(), out.path(), &args);
+    expect(&mut checks, &r, 2, &["network.node-isolated"]);
+    r.leads_with(&mut checks, "CRITICAL", "network.node-isolated");
+    checks.that(
+        r.stdout
+            .lines()
+            .next()
+            .is_some_and(|l| l.contains(&format!("Node {} is cut off", names[victim]))),
+        format!("the victim is not named:\n{}", r.context()),
+    );
+    checks.finish("live matrix through the pod proxy");
 }
 
 fn kubeconfig_for(dir: &Path, server: &str) -> PathBuf {
