@@ -45,12 +45,15 @@ enum Command {
     },
     /// One-shot troubleshooting report: DNS, NetworkPolicies, nodes, the live matrix, storage.
     #[command(after_help = DIAGNOSE_EXIT_CODES)]
-    Diagnose(DiagnoseArgs),
+    Diagnose(Box<DiagnoseArgs>),
+    /// Run one probe once and print its result (used by `diagnose --storage-test`).
+    #[command(subcommand)]
+    Probe(ProbeCommand),
 }
 
 const DIAGNOSE_EXIT_CODES: &str = "Exit codes: 0 healthy, 1 warnings, 2 critical findings, \
-3 could not run (API server unreachable or credentials rejected). \
-A usage error (bad flag) also exits 2, before anything is read. See docs/diagnose.md.";
+3 could not run (API server unreachable or credentials rejected), \
+130 interrupted during --storage-test (after cleaning up). A usage error (bad flag) also exits 2, before anything is read. See docs/diagnose.md.";
 
 #[derive(Debug, Clone, Args)]
 struct DiagnoseArgs {
@@ -88,6 +91,39 @@ struct DiagnoseArgs {
     /// Port of the kube-netprobe pods' /metrics when no container port is named metrics or http.
     #[arg(long, default_value_t = 9753)]
     netprobe_port: u16,
+    /// Also create a small PVC and a Job running `kube-netprobe probe storage` on it once in
+    /// --namespace, report its figures, and delete both (also on Ctrl-C).
+    #[arg(long)]
+    storage_test: bool,
+    /// StorageClass of the test PVC [default: the cluster's default class].
+    #[arg(long, requires = "storage_test")]
+    storage_class: Option<String>,
+    /// Image of the test Job (one that contains kube-netprobe).
+    #[arg(long, default_value = concat!("kube-netprobe:", env!("CARGO_PKG_VERSION")), requires = "storage_test")]
+    storage_test_image: String,
+    /// How long the storage test may take before it is reported as stuck and cleaned up.
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration, requires = "storage_test")]
+    storage_test_timeout: std::time::Duration,
+}
+
+#[derive(Debug, Subcommand)]
+enum ProbeCommand {
+    /// Write, fsync, read back and verify a file in DIR once; print the result as one JSON
+    /// line; exit 0 on success, 1 on failure (what `diagnose --storage-test`'s Job runs).
+    Storage {
+        /// A directory on the volume to test.
+        dir: PathBuf,
+        /// Bytes written and read back.
+        #[arg(long, default_value = "16MiB", value_parser = parse_size)]
+        size: u64,
+        /// Bound on the whole run.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    crate::config::ByteSize::parse(s).map(|b| b.0)
 }
 
 #[derive(Debug, Clone, Args)]
@@ -116,7 +152,14 @@ pub fn main() -> ExitCode {
     match cli.command {
         Some(Command::CheckConfig { file }) => check_config(&file),
         Some(Command::Run(args)) => run(args),
-        Some(Command::Diagnose(args)) => diagnose(args),
+        Some(Command::Diagnose(args)) => diagnose(*args),
+        Some(Command::Probe(ProbeCommand::Storage { dir, size, timeout })) => ExitCode::from(
+            if crate::diagnose::storage_test::probe_once(&dir, size, timeout) {
+                exit::OK
+            } else {
+                exit::FINDINGS
+            },
+        ),
         None => run(cli.run),
     }
 }
@@ -134,6 +177,11 @@ fn diagnose(a: DiagnoseArgs) -> ExitCode {
         netprobe_selector: a.netprobe_selector,
         netprobe_namespace: a.netprobe_namespace,
         netprobe_port: a.netprobe_port,
+        storage_test: a.storage_test.then_some(crate::diagnose::StorageTest {
+            storage_class: a.storage_class,
+            image: a.storage_test_image,
+            timeout: a.storage_test_timeout,
+        }),
     }))
 }
 

@@ -90,6 +90,7 @@ pub fn analyse(s: &Snapshot) -> Vec<Finding> {
     findings.extend(pvs(s));
     findings.extend(volume_attachments(s));
     findings.extend(storage_probes(s));
+    findings.extend(storage_test(s));
     findings.extend(collection(s));
     // Stable: keeps the family order within a severity.
     findings.sort_by_key(|f| f.severity);
@@ -1977,6 +1978,102 @@ pub fn storage_probes(s: &Snapshot) -> Vec<Finding> {
         .collect()
 }
 
+/// `--storage-test`: the PVC and Job diagnose created.
+pub fn storage_test(s: &Snapshot) -> Vec<Finding> {
+    let Some(t) = &s.storage_test else {
+        return Vec::new();
+    };
+    let class = t.storage_class.as_deref().unwrap_or("<default>");
+    let what = format!(
+        "PVC and Job {}/{} on StorageClass {class}",
+        t.namespace, t.pvc
+    );
+    let mut out = Vec::new();
+    let result = t
+        .probe
+        .as_ref()
+        .and_then(|p| p["result"].as_str())
+        .map(str::to_owned);
+    match (t.status.as_str(), result.as_deref()) {
+        ("succeeded", Some("success")) => {}
+        ("not_created", _) => out.push(
+            Finding::new(
+                "storage.test-not-run",
+                Severity::Warning,
+                "The storage test could not be started",
+            )
+            .evidence([t.detail.clone().unwrap_or_default()])
+            .cause("Creating the test PVC or Job failed (often RBAC: create persistentvolumeclaims and jobs.batch in the namespace).")
+            .next("Grant the create rights for the namespace, or run without --storage-test."),
+        ),
+        (_, Some(r)) if r != "success" => {
+            let (cause, next) = storage_result_meaning(r);
+            out.push(
+                Finding::new(
+                    "storage.test-failed",
+                    Severity::Critical,
+                    format!("Storage test on StorageClass {class} failed: {r}"),
+                )
+                .evidence([what.clone()])
+                .evidence(t.probe.iter().map(|p| format!("probe: {p}")))
+                .cause(cause)
+                .next(next),
+            );
+        }
+        ("failed", _) | ("succeeded", _) => out.push(
+            Finding::new(
+                "storage.test-failed",
+                Severity::Warning,
+                format!("Storage test Job on StorageClass {class} ended without a probe result"),
+            )
+            .evidence([what.clone(), format!("Job status: {}", t.status)])
+            .cause("The probe container failed before printing its result: the image could not run, or the volume mount failed.")
+            .next(format!("Run again and `kubectl -n {} describe pod -l job-name={}` before it is cleaned up, or use --collect-only with a longer --storage-test-timeout.", t.namespace, t.job)),
+        ),
+        ("timeout", _) if matches!(t.pvc_phase.as_deref(), None | Some("Pending")) => out.push(
+            Finding::new(
+                "storage.test-pvc-pending",
+                Severity::Critical,
+                format!(
+                    "Storage test PVC on StorageClass {class} stayed Pending for {:.0}s: dynamic provisioning does not work",
+                    t.seconds
+                ),
+            )
+            .evidence([what.clone()])
+            .evidence(t.pvc_events.iter().cloned())
+            .cause("Nothing provisioned a volume for a new claim: the class's provisioner (CSI controller / external-provisioner) is not running or fails (see the events, if any).")
+            .next("Check the provisioner's controller Deployment and logs for the class; `kubectl get storageclass` for its provisioner name."),
+        ),
+        ("timeout", _) => out.push(
+            Finding::new(
+                "storage.test-timeout",
+                Severity::Warning,
+                format!("Storage test Job on StorageClass {class} did not finish within {:.0}s", t.seconds),
+            )
+            .evidence([what.clone(), format!("PVC phase: {}", t.pvc_phase.as_deref().unwrap_or("?"))])
+            .cause("The volume was provisioned but the probe pod did not run to completion: not scheduled, image not pulled, or the volume not attached or mounted.")
+            .next("Run again with a longer --storage-test-timeout and watch `kubectl get pods -l job-name=...` and its events."),
+        ),
+        _ => {}
+    }
+    if !t.cleanup_errors.is_empty() {
+        out.push(
+            Finding::new(
+                "storage.test-cleanup-failed",
+                Severity::Warning,
+                "The storage test's objects could not all be deleted",
+            )
+            .evidence(t.cleanup_errors.iter().cloned())
+            .cause("A delete call failed or timed out.")
+            .next(format!(
+                "`kubectl -n {} delete job,pvc -l app.kubernetes.io/name=kube-netprobe-storage-test`",
+                t.namespace
+            )),
+        );
+    }
+    out
+}
+
 // ---------------------------------------------------------------------------------------------
 // Collection gaps
 
@@ -2117,6 +2214,7 @@ mod tests {
             volume_attachments: Some(vec![]),
             netprobe_pods: Some(vec![]),
             probe_scrapes: vec![],
+            storage_test: None,
             errors: vec![],
         }
     }
@@ -2671,6 +2769,60 @@ mod tests {
         let f = analyse(&s);
         assert_eq!(ids(&f), ["storage.probe-failing"]);
         assert_eq!(f[0].title, "Storage probe failing (erofs) on 1 volume");
+    }
+
+    #[test]
+    fn storage_test_outcomes() {
+        use super::super::storage_test::Outcome;
+        let mut s = healthy();
+        let base = Outcome {
+            namespace: "shop".into(),
+            pvc: "t".into(),
+            job: "t".into(),
+            storage_class: Some("fast".into()),
+            seconds: 30.0,
+            ..Outcome::default()
+        };
+        let case = |o: Outcome| {
+            let mut s = healthy();
+            s.storage_test = Some(o);
+            ids(&analyse(&s))
+        };
+        assert_eq!(
+            case(Outcome {
+                status: "succeeded".into(),
+                probe: Some(json!({"result": "success"})),
+                ..base.clone()
+            }),
+            Vec::<&str>::new()
+        );
+        assert_eq!(
+            case(Outcome {
+                status: "failed".into(),
+                probe: Some(json!({"result": "eio"})),
+                ..base.clone()
+            }),
+            ["storage.test-failed"]
+        );
+        assert_eq!(
+            case(Outcome {
+                status: "timeout".into(),
+                pvc_phase: Some("Pending".into()),
+                ..base.clone()
+            }),
+            ["storage.test-pvc-pending"]
+        );
+        assert_eq!(
+            case(Outcome {
+                status: "timeout".into(),
+                pvc_phase: Some("Bound".into()),
+                cleanup_errors: vec!["pvc x".into()],
+                ..base.clone()
+            }),
+            ["storage.test-timeout", "storage.test-cleanup-failed"]
+        );
+        s.storage_test = None;
+        assert_eq!(analyse(&s), vec![]);
     }
 
     #[test]

@@ -95,6 +95,8 @@ pub struct Snapshot {
     pub volume_attachments: Option<Vec<VolumeAttachment>>,
     pub netprobe_pods: Option<Vec<Pod>>,
     pub probe_scrapes: Vec<ProbeScrape>,
+    /// `--storage-test`: what the test PVC and Job did.
+    pub storage_test: Option<super::storage_test::Outcome>,
     pub errors: Vec<ReadError>,
 }
 
@@ -557,6 +559,7 @@ pub async fn collect(
         volume_attachments,
         netprobe_pods,
         probe_scrapes,
+        storage_test: None,
         errors,
     }
 }

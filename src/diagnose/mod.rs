@@ -7,6 +7,7 @@ pub mod analyse;
 pub mod collect;
 pub mod report;
 pub mod scrape;
+pub mod storage_test;
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write as _};
@@ -22,6 +23,8 @@ pub mod exit {
     pub const WARNINGS: u8 = 1;
     pub const CRITICAL: u8 = 2;
     pub const CANNOT_RUN: u8 = 3;
+    /// Ctrl-C or SIGTERM during `--storage-test` (after its cleanup): 128 + SIGINT.
+    pub const INTERRUPTED: u8 = 130;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -46,6 +49,16 @@ pub struct Options {
     pub netprobe_selector: String,
     pub netprobe_namespace: Option<String>,
     pub netprobe_port: u16,
+    pub storage_test: Option<StorageTest>,
+}
+
+/// `--storage-test` and its settings.
+#[derive(Debug, Clone)]
+pub struct StorageTest {
+    /// `None`: the cluster's default class.
+    pub storage_class: Option<String>,
+    pub image: String,
+    pub timeout: Duration,
 }
 
 /// `NODE=FILE`.
@@ -163,6 +176,38 @@ async fn run_async(opts: Options) -> u8 {
     }
 
     let (generated_at, stamp) = timestamp();
+    if let Some(test) = &opts.storage_test {
+        let request = storage_test::Request {
+            namespace: opts.namespace.clone(),
+            name: format!("netprobe-storage-test-{stamp}"),
+            storage_class: test.storage_class.clone(),
+            image: test.image.clone(),
+            timeout: test.timeout,
+            call_timeout: opts.timeout,
+        };
+        if tty {
+            eprint!(
+                "\r\x1b[Kstorage test: PVC and Job {}/{} (up to {:?}) ...",
+                request.namespace, request.name, request.timeout
+            );
+        }
+        let outcome = storage_test::run(&client, &request).await;
+        if tty {
+            eprint!("\r\x1b[K");
+        }
+        if outcome.status == "interrupted" {
+            eprintln!(
+                "interrupted: storage test cleaned up{}",
+                if outcome.cleanup_errors.is_empty() {
+                    String::new()
+                } else {
+                    format!(" except {}", outcome.cleanup_errors.join("; "))
+                }
+            );
+            return exit::INTERRUPTED;
+        }
+        snapshot.storage_test = Some(outcome);
+    }
     let dir = opts
         .out
         .clone()

@@ -43,6 +43,9 @@ pub struct Report {
     pub findings: Vec<Finding>,
     pub collection: Collection,
     pub matrix: Matrix,
+    /// `--storage-test`'s outcome; absent without the flag.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage_test: Option<super::storage_test::Outcome>,
 }
 
 /// Exit code of diagnose: 0 healthy (info findings at most), 1 warnings, 2 critical.
@@ -101,8 +104,33 @@ impl Report {
                 files: Vec::new(),
             },
             matrix,
+            storage_test: snapshot.storage_test.clone(),
         }
     }
+}
+
+/// One line on the storage test's figures.
+fn storage_test_line(t: &super::storage_test::Outcome) -> String {
+    let mib = |key: &str| {
+        t.probe
+            .as_ref()
+            .and_then(|p| p["throughput_bytes_per_second"][key].as_f64())
+            .map(|v| format!("{key} {:.1} MiB/s", v / 1048576.0))
+    };
+    let figures: Vec<String> = ["write", "read"].iter().filter_map(|k| mib(k)).collect();
+    format!(
+        "Storage test ({}/{} on {}): {} in {:.1}s{}",
+        t.namespace,
+        t.pvc,
+        t.storage_class.as_deref().unwrap_or("the default class"),
+        t.status,
+        t.seconds,
+        if figures.is_empty() {
+            String::new()
+        } else {
+            format!(", {}", figures.join(", "))
+        }
+    )
 }
 
 fn severity_word(s: Severity, colour: bool) -> String {
@@ -172,6 +200,9 @@ pub fn text(report: &Report, colour: bool, out_dir: Option<&Path>) -> String {
         report.namespace,
         report.server
     );
+    if let Some(st) = &report.storage_test {
+        let _ = writeln!(t, "{}", storage_test_line(st));
+    }
     if !report.collection.missing_rbac.is_empty() {
         let _ = writeln!(
             t,
@@ -259,6 +290,12 @@ pub fn markdown(report: &Report) -> String {
                 "Not read (pod /metrics unreachable): {}\n",
                 report.matrix.unread.join(", ")
             );
+        }
+    }
+    if let Some(st) = &report.storage_test {
+        let _ = writeln!(t, "## Storage test\n\n{}\n", storage_test_line(st));
+        if let Some(p) = &st.probe {
+            let _ = writeln!(t, "```json\n{p}\n```\n");
         }
     }
     if !report.collection.errors.is_empty() {

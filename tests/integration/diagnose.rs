@@ -624,6 +624,93 @@ count: 3
     let r = run("healthy-again", &admin, &base_args);
     expect(&mut checks, &r, 0, &[]);
 
+    // --storage-test: no provisioner and no kubelet here, so the test PVC stays Pending; what is
+    // checked is the finding, and that the PVC and Job existed and are gone afterwards.
+    let mut args = base_args.to_vec();
+    args.extend(["--storage-test", "--storage-test-timeout", "2s"]);
+    let r = run("storage-test-pending", &admin, &args);
+    expect(&mut checks, &r, 2, &["storage.test-pvc-pending"]);
+    r.leads_with(&mut checks, "CRITICAL", "storage.test-pvc-pending");
+    let test_pvc = r
+        .report
+        .as_ref()
+        .and_then(|r| r["storage_test"]["pvc"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    checks.that(
+        test_pvc.starts_with("netprobe-storage-test-")
+            && r.stdout.contains(&format!(
+                "Storage test (healthy/{test_pvc} on the default class): timeout"
+            )),
+        format!("storage test outcome missing:\n{}", r.context()),
+    );
+    let leftovers = |api: &Apiserver| {
+        let o = api.kubectl(&[
+            "get",
+            "pvc,jobs",
+            "-n",
+            "healthy",
+            "-l",
+            "app.kubernetes.io/name=kube-netprobe-storage-test",
+            "-o",
+            "name",
+        ]);
+        String::from_utf8_lossy(&o.stdout).trim().to_owned()
+    };
+    checks.eq("storage test leftovers", leftovers(&api), String::new());
+
+    // Ctrl-C while the test waits: cleaned up, exit 130.
+    let mut child = Command::new(bin())
+        .arg("diagnose")
+        .arg("--kubeconfig")
+        .arg(&admin)
+        .arg("--out")
+        .arg(out.path().join("storage-test-interrupted"))
+        .args(base_args)
+        .args(["--storage-test", "--storage-test-timeout", "60s"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn diagnose");
+    let created = poll(
+        "the storage test PVC and Job",
+        Duration::from_secs(10),
+        || {
+            let l = leftovers(&api);
+            if l.contains("persistentvolumeclaim/") && l.contains("job.batch/") {
+                Ok(l)
+            } else {
+                Err(l)
+            }
+        },
+    );
+    let interrupted_at = Instant::now();
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let status = poll(
+        "diagnose to exit after SIGINT",
+        Duration::from_secs(10),
+        || {
+            child
+                .try_wait()
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| "running".to_owned())
+        },
+    );
+    let output = child.wait_with_output().expect("diagnose output");
+    checks.that(
+        status.code() == Some(130)
+            && String::from_utf8_lossy(&output.stderr).contains("storage test cleaned up"),
+        format!(
+            "SIGINT: want exit 130 and the cleanup message, got {status:?} after {:?}: {}",
+            interrupted_at.elapsed(),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    );
+    checks.eq("leftovers after SIGINT", leftovers(&api), String::new());
+    checks.that(!created.is_empty(), "nothing was created".to_owned());
+
     // An identity that may read some things only: a partial report naming the missing rules.
     api.apply(
         r#"
