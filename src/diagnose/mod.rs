@@ -156,7 +156,8 @@ async fn run_async(opts: Options) -> u8 {
         timeout: opts.timeout,
         skip_logs: !offline_logs.is_empty(),
     };
-    const STEPS: usize = 10;
+    // One per `done` call in collect::collect.
+    const STEPS: usize = 11;
     let done = std::sync::atomic::AtomicUsize::new(0);
     let progress = |step: &str| {
         let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;

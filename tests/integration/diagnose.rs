@@ -389,6 +389,62 @@ fn diagnose_names_each_seeded_fault_and_no_other() {
         format!("--format json stdout:\n{}", r.context()),
     );
 
+    // --format markdown prints report.md; --collect-only writes the evidence without findings.
+    let r = run(
+        "healthy-markdown",
+        &admin,
+        &[
+            "-n",
+            "healthy",
+            "--coredns-logs",
+            logs,
+            "--format",
+            "markdown",
+        ],
+    );
+    checks.that(
+        r.code == Some(0) && r.stdout.starts_with("# Network diagnostics: healthy"),
+        format!("--format markdown:\n{}", r.context()),
+    );
+    let r = run(
+        "collect-only",
+        &admin,
+        &["-n", "deny-later", "--collect-only", "--coredns-logs", logs],
+    );
+    checks.that(
+        r.code == Some(0)
+            && r.report
+                .as_ref()
+                .is_some_and(|j| j["status"] == "collected")
+            && r.dir.join("storage.yaml").is_file(),
+        format!("--collect-only:\n{}", r.context()),
+    );
+
+    // On a terminal (a pty from script(1)): colour on stdout, progress on stderr.
+    let tty_out = out.path().join("tty");
+    let cmdline = format!(
+        "{} diagnose --kubeconfig {} --out {} -n healthy --coredns-logs {logs}",
+        bin(),
+        admin.display(),
+        tty_out.display()
+    );
+    match Command::new("script")
+        .args(["-qec", &cmdline, "/dev/null"])
+        .env_remove("NO_COLOR")
+        .stdin(Stdio::null())
+        .output()
+    {
+        Ok(o) => {
+            let text = String::from_utf8_lossy(&o.stdout);
+            checks.that(
+                text.contains("\x1b[1;32mOK\x1b[0m no problems found")
+                    && text.contains("collecting ["),
+                format!("on a tty: no colour or no progress: {text:?}"),
+            );
+        }
+        Err(e) => eprintln!("SKIPPED tty check: script(1): {e}"),
+    }
+
     // Logs through the API need a kubelet, which the fixture lacks: a gap, not a fault.
     let r = run("no-kubelet-logs", &admin, &["-n", "healthy"]);
     expect(&mut checks, &r, 1, &["collect.partial"]);
