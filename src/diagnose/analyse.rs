@@ -175,6 +175,30 @@ fn container_story(pod: &Pod) -> Vec<String> {
     out
 }
 
+/// Whether a pod's restarts are current: a container waits to restart (CrashLoopBackOff), or
+/// last terminated within the hour (or at an unknown time). Old restarts are history.
+fn restarting_now(pod: &Pod) -> bool {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .into_iter()
+        .flatten()
+        .any(|c| {
+            let waiting = c.state.as_ref().is_some_and(|s| s.waiting.is_some());
+            let recent = c
+                .last_state
+                .as_ref()
+                .and_then(|s| s.terminated.as_ref())
+                .is_some_and(|t| {
+                    t.finished_at
+                        .as_ref()
+                        .is_none_or(|f| now.duration_since(f.0).as_secs() < 3600)
+                });
+            waiting || recent
+        })
+}
+
 fn last_termination_reasons(pod: &Pod) -> Vec<String> {
     pod.status
         .as_ref()
@@ -627,16 +651,35 @@ fn sick_nodes(s: &Snapshot) -> BTreeSet<String> {
 }
 
 pub fn coredns_pods(s: &Snapshot) -> Vec<Finding> {
-    let Some(pods) = &s.coredns_pods else {
+    let Some(all) = &s.coredns_pods else {
         return Vec::new();
     };
+    // Replicas only: evicted or finished pods (phase Failed/Succeeded) and pods on their way
+    // out of a rollout are history, not unready replicas.
+    let pods: Vec<&Pod> = all
+        .iter()
+        .filter(|p| {
+            p.metadata.deletion_timestamp.is_none()
+                && !matches!(
+                    p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                    Some("Failed" | "Succeeded")
+                )
+        })
+        .collect();
     let events = s.coredns_events.as_deref().unwrap_or(&[]);
     if pods.is_empty() {
         return vec![
             Finding::new(
                 "dns.coredns-missing",
                 Severity::Critical,
-                format!("No CoreDNS pods in {DNS_NAMESPACE} (label k8s-app=kube-dns)"),
+                format!(
+                    "No running CoreDNS pods in {DNS_NAMESPACE} (label k8s-app=kube-dns){}",
+                    if all.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", {} evicted, finished or terminating", all.len())
+                    }
+                ),
             )
             .cause(
                 "The CoreDNS Deployment is scaled to zero, deleted, or its pods cannot be created.",
@@ -648,7 +691,7 @@ pub fn coredns_pods(s: &Snapshot) -> Vec<Finding> {
         ];
     }
     let mut out = Vec::new();
-    let not_ready: Vec<&Pod> = pods.iter().filter(|p| !pod_ready(p)).collect();
+    let not_ready: Vec<&Pod> = pods.iter().copied().filter(|p| !pod_ready(p)).collect();
     let pod_events = |p: &Pod| -> Vec<String> {
         events_of(events, "Pod", DNS_NAMESPACE, &name(&p.metadata))
             .into_iter()
@@ -735,7 +778,11 @@ pub fn coredns_pods(s: &Snapshot) -> Vec<Finding> {
             )),
         );
     }
-    let restarting: Vec<&Pod> = pods.iter().filter(|p| restarts(p) >= 3).collect();
+    let restarting: Vec<&Pod> = pods
+        .iter()
+        .copied()
+        .filter(|p| restarts(p) >= 3 && restarting_now(p))
+        .collect();
     if !restarting.is_empty() {
         let mut evidence = Vec::new();
         let mut reasons = BTreeSet::new();
@@ -2274,6 +2321,37 @@ mod tests {
             ["network.node-network-unavailable", "dns.coredns-not-ready"]
         );
         assert!(f[1].cause.contains("node-a"), "{}", f[1].cause);
+    }
+
+    #[test]
+    fn evicted_and_terminating_coredns_pods_are_not_replicas() {
+        let mut s = healthy();
+        let mut evicted = coredns_pod("coredns-old", false, 0, None);
+        evicted.status.as_mut().unwrap().phase = Some("Failed".into());
+        let mut leaving = coredns_pod("coredns-leaving", false, 0, None);
+        leaving.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::now(),
+            ));
+        s.coredns_pods
+            .as_mut()
+            .unwrap()
+            .extend([evicted.clone(), leaving]);
+        assert_eq!(analyse(&s), vec![]);
+        s.coredns_pods = Some(vec![evicted]);
+        let f = coredns_pods(&s);
+        assert_eq!(ids(&f), ["dns.coredns-missing"]);
+    }
+
+    #[test]
+    fn old_restarts_are_history() {
+        let mut s = healthy();
+        let mut pod = coredns_pod("coredns-a", true, 9, None);
+        let status = pod.status.as_mut().unwrap();
+        status.container_statuses.as_mut().unwrap()[0].last_state = Some(obj(json!({
+            "terminated": {"reason": "Error", "exitCode": 1, "finishedAt": "2020-01-01T00:00:00Z"}})));
+        s.coredns_pods = Some(vec![pod, coredns_pod("coredns-bb", true, 0, None)]);
+        assert_eq!(analyse(&s), vec![]);
     }
 
     #[test]

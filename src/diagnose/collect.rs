@@ -626,6 +626,19 @@ async fn scrape_all(
             .as_ref()
             .and_then(|s| s.node_name.clone())
             .unwrap_or_default();
+        let running = pod.status.as_ref().is_some_and(|s| {
+            s.phase.as_deref() == Some("Running")
+                && s.pod_ip.as_ref().is_some_and(|ip| !ip.is_empty())
+        });
+        if !running || pod.metadata.deletion_timestamp.is_some() {
+            // Not a read that failed: there is nothing to read. The matrix lists the node as unread.
+            return ProbeScrape {
+                pod: name,
+                node,
+                text: None,
+                error: Some("pod not running (or terminating)".into()),
+            };
+        }
         let port = metrics_port(pod, default_port);
         let path = format!("/api/v1/namespaces/{ns}/pods/{name}:{port}/proxy/metrics");
         let started = std::sync::Mutex::new(None::<String>);
