@@ -676,6 +676,49 @@ count: 3
         ),
     );
 
+    // DNS and storage probe results from the kube-netprobe pods: every CoreDNS pod answers
+    // directly but the Service path fails (kube-proxy), and one node's volume is read-only.
+    let name = "kubernetes.default.svc.cluster.local";
+    let mut args: Vec<String> = base_args.iter().map(|s| s.to_string()).collect();
+    for node in ["node-a", "node-b"] {
+        let mut text = String::from("# TYPE netprobe_dns_probe_success gauge\n");
+        for (server, ok) in [
+            ("system", 0),
+            ("coredns/coredns-1", 1),
+            ("coredns/coredns-2", 1),
+        ] {
+            text.push_str(&format!(
+                "netprobe_dns_probe_success{{server=\"{server}\",name=\"{name}\",qtype=\"A\"}} {ok}\n"
+            ));
+        }
+        if node == "node-b" {
+            text.push_str(
+                "netprobe_storage_probe_success{volume=\"scratch\"} 0\n\
+                 netprobe_storage_probes_total{volume=\"scratch\",result=\"success\"} 40\n\
+                 netprobe_storage_probes_total{volume=\"scratch\",result=\"erofs\"} 5\n",
+            );
+        }
+        text.push_str("# EOF\n");
+        let file = metrics_dir.join(format!("dns-{node}.txt"));
+        std::fs::write(&file, text).unwrap();
+        args.push("--probe-metrics".into());
+        args.push(format!("{node}={}", file.display()));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let r = run("dns-service-path-and-erofs", &admin, &args);
+    expect(
+        &mut checks,
+        &r,
+        2,
+        &["dns.service-path-broken", "storage.probe-failing"],
+    );
+    r.leads_with(&mut checks, "CRITICAL", "dns.service-path-broken");
+    checks.that(
+        r.stdout
+            .contains("Storage probe failing (erofs) on 1 volume"),
+        format!("erofs not named:\n{}", r.context()),
+    );
+
     // Back to healthy after all the reverts.
     let r = run("healthy-again", &admin, &base_args);
     expect(&mut checks, &r, 0, &[]);
