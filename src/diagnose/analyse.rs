@@ -77,6 +77,7 @@ pub fn analyse(s: &Snapshot) -> Vec<Finding> {
     let mut findings = Vec::new();
     findings.extend(nodes(s));
     findings.extend(live_matrix(&matrix));
+    findings.extend(apiserver_probes(s));
     findings.extend(coredns_pods(s));
     findings.extend(coredns_logs(s));
     findings.extend(corefile(s));
@@ -619,6 +620,72 @@ pub fn live_matrix(m: &Matrix) -> Vec<Finding> {
                 "Compare the pod MTU (`ip link` in a pod) with the node MTU minus the overlay \
                  overhead (VXLAN 50 bytes, Geneve/WireGuard more); set the CNI's MTU to fit.",
             ),
+        );
+    }
+    out
+}
+
+/// The kube-netprobe pods' API-server probes: `direct` (the Service IP) and `dns` (its name).
+pub fn apiserver_probes(s: &Snapshot) -> Vec<Finding> {
+    let mut reporting = 0;
+    let mut direct_down = Vec::new();
+    let mut dns_only_down = Vec::new();
+    for scrape in &s.probe_scrapes {
+        let Some(text) = &scrape.text else { continue };
+        let samples = scrape::parse(text);
+        let up = |path: &str| {
+            samples
+                .iter()
+                .find(|x| x.name == "netprobe_apiserver_up" && x.label("path") == path)
+                .map(|x| x.value >= 1.0)
+        };
+        let (direct, dns) = (up("direct"), up("dns"));
+        if direct.is_none() && dns.is_none() {
+            continue;
+        }
+        reporting += 1;
+        if direct == Some(false) {
+            direct_down.push(scrape.node.clone());
+        } else if dns == Some(false) {
+            dns_only_down.push(scrape.node.clone());
+        }
+    }
+    let mut out = Vec::new();
+    if !direct_down.is_empty() {
+        let most = direct_down.len() * 2 >= reporting;
+        out.push(
+            Finding::new(
+                "network.apiserver-unreachable",
+                if most { Severity::Critical } else { Severity::Warning },
+                format!(
+                    "Pods cannot reach the API server's Service IP from {} of {reporting} nodes: {}",
+                    direct_down.len(),
+                    list_some(&direct_down, 4)
+                ),
+            )
+            .evidence(direct_down.iter().map(|n| format!("node {n}: netprobe_apiserver_up{{path=\"direct\"}} = 0")))
+            .cause(if most {
+                "The `kubernetes` Service (KUBERNETES_SERVICE_HOST) is not forwarded to the API server from most nodes: kube-proxy, or the API server's endpoints; operators and CoreDNS's kubernetes plugin fail with it."
+            } else {
+                "The Service path to the API server fails on these nodes only: kube-proxy or the pod network on them."
+            })
+            .next("`kubectl get endpoints kubernetes`; kube-proxy logs on the nodes named; the netprobe_apiserver_requests_total{result} series say how it fails."),
+        );
+    }
+    if !dns_only_down.is_empty() {
+        out.push(
+            Finding::new(
+                "network.apiserver-dns-failing",
+                Severity::Warning,
+                format!(
+                    "The API server is reachable by IP but not by name from {}: {}",
+                    plural(dns_only_down.len(), "node", "nodes"),
+                    list_some(&dns_only_down, 4)
+                ),
+            )
+            .evidence(dns_only_down.iter().map(|n| format!("node {n}: path direct up, path dns down")))
+            .cause("Resolving kubernetes.default.svc from pods fails there: a DNS problem (see the DNS findings), not an API-server one.")
+            .next("Follow the DNS findings; `kubectl exec` into a pod on that node and resolve kubernetes.default.svc."),
         );
     }
     out
@@ -2666,6 +2733,44 @@ mod tests {
         let f = matrix_ids(mesh(&NODES, |s, _, p| p == "bulk" && s != "node-a"));
         assert_eq!(ids(&f), ["network.mtu-blackhole"]);
         assert_eq!(f[0].severity, Severity::Critical);
+    }
+
+    #[test]
+    fn apiserver_probes_direct_versus_dns() {
+        let scrape = |node: &str, direct: u8, dns: u8| ProbeScrape {
+            pod: format!("netprobe-{node}"),
+            node: node.into(),
+            text: Some(metrics(
+                &[],
+                &format!(
+                    "netprobe_apiserver_up{{path=\"direct\"}} {direct}\nnetprobe_apiserver_up{{path=\"dns\"}} {dns}\n"
+                ),
+            )),
+            error: None,
+        };
+        let mut s = healthy();
+        s.probe_scrapes = vec![scrape("node-a", 1, 1), scrape("node-b", 1, 1)];
+        assert_eq!(analyse(&s), vec![]);
+        s.probe_scrapes = vec![
+            scrape("node-a", 0, 0),
+            scrape("node-b", 1, 1),
+            scrape("node-c", 1, 0),
+        ];
+        let f = apiserver_probes(&s);
+        assert_eq!(
+            ids(&f),
+            [
+                "network.apiserver-unreachable",
+                "network.apiserver-dns-failing"
+            ]
+        );
+        assert_eq!(f[0].severity, Severity::Warning);
+        assert!(
+            f[0].title.contains("1 of 3 nodes: node-a"),
+            "{}",
+            f[0].title
+        );
+        assert!(f[1].title.contains("node-c"));
     }
 
     fn dns_scrape(node: &str, rows: &[(&str, &str, bool)]) -> ProbeScrape {

@@ -641,7 +641,8 @@ async fn scrape_all(
         }
         let port = metrics_port(pod, default_port);
         let path = format!("/api/v1/namespaces/{ns}/pods/{name}:{port}/proxy/metrics");
-        let started = std::sync::Mutex::new(None::<String>);
+        // The recorder keeps the error for the report; the scrape keeps a copy for the matrix.
+        let failure = std::sync::Mutex::new(None::<String>);
         let text = rec
             .read(
                 "netprobe-metrics",
@@ -652,7 +653,7 @@ async fn scrape_all(
                         .body(Vec::new())
                         .map_err(kube::Error::HttpError)?;
                     client.request_text(request).await.inspect_err(|e| {
-                        *started.lock().expect("lock") = Some(classify(e).1);
+                        *failure.lock().expect("lock") = Some(classify(e).1);
                     })
                 },
             )
@@ -660,7 +661,7 @@ async fn scrape_all(
         let error = match &text {
             Some(_) => None,
             None => Some(
-                started
+                failure
                     .into_inner()
                     .expect("lock")
                     .unwrap_or_else(|| "timed out".into()),
