@@ -1718,7 +1718,13 @@ pub fn storage_classes(s: &Snapshot) -> Vec<Finding> {
         0 => vec![
             Finding::new(
                 "storage.no-default-class",
-                Severity::Warning,
+                // A cluster without any class has no dynamic provisioning at all: worth
+                // knowing, not a fault by itself.
+                if classes.is_empty() {
+                    Severity::Info
+                } else {
+                    Severity::Warning
+                },
                 format!("No default StorageClass ({} StorageClasses)", classes.len()),
             )
             .evidence(classes.iter().map(|c| format!("StorageClass {} ({})", name(&c.metadata), c.provisioner)))
@@ -2880,6 +2886,9 @@ mod tests {
         assert!(f[0].title.contains("fast, slow"));
         s.storage_classes = Some(vec![class("fast", false)]);
         assert_eq!(ids(&analyse(&s)), ["storage.no-default-class"]);
+        assert_eq!(analyse(&s)[0].severity, Severity::Warning);
+        s.storage_classes = Some(vec![]);
+        assert_eq!(analyse(&s)[0].severity, Severity::Info);
     }
 
     #[test]
