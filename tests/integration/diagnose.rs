@@ -867,6 +867,42 @@ subjects:
         format!("stdout does not list the missing RBAC:\n{}", r.context()),
     );
 
+    // The ClusterRole docs/diagnose.md gives for a full report is enough for one.
+    let docs =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/diagnose.md"))
+            .expect("docs/diagnose.md");
+    let rbac_section = docs
+        .split("## RBAC for a full report")
+        .nth(1)
+        .expect("RBAC section in docs/diagnose.md");
+    let cluster_role = rbac_section
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|y| y.split("```").next())
+        .and_then(|y| y.split("---\n").next())
+        .expect("a ClusterRole in the RBAC section");
+    api.apply(&format!(
+        "{cluster_role}---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\n\
+         metadata: {{ name: diagnose-documented }}\n\
+         roleRef: {{ apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: kube-netprobe-diagnose }}\n\
+         subjects:\n- {{ kind: ServiceAccount, name: kube-netprobe, namespace: kube-netprobe }}\n"
+    ));
+    poll(
+        "the documented RBAC to apply",
+        Duration::from_secs(10),
+        || {
+            let o =
+                api.kubectl_netprobe(&["get", "csidrivers,networkpolicies", "-A", "-o", "name"]);
+            if o.status.success() {
+                Ok(())
+            } else {
+                Err(String::from_utf8_lossy(&o.stderr).into_owned())
+            }
+        },
+    );
+    let r = run("documented-rbac", api.kubeconfig_netprobe(), &base_args);
+    expect(&mut checks, &r, 0, &[]);
+
     // Rejected credentials: exit 3 with a clear message, no report.
     let bad = out.path().join("bad-token.kubeconfig");
     std::fs::write(
