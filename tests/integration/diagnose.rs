@@ -958,7 +958,7 @@ fn diagnose_reads_the_live_matrix_through_the_pod_proxy() {
         .map(|n| {
             n.run_daemon(&format!(
                 "listen: 0.0.0.0:9753\nnode_name: {}\ndns: {{ servers: [] }}\napiserver: {{ enabled: false }}\n\
-                 peers:\n  interval: 500ms\n  timeout: 400ms\n  neighbours: 2\n  protocols: [http, tcp]\n  \
+                 peers:\n  interval: 500ms\n  timeout: 400ms\n  neighbours: 2\n  protocols: [http, tcp, bulk]\n  bulk_bytes: 64KiB\n  \
                  discovery:\n    static: [{}]\n",
                 n.name(),
                 peers.join(", ")
@@ -997,15 +997,20 @@ fn diagnose_reads_the_live_matrix_through_the_pod_proxy() {
             ),
         );
     }
+    // [http, tcp, bulk] of one peer.
     let peer_up = |m: &crate::util::Metrics, target: &str| {
-        ["http", "tcp"].map(|p| {
+        ["http", "tcp", "bulk"].map(|p| {
             m.get(
                 "netprobe_peer_up",
                 &[("target_node", target), ("protocol", p), ("family", "ipv4")],
             )
         })
     };
-    let wait_all = |daemons: &mut [crate::netns::NetnsDaemon], victim: Option<usize>| {
+    // Waits until every daemon but the victim's sees the victim as `victim_state` and the
+    // other peers up.
+    let wait_all = |daemons: &mut [crate::netns::NetnsDaemon],
+                    victim: Option<usize>,
+                    victim_state: [f64; 3]| {
         for (i, d) in daemons.iter_mut().enumerate() {
             if Some(i) == victim {
                 continue;
@@ -1016,8 +1021,12 @@ fn diagnose_reads_the_live_matrix_through_the_pod_proxy() {
                     .enumerate()
                     .filter(|(j, _)| *j != i)
                     .filter(|(j, n)| {
-                        let want = if Some(*j) == victim { 0.0 } else { 1.0 };
-                        peer_up(m, n) != [Some(want); 2]
+                        let want = if Some(*j) == victim {
+                            victim_state
+                        } else {
+                            [1.0; 3]
+                        };
+                        peer_up(m, n) != want.map(Some)
                     })
                     .map(|(_, n)| format!("{n}: {:?}", peer_up(m, n)))
                     .collect();
@@ -1040,7 +1049,7 @@ fn diagnose_reads_the_live_matrix_through_the_pod_proxy() {
     ];
     let mut checks = Checks::default();
 
-    wait_all(&mut daemons, None);
+    wait_all(&mut daemons, None, [1.0; 3]);
     let r = diagnose("live-healthy", api.kubeconfig_admin(), out.path(), &args);
     expect(&mut checks, &r, 0, &[]);
     let cells = r
@@ -1049,16 +1058,16 @@ fn diagnose_reads_the_live_matrix_through_the_pod_proxy() {
         .and_then(|r| r["matrix"]["cells"].as_array().cloned())
         .unwrap_or_default();
     checks.that(
-        cells.len() == 12 && cells.iter().all(|c| c["up"] == true),
+        cells.len() == 18 && cells.iter().all(|c| c["up"] == true),
         format!(
-            "want 12 cells up (3 nodes x 2 peers x http, tcp): {cells:?}\n{}",
+            "want 18 cells up (3 nodes x 2 peers x http, tcp, bulk): {cells:?}\n{}",
             r.context()
         ),
     );
 
     let victim = 1;
     cluster.black_hole(victim);
-    wait_all(&mut daemons, Some(victim));
+    wait_all(&mut daemons, Some(victim), [0.0; 3]);
     let r = diagnose("live-black-hole", api.kubeconfig_admin(), out.path(), &args);
     expect(&mut checks, &r, 2, &["network.node-isolated"]);
     r.leads_with(&mut checks, "CRITICAL", "network.node-isolated");
@@ -1069,6 +1078,15 @@ fn diagnose_reads_the_live_matrix_through_the_pod_proxy() {
             .is_some_and(|l| l.contains(&format!("Node {} is cut off", names[victim]))),
         format!("the victim is not named:\n{}", r.context()),
     );
+
+    // An MTU black hole on one node: small requests pass, bulk transfers stall.
+    cluster.heal(victim);
+    wait_all(&mut daemons, None, [1.0; 3]);
+    cluster.shrink_mtu(victim, 1000);
+    wait_all(&mut daemons, Some(victim), [1.0, 1.0, 0.0]);
+    let r = diagnose("live-mtu", api.kubeconfig_admin(), out.path(), &args);
+    expect(&mut checks, &r, 2, &["network.mtu-blackhole"]);
+    r.leads_with(&mut checks, "CRITICAL", "network.mtu-blackhole");
     checks.finish("live matrix through the pod proxy");
 }
 
