@@ -84,6 +84,7 @@ pub fn analyse(s: &Snapshot) -> Vec<Finding> {
     findings.extend(kube_dns_service(s));
     findings.extend(dns_probes(s));
     findings.extend(network_policies(s));
+    findings.extend(coredns_ingress(s));
     findings.extend(namespace_services(s));
     findings.extend(csi_registration(s));
     findings.extend(storage_classes(s));
@@ -1540,6 +1541,153 @@ pub fn network_policies(s: &Snapshot) -> Vec<Finding> {
     out
 }
 
+/// Whether `peer` of an Ingress rule of a policy in `policy_ns` matches a client pod.
+fn peer_selects_client(
+    policy_ns: &str,
+    peer: &NetworkPolicyPeer,
+    client_ns: &str,
+    client_ns_labels: &BTreeMap<String, String>,
+    client: &Pod,
+) -> bool {
+    if let Some(block) = &peer.ip_block {
+        let ips = pod_ips(client);
+        return !ips.is_empty()
+            && ips.iter().all(|ip| {
+                cidr_contains(&block.cidr, *ip)
+                    && !block.except.iter().flatten().any(|e| cidr_contains(e, *ip))
+            });
+    }
+    let ns_ok = match &peer.namespace_selector {
+        Some(sel) => selects(sel, client_ns_labels),
+        None => policy_ns == client_ns,
+    };
+    let pod_ok = match &peer.pod_selector {
+        Some(sel) => selects(sel, &labels_of(&client.metadata)),
+        None => true,
+    };
+    ns_ok && pod_ok
+}
+
+/// Ingress policies in kube-system that select the CoreDNS pods and do not let the
+/// namespace's pods query them: DNS breaks for that namespace (or for everyone).
+pub fn coredns_ingress(s: &Snapshot) -> Vec<Finding> {
+    let (Some(policies), Some(coredns), Some(clients)) =
+        (&s.network_policies, &s.coredns_pods, &s.namespace_pods)
+    else {
+        return Vec::new();
+    };
+    let ns = s.namespace.as_str();
+    let mut ns_labels: BTreeMap<String, String> = s
+        .namespace_object
+        .iter()
+        .flatten()
+        .flat_map(|n| labels_of(&n.metadata))
+        .collect();
+    ns_labels.insert("kubernetes.io/metadata.name".into(), ns.to_owned());
+    let ingress: Vec<&NetworkPolicy> = policies
+        .iter()
+        .filter(|p| p.metadata.namespace.as_deref() == Some(DNS_NAMESPACE))
+        .filter(|p| {
+            p.spec
+                .as_ref()
+                .is_some_and(|spec| match &spec.policy_types {
+                    Some(types) => types.iter().any(|t| t == "Ingress"),
+                    None => true,
+                })
+        })
+        .collect();
+    let clients: Vec<&Pod> = clients
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect();
+    if ingress.is_empty() || clients.is_empty() {
+        return Vec::new();
+    }
+    // (udp, tcp) -> (CoreDNS pods, policies) that refuse at least one client pod.
+    let mut refused: BTreeMap<(bool, bool), (BTreeSet<String>, BTreeSet<String>)> = BTreeMap::new();
+    let mut coredns_count = 0;
+    for dns_pod in coredns
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+    {
+        coredns_count += 1;
+        let labels = labels_of(&dns_pod.metadata);
+        let selecting: Vec<&NetworkPolicy> = ingress
+            .iter()
+            .copied()
+            .filter(|p| {
+                p.spec.as_ref().is_some_and(|spec| {
+                    spec.pod_selector
+                        .as_ref()
+                        .is_none_or(|sel| selects(sel, &labels))
+                })
+            })
+            .collect();
+        if selecting.is_empty() {
+            continue;
+        }
+        let allows = |client: &Pod, protocol: &str| {
+            selecting.iter().any(|p| {
+                p.spec
+                    .iter()
+                    .flat_map(|s| s.ingress.iter().flatten())
+                    .any(|rule| {
+                        port_allows(rule.ports.as_ref(), protocol)
+                            && match rule.from.as_ref().filter(|f| !f.is_empty()) {
+                                None => true,
+                                Some(peers) => peers.iter().any(|peer| {
+                                    peer_selects_client(DNS_NAMESPACE, peer, ns, &ns_labels, client)
+                                }),
+                            }
+                    })
+            })
+        };
+        for client in &clients {
+            let (udp, tcp) = (allows(client, "UDP"), allows(client, "TCP"));
+            if udp && tcp {
+                continue;
+            }
+            let entry = refused.entry((udp, tcp)).or_default();
+            entry.0.insert(name(&dns_pod.metadata));
+            entry.1.extend(selecting.iter().map(|p| name(&p.metadata)));
+        }
+    }
+    let mut out = Vec::new();
+    for ((udp, _tcp), (dns_pods, policy_names)) in refused {
+        let policy_names: Vec<String> = policy_names.into_iter().collect();
+        let dns_pods: Vec<String> = dns_pods.into_iter().collect();
+        let all = dns_pods.len() == coredns_count;
+        let severity = if !udp && all {
+            Severity::Critical
+        } else {
+            Severity::Warning
+        };
+        out.push(
+            Finding::new(
+                "netpol.dns-ingress-blocked",
+                severity,
+                format!(
+                    "NetworkPolicy {} in {DNS_NAMESPACE} keeps pods of namespace {ns} from querying {} CoreDNS over {}",
+                    policy_names.join(", "),
+                    if all { "every" } else { "some" },
+                    if udp { "TCP" } else { "UDP" }
+                ),
+            )
+            .evidence([
+                format!("ingress policies selecting CoreDNS: {}", policy_names.join(", ")),
+                format!("CoreDNS pods refusing: {} of {coredns_count}: {}", dns_pods.len(), list_some(&dns_pods, 4)),
+                format!("client namespace {ns} labels: {ns_labels:?}"),
+            ])
+            .cause("An ingress policy on the CoreDNS pods allows port 53 only from some sources, and this namespace's pods are not among them: their lookups time out (or retry on the replicas that still answer).")
+            .next(format!(
+                "Allow UDP and TCP 53 from every namespace in the policy: `ingress: [{{from: [{{namespaceSelector: {{}}}}], ports: [{{protocol: UDP, port: 53}}, {{protocol: TCP, port: 53}}]}}]` (kubectl -n {DNS_NAMESPACE} edit networkpolicy {}).",
+                policy_names[0]
+            )),
+        );
+    }
+    out
+}
+
 // ---------------------------------------------------------------------------------------------
 // Services in the namespace
 
@@ -2311,6 +2459,7 @@ mod tests {
                     "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}]}]})))),
             dns_namespace: Some(Some(obj(json!({"metadata": {"name": "kube-system"}})))),
             network_policies: Some(vec![]),
+            namespace_object: Some(Some(obj(json!({"metadata": {"name": "shop", "labels": {"team": "shop"}}})))),
             namespace_pods: Some(vec![app_pod("web-1", json!({"app": "web"}))]),
             namespace_services: Some(vec![obj(json!({"metadata": {"name": "web", "namespace": "shop"},
                 "spec": {"selector": {"app": "web"}}}))]),
@@ -2603,6 +2752,43 @@ mod tests {
             json!({"podSelector": {}, "policyTypes": ["Ingress"]}),
         )]);
         assert_eq!(network_policies(&s), vec![]);
+    }
+
+    #[test]
+    fn ingress_policy_on_coredns() {
+        let kube_system = |name: &str, spec: serde_json::Value| -> NetworkPolicy {
+            obj(json!({"metadata": {"name": name, "namespace": "kube-system"}, "spec": spec}))
+        };
+        let mut s = healthy();
+        // Only namespaces labelled team=platform may query CoreDNS.
+        s.network_policies = Some(vec![kube_system(
+            "dns-from-platform",
+            json!({
+            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}, "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": "platform"}}}],
+                         "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}]}),
+        )]);
+        let f = analyse(&s);
+        assert_eq!(ids(&f), ["netpol.dns-ingress-blocked"]);
+        assert_eq!(f[0].severity, Severity::Critical);
+        assert!(f[0].title.contains("dns-from-platform"), "{}", f[0].title);
+        // From every namespace: fine.
+        s.network_policies = Some(vec![kube_system(
+            "dns-from-all",
+            json!({
+            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}, "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"namespaceSelector": {}}],
+                         "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}]}),
+        )]);
+        assert_eq!(analyse(&s), vec![]);
+        // Selecting by this namespace's label: fine.
+        s.network_policies = Some(vec![kube_system(
+            "dns-from-shop",
+            json!({
+            "podSelector": {}, "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": "shop"}}}]}]}),
+        )]);
+        assert_eq!(analyse(&s), vec![]);
     }
 
     #[test]

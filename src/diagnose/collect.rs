@@ -82,6 +82,8 @@ pub struct Snapshot {
     pub kube_dns_endpoints: Option<Option<Endpoints>>,
     pub dns_namespace: Option<Option<Namespace>>,
     pub network_policies: Option<Vec<NetworkPolicy>>,
+    /// The `--namespace` Namespace object (its labels, for namespaceSelectors).
+    pub namespace_object: Option<Option<Namespace>>,
     pub namespace_pods: Option<Vec<Pod>>,
     pub namespace_services: Option<Vec<Service>>,
     pub namespace_endpoints: Option<Vec<Endpoints>>,
@@ -364,6 +366,14 @@ pub async fn collect(
             )
             .await;
         done("networkpolicies");
+        let ns_object = rec
+            .get_opt(
+                "namespace",
+                format!("get namespace {ns}"),
+                "get namespaces (cluster-wide)".into(),
+                Api::<Namespace>::all(c.clone()).get(ns),
+            )
+            .await;
         let pods = rec
             .read(
                 "namespace-pods",
@@ -404,7 +414,7 @@ pub async fn collect(
             )
             .await;
         done("nodes");
-        (policies, pods, services, endpoints, nodes)
+        (policies, ns_object, pods, services, endpoints, nodes)
     };
     let storage = async {
         let drivers = rec
@@ -521,7 +531,14 @@ pub async fn collect(
         coredns_events,
         corefile,
         (kube_dns_service, kube_dns_endpoints, dns_namespace),
-        (network_policies, namespace_pods, namespace_services, namespace_endpoints, nodes),
+        (
+            network_policies,
+            namespace_object,
+            namespace_pods,
+            namespace_services,
+            namespace_endpoints,
+            nodes,
+        ),
         (csi_drivers, csi_nodes, storage_classes, pvs, pvcs, pvc_events, volume_attachments),
         (netprobe_pods, probe_scrapes),
     ) = tokio::join!(
@@ -546,6 +563,7 @@ pub async fn collect(
         kube_dns_endpoints,
         dns_namespace,
         network_policies,
+        namespace_object,
         namespace_pods,
         namespace_services,
         namespace_endpoints,

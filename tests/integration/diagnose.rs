@@ -530,6 +530,30 @@ spec: { podSelector: { matchLabels: { app: wbe } }, policyTypes: [Ingress], ingr
     // Cluster-wide faults: apply, diagnose (namespace "healthy"), revert.
     let base_args = ["-n", "healthy", "--coredns-logs", logs];
 
+    api.apply(
+        r#"
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: { name: dns-from-platform, namespace: kube-system }
+spec:
+  podSelector: { matchLabels: { k8s-app: kube-dns } }
+  policyTypes: [Ingress]
+  ingress:
+  - from: [{ namespaceSelector: { matchLabels: { team: platform } } }]
+    ports: [{ protocol: UDP, port: 53 }, { protocol: TCP, port: 53 }]
+"#,
+    );
+    let r = run("coredns-ingress-restricted", &admin, &base_args);
+    expect(&mut checks, &r, 2, &["netpol.dns-ingress-blocked"]);
+    r.leads_with(&mut checks, "CRITICAL", "netpol.dns-ingress-blocked");
+    api.kubectl(&[
+        "delete",
+        "networkpolicy",
+        "dns-from-platform",
+        "-n",
+        "kube-system",
+    ]);
+
     coredns_status(&api, "coredns-1", "10.244.0.11", false, 7);
     coredns_status(&api, "coredns-2", "10.244.1.12", false, 5);
     api.apply(
