@@ -57,9 +57,10 @@ const DIAGNOSE_EXIT_CODES: &str = "Exit codes: 0 healthy, 1 warnings, 2 critical
 
 #[derive(Debug, Clone, Args)]
 struct DiagnoseArgs {
-    /// Namespace whose NetworkPolicies and Services are checked.
-    #[arg(long, short = 'n', default_value = "default")]
-    namespace: String,
+    /// Namespace whose NetworkPolicies and Services are checked [default: the kubeconfig
+    /// context's namespace, else `default`].
+    #[arg(long, short = 'n')]
+    namespace: Option<String>,
     /// Output directory for report.md, report.json and the raw evidence
     /// [default: ./network-diagnostics-<UTC timestamp>].
     #[arg(long)]

@@ -37,7 +37,8 @@ pub enum Format {
 /// What the command line asked for.
 #[derive(Debug, Clone)]
 pub struct Options {
-    pub namespace: String,
+    /// `None`: the kubeconfig context's namespace (kube falls back to `default`).
+    pub namespace: Option<String>,
     pub out: Option<PathBuf>,
     pub format: Format,
     pub collect_only: bool,
@@ -148,8 +149,12 @@ async fn run_async(opts: Options) -> u8 {
             return exit::CANNOT_RUN;
         }
     };
+    let namespace = opts
+        .namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_owned());
     let target = Target {
-        namespace: opts.namespace.clone(),
+        namespace: namespace.clone(),
         netprobe_selector: opts.netprobe_selector.clone(),
         netprobe_namespace: opts.netprobe_namespace.clone(),
         netprobe_port: opts.netprobe_port,
@@ -179,7 +184,7 @@ async fn run_async(opts: Options) -> u8 {
     let (generated_at, stamp) = timestamp();
     if let Some(test) = &opts.storage_test {
         let request = storage_test::Request {
-            namespace: opts.namespace.clone(),
+            namespace: namespace.clone(),
             name: format!("netprobe-storage-test-{stamp}"),
             storage_class: test.storage_class.clone(),
             image: test.image.clone(),
