@@ -40,6 +40,8 @@ pub struct Target {
     pub timeout: Duration,
     /// Skip reading CoreDNS logs through the API (they were given as a file).
     pub skip_logs: bool,
+    /// Skip the kube-netprobe pods' /metrics (given as files).
+    pub skip_metrics: bool,
 }
 
 /// A read that failed, and what would let it succeed.
@@ -498,6 +500,10 @@ pub async fn collect(
         )
     };
     let netprobe = async {
+        if target.skip_metrics {
+            done("netprobe-metrics");
+            return (None, Vec::new());
+        }
         let (api, call, rbac) = match &target.netprobe_namespace {
             Some(n) => (
                 Api::<Pod>::namespaced(c.clone(), n),

@@ -160,6 +160,7 @@ async fn run_async(opts: Options) -> u8 {
         netprobe_port: opts.netprobe_port,
         timeout: opts.timeout,
         skip_logs: !offline_logs.is_empty(),
+        skip_metrics: !offline_metrics.is_empty(),
     };
     // One per `done` call in collect::collect.
     const STEPS: usize = 11;
