@@ -594,6 +594,13 @@ pub fn live_matrix(m: &Matrix) -> Vec<Finding> {
         .collect();
     if !bulk_only.is_empty() {
         let critical = bulk_only.len() >= 2 && bulk_only.len() * 4 >= bulk.len();
+        // One node on every failing path (and more than one path): that node's link.
+        let common: Option<&str> = m
+            .nodes
+            .iter()
+            .map(String::as_str)
+            .find(|n| bulk_only.iter().all(|(s, t)| s == n || t == n))
+            .filter(|_| bulk_only.len() >= 2);
         out.push(
             Finding::new(
                 "network.mtu-blackhole",
@@ -603,8 +610,11 @@ pub fn live_matrix(m: &Matrix) -> Vec<Finding> {
                     Severity::Warning
                 },
                 format!(
-                    "Large transfers fail while small requests pass on {}: MTU black hole",
-                    plural(bulk_only.len(), "node pair", "node pairs")
+                    "Large transfers fail while small requests pass on {}{}: MTU black hole",
+                    plural(bulk_only.len(), "node pair", "node pairs"),
+                    common
+                        .map(|n| format!(", all to or from {n}"))
+                        .unwrap_or_default()
                 ),
             )
             .evidence(
@@ -2925,6 +2935,16 @@ mod tests {
         let f = matrix_ids(mesh(&NODES, |s, _, p| p == "bulk" && s != "node-a"));
         assert_eq!(ids(&f), ["network.mtu-blackhole"]);
         assert_eq!(f[0].severity, Severity::Critical);
+        assert!(!f[0].title.contains("all to or from"), "{}", f[0].title);
+        let f = matrix_ids(mesh(&NODES, |s, t, p| {
+            p == "bulk" && (s == "node-c" || t == "node-c")
+        }));
+        assert!(
+            f[0].title
+                .ends_with("on 6 node pairs, all to or from node-c: MTU black hole"),
+            "{}",
+            f[0].title
+        );
     }
 
     #[test]

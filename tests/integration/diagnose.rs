@@ -1111,6 +1111,13 @@ fn diagnose_reads_the_live_matrix_through_the_pod_proxy() {
     let r = diagnose("live-mtu", api.kubeconfig_admin(), out.path(), &args);
     expect(&mut checks, &r, 2, &["network.mtu-blackhole"]);
     r.leads_with(&mut checks, "CRITICAL", "network.mtu-blackhole");
+    checks.that(
+        r.stdout
+            .lines()
+            .next()
+            .is_some_and(|l| l.contains(&format!("all to or from {}", names[victim]))),
+        format!("the MTU victim is not named:\n{}", r.context()),
+    );
     checks.finish("live matrix through the pod proxy");
 }
 
