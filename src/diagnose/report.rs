@@ -420,3 +420,85 @@ pub fn write_evidence(dir: &Path, s: &Snapshot) -> std::io::Result<Vec<String>> 
     }
     Ok(files)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finding(id: &'static str, severity: Severity) -> Finding {
+        Finding {
+            id,
+            severity,
+            title: format!("title of {id}"),
+            evidence: (0..10).map(|i| format!("line {i}")).collect(),
+            cause: "because".into(),
+            next_step: "do this".into(),
+        }
+    }
+
+    fn report(findings: Vec<Finding>) -> Report {
+        let snapshot = Snapshot {
+            namespace: "shop".into(),
+            server: "https://10.0.0.1:6443/".into(),
+            ..Snapshot::default()
+        };
+        Report::new(
+            &snapshot,
+            findings,
+            Matrix::default(),
+            "2026-11-26T03:00:00Z".into(),
+            false,
+        )
+    }
+
+    #[test]
+    fn exit_code_follows_the_worst_severity() {
+        assert_eq!(exit_code(&[]), 0);
+        assert_eq!(exit_code(&[finding("a.b", Severity::Info)]), 0);
+        assert_eq!(
+            exit_code(&[
+                finding("a.b", Severity::Info),
+                finding("a.c", Severity::Warning)
+            ]),
+            1
+        );
+        assert_eq!(
+            exit_code(&[
+                finding("a.c", Severity::Warning),
+                finding("a.d", Severity::Critical)
+            ]),
+            2
+        );
+    }
+
+    #[test]
+    fn text_leads_with_the_first_finding_its_cause_and_next_step() {
+        let r = report(vec![
+            finding("dns.x", Severity::Critical),
+            finding("storage.y", Severity::Warning),
+        ]);
+        assert_eq!(r.status, "critical");
+        let plain = text(&r, false, None);
+        let lines: Vec<&str> = plain.lines().collect();
+        assert_eq!(lines[0], "CRITICAL title of dns.x [dns.x]");
+        assert_eq!(lines[1], "  cause: because");
+        assert_eq!(lines[2], "  next:  do this");
+        assert!(plain.contains("    - ... 2 more in report.md"));
+        assert!(!plain.contains('\x1b'));
+        assert!(text(&r, true, None).starts_with("\x1b[1;31mCRITICAL\x1b[0m title of dns.x"));
+        let md = markdown(&r);
+        assert!(md.starts_with("# Network diagnostics: critical\n"));
+        assert!(md.contains("## CRITICAL title of dns.x (`dns.x`)"));
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["schema_version"], 1);
+        assert_eq!(json["summary"]["warning"], 1);
+        assert!(json.get("storage_test").is_none());
+    }
+
+    #[test]
+    fn healthy_text_says_ok() {
+        let r = report(vec![]);
+        assert_eq!(r.status, "healthy");
+        assert!(text(&r, false, None).starts_with("OK no problems found"));
+    }
+}
