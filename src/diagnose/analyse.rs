@@ -2599,6 +2599,16 @@ mod tests {
     }
 
     #[test]
+    fn kube_dns_service_missing() {
+        let mut s = healthy();
+        s.kube_dns_service = Some(None);
+        s.kube_dns_endpoints = Some(None);
+        let f = analyse(&s);
+        assert_eq!(ids(&f), ["dns.service-missing"]);
+        assert_eq!(f[0].severity, Severity::Critical);
+    }
+
+    #[test]
     fn kube_dns_without_endpoints_names_the_selector_mismatch() {
         let mut s = healthy();
         s.kube_dns_endpoints = Some(Some(obj(json!({"metadata": {"name": "kube-dns"}}))));
@@ -3218,6 +3228,14 @@ mod tests {
                 ..base.clone()
             }),
             ["storage.test-timeout", "storage.test-cleanup-failed"]
+        );
+        assert_eq!(
+            case(Outcome {
+                status: "not_created".into(),
+                detail: Some("create jobs.batch (shop) failed: forbidden".into()),
+                ..base.clone()
+            }),
+            ["storage.test-not-run"]
         );
         s.storage_test = None;
         assert_eq!(analyse(&s), vec![]);
