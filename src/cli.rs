@@ -1,4 +1,5 @@
-//! The command line: `run` (the default), `check-config`, `slo-report`, `--version`.
+//! The command line: `run` (the default), `check-config`, `diagnose`, `probe storage`, `slo-report`,
+//! `--version`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,6 +46,88 @@ enum Command {
     },
     /// SLO attainment, error budget and burn rate, read from Prometheus (docs/slo.md).
     SloReport(crate::slo::ReportArgs),
+    /// One-shot troubleshooting report: DNS, NetworkPolicies, nodes, the live matrix, storage.
+    #[command(after_help = DIAGNOSE_EXIT_CODES)]
+    Diagnose(Box<DiagnoseArgs>),
+    /// Run one probe once and print its result (used by `diagnose --storage-test`).
+    #[command(subcommand)]
+    Probe(ProbeCommand),
+}
+
+const DIAGNOSE_EXIT_CODES: &str = "Exit codes: 0 healthy, 1 warnings, 2 critical findings, \
+3 could not run (API server unreachable or credentials rejected), \
+130 interrupted during --storage-test (after cleaning up). A usage error (bad flag) also exits 2, before anything is read. See docs/diagnose.md.";
+
+#[derive(Debug, Clone, Args)]
+struct DiagnoseArgs {
+    /// Namespace whose NetworkPolicies and Services are checked [default: the kubeconfig
+    /// context's namespace, else `default`].
+    #[arg(long, short = 'n')]
+    namespace: Option<String>,
+    /// Output directory for report.md, report.json and the raw evidence
+    /// [default: ./network-diagnostics-<UTC timestamp>].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// What goes to stdout (the files are always written).
+    #[arg(long, value_enum, default_value = "text")]
+    format: crate::diagnose::Format,
+    /// Collect and write the evidence only, without analysis.
+    #[arg(long)]
+    collect_only: bool,
+    /// Kubeconfig file [default: in-cluster config, $KUBECONFIG or ~/.kube/config].
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Timeout of the connection check and of each read.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    timeout: std::time::Duration,
+    /// Analyse these CoreDNS log files instead of reading the pods' logs through the API.
+    #[arg(long, value_name = "FILE")]
+    coredns_logs: Vec<PathBuf>,
+    /// NODE=FILE: /metrics text of the kube-netprobe pod on NODE, instead of the pod proxy.
+    #[arg(long, value_name = "NODE=FILE", value_parser = crate::diagnose::parse_node_file)]
+    probe_metrics: Vec<(String, PathBuf)>,
+    /// Label selector of the kube-netprobe DaemonSet's pods.
+    #[arg(long, default_value = "app.kubernetes.io/name=kube-netprobe")]
+    netprobe_selector: String,
+    /// Namespace of the kube-netprobe pods [default: every namespace].
+    #[arg(long)]
+    netprobe_namespace: Option<String>,
+    /// Port of the kube-netprobe pods' /metrics when no container port is named metrics or http.
+    #[arg(long, default_value_t = 9753)]
+    netprobe_port: u16,
+    /// Also create a small PVC and a Job running `kube-netprobe probe storage` on it once in
+    /// --namespace, report its figures, and delete both (also on Ctrl-C).
+    #[arg(long)]
+    storage_test: bool,
+    /// StorageClass of the test PVC [default: the cluster's default class].
+    #[arg(long, requires = "storage_test")]
+    storage_class: Option<String>,
+    /// Image of the test Job (one that contains kube-netprobe).
+    #[arg(long, default_value = concat!("kube-netprobe:", env!("CARGO_PKG_VERSION")), requires = "storage_test")]
+    storage_test_image: String,
+    /// How long the storage test may take before it is reported as stuck and cleaned up.
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration, requires = "storage_test")]
+    storage_test_timeout: std::time::Duration,
+}
+
+#[derive(Debug, Subcommand)]
+enum ProbeCommand {
+    /// Write, fsync, read back and verify a file in DIR once; print the result as one JSON
+    /// line; exit 0 on success, 1 on failure (what `diagnose --storage-test`'s Job runs).
+    Storage {
+        /// A directory on the volume to test.
+        dir: PathBuf,
+        /// Bytes written and read back.
+        #[arg(long, default_value = "16MiB", value_parser = parse_size)]
+        size: u64,
+        /// Bound on the whole run.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    crate::config::ByteSize::parse(s).map(|b| b.0)
 }
 
 #[derive(Debug, Clone, Args)]
@@ -74,8 +157,37 @@ pub fn main() -> ExitCode {
         Some(Command::CheckConfig { file }) => check_config(&file),
         Some(Command::Run(args)) => run(args),
         Some(Command::SloReport(args)) => crate::slo::main(args),
+        Some(Command::Diagnose(args)) => diagnose(*args),
+        Some(Command::Probe(ProbeCommand::Storage { dir, size, timeout })) => ExitCode::from(
+            if crate::diagnose::storage_test::probe_once(&dir, size, timeout) {
+                exit::OK
+            } else {
+                exit::FINDINGS
+            },
+        ),
         None => run(cli.run),
     }
+}
+
+fn diagnose(a: DiagnoseArgs) -> ExitCode {
+    ExitCode::from(crate::diagnose::run(crate::diagnose::Options {
+        namespace: a.namespace,
+        out: a.out,
+        format: a.format,
+        collect_only: a.collect_only,
+        kubeconfig: a.kubeconfig,
+        timeout: a.timeout,
+        coredns_logs: a.coredns_logs,
+        probe_metrics: a.probe_metrics,
+        netprobe_selector: a.netprobe_selector,
+        netprobe_namespace: a.netprobe_namespace,
+        netprobe_port: a.netprobe_port,
+        storage_test: a.storage_test.then_some(crate::diagnose::StorageTest {
+            storage_class: a.storage_class,
+            image: a.storage_test_image,
+            timeout: a.storage_test_timeout,
+        }),
+    }))
 }
 
 fn check_config(file: &std::path::Path) -> ExitCode {

@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod diagnose;
 pub mod discovery;
 pub mod http;
 pub mod logging;

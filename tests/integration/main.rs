@@ -11,6 +11,7 @@ mod volume;
 // Suites.
 mod chart;
 mod config;
+mod diagnose;
 mod dns;
 mod kube;
 mod logging;

@@ -1,0 +1,702 @@
+//! Collection: every read the report needs, through the Kubernetes API (no kubectl), each with
+//! its own timeout and its own error. A forbidden or failing read leaves its field `None` and
+//! records a [`ReadError`] naming the RBAC rule that would allow it; it never stops the others.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Endpoints, Event, Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod,
+    Service,
+};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::storage::v1::{CSIDriver, CSINode, StorageClass, VolumeAttachment};
+use kube::Api;
+use kube::api::{ListParams, LogParams};
+use serde::Serialize;
+
+/// Where CoreDNS lives and how it is labelled (the kubeadm and most distributions' defaults).
+pub const DNS_NAMESPACE: &str = "kube-system";
+pub const DNS_SELECTOR: &str = "k8s-app=kube-dns";
+pub const DNS_SERVICE: &str = "kube-dns";
+pub const COREFILE_CONFIGMAP: &str = "coredns";
+/// Log lines read per CoreDNS pod (the seed script's `--tail=50`).
+pub const LOG_TAIL_LINES: i64 = 50;
+
+/// What to collect and from where.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The namespace whose NetworkPolicies and Services are checked.
+    pub namespace: String,
+    /// Label selector of the kube-netprobe DaemonSet's pods.
+    pub netprobe_selector: String,
+    /// Namespace of the kube-netprobe pods; `None` looks in every namespace.
+    pub netprobe_namespace: Option<String>,
+    /// Port of the pods' `/metrics` when no container port is named `metrics` or `http`.
+    pub netprobe_port: u16,
+    /// Per read.
+    pub timeout: Duration,
+    /// Skip reading CoreDNS logs through the API (they were given as a file).
+    pub skip_logs: bool,
+    /// Skip the kube-netprobe pods' /metrics (given as files).
+    pub skip_metrics: bool,
+}
+
+/// A read that failed, and what would let it succeed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReadError {
+    /// What was being read, e.g. `coredns-pods`.
+    pub step: String,
+    /// The API call, e.g. `list pods -n kube-system -l k8s-app=kube-dns`.
+    pub call: String,
+    /// `forbidden`, `unauthorized`, `not_found`, `timeout`, `unreachable` or `error`.
+    pub reason: &'static str,
+    pub message: String,
+    /// The RBAC rule that allows the call, named when the call was forbidden.
+    pub missing_rbac: Option<String>,
+}
+
+/// One kube-netprobe pod's `/metrics`, read through the API server's pod proxy (or from a file).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProbeScrape {
+    pub pod: String,
+    pub node: String,
+    /// The OpenMetrics text; `None` when it could not be read (see `error`).
+    pub text: Option<String>,
+    pub error: Option<String>,
+}
+
+/// Everything read; `None` means "could not read" (the reason is in `errors`).
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub namespace: String,
+    pub server: String,
+    pub coredns_pods: Option<Vec<Pod>>,
+    /// Events of pods in kube-system (filtered to the CoreDNS pods by the analysers).
+    pub coredns_events: Option<Vec<Event>>,
+    /// Last log lines per CoreDNS pod (or one entry per `--coredns-logs` file).
+    pub coredns_logs: Option<BTreeMap<String, String>>,
+    /// `Some(None)`: read, and the ConfigMap (or its `Corefile` key) does not exist.
+    pub corefile: Option<Option<String>>,
+    pub kube_dns_service: Option<Option<Service>>,
+    pub kube_dns_endpoints: Option<Option<Endpoints>>,
+    pub dns_namespace: Option<Option<Namespace>>,
+    pub network_policies: Option<Vec<NetworkPolicy>>,
+    /// The `--namespace` Namespace object (its labels, for namespaceSelectors).
+    pub namespace_object: Option<Option<Namespace>>,
+    pub namespace_pods: Option<Vec<Pod>>,
+    pub namespace_services: Option<Vec<Service>>,
+    pub namespace_endpoints: Option<Vec<Endpoints>>,
+    pub nodes: Option<Vec<Node>>,
+    pub csi_drivers: Option<Vec<CSIDriver>>,
+    pub csi_nodes: Option<Vec<CSINode>>,
+    pub storage_classes: Option<Vec<StorageClass>>,
+    pub pvs: Option<Vec<PersistentVolume>>,
+    pub pvcs: Option<Vec<PersistentVolumeClaim>>,
+    pub pvc_events: Option<Vec<Event>>,
+    pub volume_attachments: Option<Vec<VolumeAttachment>>,
+    pub netprobe_pods: Option<Vec<Pod>>,
+    pub probe_scrapes: Vec<ProbeScrape>,
+    /// `--storage-test`: what the test PVC and Job did.
+    pub storage_test: Option<super::storage_test::Outcome>,
+    pub errors: Vec<ReadError>,
+}
+
+/// Why the API server could not be used at all (exit 3).
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("no usable Kubernetes client configuration: {0}")]
+    Config(String),
+    #[error("cannot reach the Kubernetes API server at {server} within {timeout:?}: {message}")]
+    Unreachable {
+        server: String,
+        timeout: Duration,
+        message: String,
+    },
+    #[error(
+        "the Kubernetes API server at {server} rejected the credentials (401 Unauthorized): {message}"
+    )]
+    Unauthorized { server: String, message: String },
+}
+
+/// Builds a client from `kubeconfig` (or in-cluster config / `KUBECONFIG` / `~/.kube/config`)
+/// and checks within `timeout` that the API server answers and accepts the credentials.
+/// Unlike [`crate::discovery::kube::connect`] it never retries: a paged human needs an answer.
+pub async fn connect(
+    kubeconfig: Option<&std::path::Path>,
+    timeout: Duration,
+) -> Result<(kube::Client, String), ConnectError> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| ConnectError::Config(format!("{}: {e}", path.display())))?;
+            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| ConnectError::Config(format!("{}: {e}", path.display())))?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| ConnectError::Config(e.to_string()))?,
+    };
+    let mut config = config;
+    config.connect_timeout = Some(timeout);
+    config.read_timeout = Some(timeout);
+    config.write_timeout = Some(timeout);
+    let server = config.cluster_url.to_string();
+    let client = kube::Client::try_from(config).map_err(|e| ConnectError::Config(e.to_string()))?;
+    match tokio::time::timeout(timeout, client.apiserver_version()).await {
+        Err(_) => Err(ConnectError::Unreachable {
+            server,
+            timeout,
+            message: "no answer (timed out)".into(),
+        }),
+        Ok(Ok(_)) => Ok((client, server)),
+        Ok(Err(kube::Error::Api(status))) if status.code == 401 => {
+            Err(ConnectError::Unauthorized {
+                server,
+                message: status.message.clone(),
+            })
+        }
+        // Any other API answer (even 403 on /version) proves the server is there.
+        Ok(Err(kube::Error::Api(_))) => Ok((client, server)),
+        Ok(Err(e)) => Err(ConnectError::Unreachable {
+            server,
+            timeout,
+            message: error_chain(&e),
+        }),
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// Records the failures of concurrent reads.
+struct Recorder {
+    timeout: Duration,
+    errors: Mutex<Vec<ReadError>>,
+}
+
+impl Recorder {
+    /// Runs one read under the timeout; on failure records it and returns `None`.
+    /// `rbac` is the rule that allows the call, e.g. `list pods (namespace kube-system)`.
+    async fn read<T>(
+        &self,
+        step: &str,
+        call: String,
+        rbac: String,
+        fut: impl Future<Output = Result<T, kube::Error>>,
+    ) -> Option<T> {
+        let result = tokio::time::timeout(self.timeout, fut).await;
+        let (reason, message) = match result {
+            Ok(Ok(value)) => return Some(value),
+            Err(_) => ("timeout", format!("no answer within {:?}", self.timeout)),
+            Ok(Err(e)) => classify(&e),
+        };
+        let missing_rbac = (reason == "forbidden").then_some(rbac);
+        self.errors.lock().expect("recorder lock").push(ReadError {
+            step: step.to_owned(),
+            call,
+            reason,
+            message,
+            missing_rbac,
+        });
+        None
+    }
+
+    /// Like [`Recorder::read`] for a `get` where 404 is an answer (`Some(None)`), not an error.
+    async fn get_opt<T>(
+        &self,
+        step: &str,
+        call: String,
+        rbac: String,
+        fut: impl Future<Output = Result<T, kube::Error>>,
+    ) -> Option<Option<T>> {
+        self.read(step, call, rbac, async {
+            match fut.await {
+                Ok(v) => Ok(Some(v)),
+                Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+        .await
+    }
+}
+
+fn classify(e: &kube::Error) -> (&'static str, String) {
+    match e {
+        kube::Error::Api(status) => {
+            let reason = match status.code {
+                401 => "unauthorized",
+                403 => "forbidden",
+                404 => "not_found",
+                _ => "error",
+            };
+            let message = if status.message.is_empty() {
+                format!("HTTP {}", status.code)
+            } else {
+                format!("HTTP {}: {}", status.code, status.message)
+            };
+            (reason, message)
+        }
+        kube::Error::HyperError(_) | kube::Error::Service(_) => ("unreachable", error_chain(e)),
+        _ => ("error", error_chain(e)),
+    }
+}
+
+fn ns_scope(ns: &str) -> String {
+    format!("namespace {ns}")
+}
+
+async fn list<K>(api: Api<K>, lp: ListParams) -> Result<Vec<K>, kube::Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.list(&lp).await.map(|l| l.items)
+}
+
+/// Collects everything; `progress` is told each step's name as it finishes.
+pub async fn collect(
+    client: &kube::Client,
+    server: String,
+    target: &Target,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Snapshot {
+    let rec = Recorder {
+        timeout: target.timeout,
+        errors: Mutex::new(Vec::new()),
+    };
+    let ns = target.namespace.as_str();
+    let c = client;
+    let done = |step: &str| progress(step);
+
+    let coredns = async {
+        let pods = rec
+            .read(
+                "coredns-pods",
+                format!("list pods -n {DNS_NAMESPACE} -l {DNS_SELECTOR}"),
+                format!("list pods ({})", ns_scope(DNS_NAMESPACE)),
+                list(
+                    Api::<Pod>::namespaced(c.clone(), DNS_NAMESPACE),
+                    ListParams::default().labels(DNS_SELECTOR),
+                ),
+            )
+            .await;
+        done("coredns-pods");
+        let logs = match (&pods, target.skip_logs) {
+            (Some(pods), false) => Some(read_logs(c, &rec, pods).await),
+            _ => None,
+        };
+        done("coredns-logs");
+        (pods, logs)
+    };
+    let coredns_events = async {
+        let r = rec
+            .read(
+                "coredns-events",
+                format!("list events -n {DNS_NAMESPACE} --field-selector involvedObject.kind=Pod"),
+                format!("list events ({})", ns_scope(DNS_NAMESPACE)),
+                list(
+                    Api::<Event>::namespaced(c.clone(), DNS_NAMESPACE),
+                    ListParams::default().fields("involvedObject.kind=Pod"),
+                ),
+            )
+            .await;
+        done("coredns-events");
+        r
+    };
+    let corefile = async {
+        let r = rec
+            .get_opt(
+                "corefile",
+                format!("get configmap {COREFILE_CONFIGMAP} -n {DNS_NAMESPACE}"),
+                format!("get configmaps ({})", ns_scope(DNS_NAMESPACE)),
+                Api::<ConfigMap>::namespaced(c.clone(), DNS_NAMESPACE).get(COREFILE_CONFIGMAP),
+            )
+            .await
+            .map(|cm| cm.and_then(|cm| cm.data.and_then(|mut d| d.remove("Corefile"))));
+        done("corefile");
+        r
+    };
+    let dns_service = async {
+        let svc = rec
+            .get_opt(
+                "kube-dns-service",
+                format!("get service {DNS_SERVICE} -n {DNS_NAMESPACE}"),
+                format!("get services ({})", ns_scope(DNS_NAMESPACE)),
+                Api::<Service>::namespaced(c.clone(), DNS_NAMESPACE).get(DNS_SERVICE),
+            )
+            .await;
+        let eps = rec
+            .get_opt(
+                "kube-dns-endpoints",
+                format!("get endpoints {DNS_SERVICE} -n {DNS_NAMESPACE}"),
+                format!("get endpoints ({})", ns_scope(DNS_NAMESPACE)),
+                Api::<Endpoints>::namespaced(c.clone(), DNS_NAMESPACE).get(DNS_SERVICE),
+            )
+            .await;
+        let dns_ns = rec
+            .get_opt(
+                "dns-namespace",
+                format!("get namespace {DNS_NAMESPACE}"),
+                "get namespaces (cluster-wide)".into(),
+                Api::<Namespace>::all(c.clone()).get(DNS_NAMESPACE),
+            )
+            .await;
+        done("kube-dns-service");
+        (svc, eps, dns_ns)
+    };
+    let network = async {
+        let policies = rec
+            .read(
+                "networkpolicies",
+                "list networkpolicies --all-namespaces".into(),
+                "list networkpolicies.networking.k8s.io (cluster-wide)".into(),
+                list(Api::<NetworkPolicy>::all(c.clone()), ListParams::default()),
+            )
+            .await;
+        done("networkpolicies");
+        let ns_object = rec
+            .get_opt(
+                "namespace",
+                format!("get namespace {ns}"),
+                "get namespaces (cluster-wide)".into(),
+                Api::<Namespace>::all(c.clone()).get(ns),
+            )
+            .await;
+        let pods = rec
+            .read(
+                "namespace-pods",
+                format!("list pods -n {ns}"),
+                format!("list pods ({})", ns_scope(ns)),
+                list(Api::<Pod>::namespaced(c.clone(), ns), ListParams::default()),
+            )
+            .await;
+        let services = rec
+            .read(
+                "namespace-services",
+                format!("list services -n {ns}"),
+                format!("list services ({})", ns_scope(ns)),
+                list(
+                    Api::<Service>::namespaced(c.clone(), ns),
+                    ListParams::default(),
+                ),
+            )
+            .await;
+        let endpoints = rec
+            .read(
+                "namespace-endpoints",
+                format!("list endpoints -n {ns}"),
+                format!("list endpoints ({})", ns_scope(ns)),
+                list(
+                    Api::<Endpoints>::namespaced(c.clone(), ns),
+                    ListParams::default(),
+                ),
+            )
+            .await;
+        done("namespace-services");
+        let nodes = rec
+            .read(
+                "nodes",
+                "list nodes".into(),
+                "list nodes (cluster-wide)".into(),
+                list(Api::<Node>::all(c.clone()), ListParams::default()),
+            )
+            .await;
+        done("nodes");
+        (policies, ns_object, pods, services, endpoints, nodes)
+    };
+    let storage = async {
+        let drivers = rec
+            .read(
+                "csidrivers",
+                "list csidrivers".into(),
+                "list csidrivers.storage.k8s.io (cluster-wide)".into(),
+                list(Api::<CSIDriver>::all(c.clone()), ListParams::default()),
+            )
+            .await;
+        let csinodes = rec
+            .read(
+                "csinodes",
+                "list csinodes".into(),
+                "list csinodes.storage.k8s.io (cluster-wide)".into(),
+                list(Api::<CSINode>::all(c.clone()), ListParams::default()),
+            )
+            .await;
+        let classes = rec
+            .read(
+                "storageclasses",
+                "list storageclasses".into(),
+                "list storageclasses.storage.k8s.io (cluster-wide)".into(),
+                list(Api::<StorageClass>::all(c.clone()), ListParams::default()),
+            )
+            .await;
+        done("csidrivers");
+        let pvs = rec
+            .read(
+                "persistentvolumes",
+                "list persistentvolumes".into(),
+                "list persistentvolumes (cluster-wide)".into(),
+                list(
+                    Api::<PersistentVolume>::all(c.clone()),
+                    ListParams::default(),
+                ),
+            )
+            .await;
+        let pvcs = rec
+            .read(
+                "persistentvolumeclaims",
+                "list persistentvolumeclaims --all-namespaces".into(),
+                "list persistentvolumeclaims (cluster-wide)".into(),
+                list(
+                    Api::<PersistentVolumeClaim>::all(c.clone()),
+                    ListParams::default(),
+                ),
+            )
+            .await;
+        let pvc_events = rec
+            .read(
+                "pvc-events",
+                "list events --all-namespaces --field-selector involvedObject.kind=PersistentVolumeClaim".into(),
+                "list events (cluster-wide)".into(),
+                list(
+                    Api::<Event>::all(c.clone()),
+                    ListParams::default().fields("involvedObject.kind=PersistentVolumeClaim"),
+                ),
+            )
+            .await;
+        let attachments = rec
+            .read(
+                "volumeattachments",
+                "list volumeattachments".into(),
+                "list volumeattachments.storage.k8s.io (cluster-wide)".into(),
+                list(
+                    Api::<VolumeAttachment>::all(c.clone()),
+                    ListParams::default(),
+                ),
+            )
+            .await;
+        done("storage");
+        (
+            drivers,
+            csinodes,
+            classes,
+            pvs,
+            pvcs,
+            pvc_events,
+            attachments,
+        )
+    };
+    let netprobe = async {
+        if target.skip_metrics {
+            done("netprobe-metrics");
+            return (None, Vec::new());
+        }
+        let (api, call, rbac) = match &target.netprobe_namespace {
+            Some(n) => (
+                Api::<Pod>::namespaced(c.clone(), n),
+                format!("list pods -n {n} -l {}", target.netprobe_selector),
+                format!("list pods ({})", ns_scope(n)),
+            ),
+            None => (
+                Api::<Pod>::all(c.clone()),
+                format!("list pods --all-namespaces -l {}", target.netprobe_selector),
+                "list pods (cluster-wide)".to_owned(),
+            ),
+        };
+        let pods = rec
+            .read(
+                "netprobe-pods",
+                call,
+                rbac,
+                list(api, ListParams::default().labels(&target.netprobe_selector)),
+            )
+            .await;
+        let scrapes = match &pods {
+            Some(pods) => scrape_all(c, &rec, pods, target.netprobe_port).await,
+            None => Vec::new(),
+        };
+        done("netprobe-metrics");
+        (pods, scrapes)
+    };
+
+    let (
+        (coredns_pods, coredns_logs),
+        coredns_events,
+        corefile,
+        (kube_dns_service, kube_dns_endpoints, dns_namespace),
+        (
+            network_policies,
+            namespace_object,
+            namespace_pods,
+            namespace_services,
+            namespace_endpoints,
+            nodes,
+        ),
+        (csi_drivers, csi_nodes, storage_classes, pvs, pvcs, pvc_events, volume_attachments),
+        (netprobe_pods, probe_scrapes),
+    ) = tokio::join!(
+        coredns,
+        coredns_events,
+        corefile,
+        dns_service,
+        network,
+        storage,
+        netprobe
+    );
+    let mut errors = rec.errors.into_inner().expect("recorder lock");
+    errors.sort_by(|a, b| a.step.cmp(&b.step));
+    Snapshot {
+        namespace: target.namespace.clone(),
+        server,
+        coredns_pods,
+        coredns_events,
+        coredns_logs,
+        corefile,
+        kube_dns_service,
+        kube_dns_endpoints,
+        dns_namespace,
+        network_policies,
+        namespace_object,
+        namespace_pods,
+        namespace_services,
+        namespace_endpoints,
+        nodes,
+        csi_drivers,
+        csi_nodes,
+        storage_classes,
+        pvs,
+        pvcs,
+        pvc_events,
+        volume_attachments,
+        netprobe_pods,
+        probe_scrapes,
+        storage_test: None,
+        errors,
+    }
+}
+
+/// The last lines of every CoreDNS pod's log. A pod whose log cannot be read (no kubelet,
+/// forbidden) gets no entry and one recorded error; `Some` of an empty map means none could.
+async fn read_logs(
+    client: &kube::Client,
+    rec: &Recorder,
+    pods: &[Pod],
+) -> BTreeMap<String, String> {
+    let api = Api::<Pod>::namespaced(client.clone(), DNS_NAMESPACE);
+    let params = LogParams {
+        tail_lines: Some(LOG_TAIL_LINES),
+        ..LogParams::default()
+    };
+    let reads = pods
+        .iter()
+        .filter_map(|p| p.metadata.name.clone())
+        .map(|name| {
+            let (api, params) = (api.clone(), params.clone());
+            async move {
+                let text = rec
+                    .read(
+                        "coredns-logs",
+                        format!("logs -n {DNS_NAMESPACE} {name} --tail={LOG_TAIL_LINES}"),
+                        format!("get pods/log ({})", ns_scope(DNS_NAMESPACE)),
+                        api.logs(&name, &params),
+                    )
+                    .await;
+                text.map(|t| (name, t))
+            }
+        });
+    futures_util::future::join_all(reads)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// The port a kube-netprobe pod serves `/metrics` on: a container port named `metrics` or
+/// `http`, else `default`.
+fn metrics_port(pod: &Pod, default: u16) -> u16 {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.containers.iter())
+        .flat_map(|c| c.ports.iter().flatten())
+        .find(|p| matches!(p.name.as_deref(), Some("metrics" | "http")))
+        .and_then(|p| u16::try_from(p.container_port).ok())
+        .unwrap_or(default)
+}
+
+async fn scrape_all(
+    client: &kube::Client,
+    rec: &Recorder,
+    pods: &[Pod],
+    default_port: u16,
+) -> Vec<ProbeScrape> {
+    let reads = pods.iter().map(|pod| async move {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let node = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .unwrap_or_default();
+        let running = pod.status.as_ref().is_some_and(|s| {
+            s.phase.as_deref() == Some("Running")
+                && s.pod_ip.as_ref().is_some_and(|ip| !ip.is_empty())
+        });
+        if !running || pod.metadata.deletion_timestamp.is_some() {
+            // Not a read that failed: there is nothing to read. The matrix lists the node as unread.
+            return ProbeScrape {
+                pod: name,
+                node,
+                text: None,
+                error: Some("pod not running (or terminating)".into()),
+            };
+        }
+        let port = metrics_port(pod, default_port);
+        let path = format!("/api/v1/namespaces/{ns}/pods/{name}:{port}/proxy/metrics");
+        // The recorder keeps the error for the report; the scrape keeps a copy for the matrix.
+        let failure = std::sync::Mutex::new(None::<String>);
+        let text = rec
+            .read(
+                "netprobe-metrics",
+                format!("get --raw {path}"),
+                format!("get pods/proxy ({})", ns_scope(&ns)),
+                async {
+                    let request = http::Request::get(&path)
+                        .body(Vec::new())
+                        .map_err(kube::Error::HttpError)?;
+                    client.request_text(request).await.inspect_err(|e| {
+                        *failure.lock().expect("lock") = Some(classify(e).1);
+                    })
+                },
+            )
+            .await;
+        let error = match &text {
+            Some(_) => None,
+            None => Some(
+                failure
+                    .into_inner()
+                    .expect("lock")
+                    .unwrap_or_else(|| "timed out".into()),
+            ),
+        };
+        ProbeScrape {
+            pod: name,
+            node,
+            text,
+            error,
+        }
+    });
+    futures_util::future::join_all(reads).await
+}
