@@ -516,26 +516,7 @@ impl Run<'_> {
         let (file, direct) = create(dir, DATA_FILE, self.spec.direct_io)?;
         self.obs.direct_io = Some(direct);
         let block = self.spec.block_size;
-        let mut buf = AlignedBuf::new(block);
-        let mut data = DataStream::new(self.seed);
-        let mut written = Checksum::default();
-        let mut write_time = Duration::ZERO;
-        let mut offset = 0u64;
-        while offset < self.spec.size {
-            self.check_deadline()?;
-            let len = block.min((self.spec.size - offset) as usize);
-            let chunk = &mut buf.as_mut_slice()[..len];
-            data.fill(chunk);
-            written.update(chunk);
-            let chunk = &buf.as_slice()[..len];
-            let (out, took) = self
-                .clock
-                .time(|| file.write_all_at(chunk, offset).map(|()| len));
-            write_time += took;
-            let n = out.map_err(|e| Failure::io("write", e))?;
-            self.obs.add_bytes("write", n as u64);
-            offset += n as u64;
-        }
+        let (written, write_time) = self.write_out(&file, block)?;
         self.obs.operations.push(("write", write_time));
         self.obs
             .throughput
@@ -556,7 +537,7 @@ impl Run<'_> {
             })?;
         }
 
-        let (read, offset, read_time) = self.read_back(&file, buf)?;
+        let (read, offset, read_time) = self.read_back(&file, block)?;
         self.obs.operations.push(("read", read_time));
         self.obs
             .throughput
@@ -581,15 +562,78 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// Writes `size` bytes of the data stream in `block`-sized writes, back to back: a second
+    /// thread generates and checksums the next block while this one writes the previous, so the
+    /// device never waits for the CPU (as it does not with fio or dd). Returns the checksum of
+    /// what was written and the time spent in `pwrite` alone.
+    fn write_out(&mut self, file: &File, block: usize) -> Result<(Checksum, Duration), Failure> {
+        let (size, seed) = (self.spec.size, self.seed);
+        let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<(AlignedBuf, usize)>(2);
+        let (empty_tx, empty_rx) = std::sync::mpsc::sync_channel::<AlignedBuf>(2);
+        for _ in 0..2 {
+            empty_tx
+                .send(AlignedBuf::new(block))
+                .expect("the channel holds both buffers");
+        }
+        std::thread::scope(|scope| {
+            let filler = scope.spawn(move || {
+                let mut data = DataStream::new(seed);
+                let mut sum = Checksum::default();
+                let mut offset = 0u64;
+                while offset < size {
+                    // Err: the writer stopped (an error); nothing more to prepare.
+                    let Ok(mut buf) = empty_rx.recv() else { break };
+                    let len = block.min((size - offset) as usize);
+                    data.fill(&mut buf.as_mut_slice()[..len]);
+                    sum.update(&buf.as_slice()[..len]);
+                    if full_tx.send((buf, len)).is_err() {
+                        break;
+                    }
+                    offset += len as u64;
+                }
+                sum
+            });
+            let mut write_time = Duration::ZERO;
+            let mut offset = 0u64;
+            let outcome = loop {
+                if offset >= size {
+                    break Ok(());
+                }
+                if let Err(e) = self.check_deadline() {
+                    break Err(e);
+                }
+                let Ok((buf, len)) = full_rx.recv() else {
+                    break Err(Failure::new("error", "the data thread stopped"));
+                };
+                let chunk = &buf.as_slice()[..len];
+                let (out, took) = self.clock.time(|| file.write_all_at(chunk, offset));
+                write_time += took;
+                if let Err(e) = out {
+                    break Err(Failure::io("write", e));
+                }
+                self.obs.add_bytes("write", len as u64);
+                offset += len as u64;
+                // Two buffers in all, so this never blocks; after the last block nobody reads it.
+                let _ = empty_tx.send(buf);
+            };
+            // Unblocks the data thread if it waits for a buffer after an error.
+            drop(empty_tx);
+            drop(full_rx);
+            let sum = filler
+                .join()
+                .map_err(|_| Failure::new("error", "the data thread panicked"))?;
+            outcome.map(|()| (sum, write_time))
+        })
+    }
+
     /// Reads the file back block by block, checksumming on a second thread so that the reads go
     /// back to back (as fio's and dd's do) instead of leaving the device idle while a block is
     /// checksummed. Returns the checksum, the bytes read and the time spent in `pread` alone.
     fn read_back(
         &mut self,
         file: &File,
-        first: AlignedBuf,
+        block: usize,
     ) -> Result<(Checksum, u64, Duration), Failure> {
-        let block = first.len;
         let size = self.spec.size;
         let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<(AlignedBuf, usize)>(2);
         let (empty_tx, empty_rx) = std::sync::mpsc::sync_channel::<AlignedBuf>(2);
@@ -604,7 +648,7 @@ impl Run<'_> {
                 sum
             });
             let mut spare = Some(AlignedBuf::new(block));
-            let mut next = Some(first);
+            let mut next = Some(AlignedBuf::new(block));
             let mut read_time = Duration::ZERO;
             let mut offset = 0u64;
             let outcome = loop {
