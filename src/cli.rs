@@ -145,7 +145,7 @@ struct RunArgs {
     #[arg(
         long,
         env = "RUST_LOG",
-        default_value = "info,hickory_net=error,hickory_proto=error"
+        default_value = "info,hickory_net=error,hickory_proto=error,kube_runtime=error"
     )]
     log_level: String,
 }

@@ -241,24 +241,6 @@ fn pod(api: &Apiserver, name: &str, node: &str, ip: Ipv4Addr) {
     );
 }
 
-/// A port free on every one of `ips`.
-fn free_port(ips: &[Ipv4Addr]) -> u16 {
-    for _ in 0..50 {
-        let port = std::net::TcpListener::bind((ips[0], 0))
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if ips
-            .iter()
-            .all(|ip| std::net::TcpListener::bind((*ip, port)).is_ok())
-        {
-            return port;
-        }
-    }
-    panic!("no port free on all of {ips:?}");
-}
-
 /// The daemon's config file as the chart renders it for these test values, listening on
 /// loopback instead of every address (the peer listens on 127.0.0.2 with the same port).
 fn chart_config(port: u16) -> String {
@@ -349,7 +331,7 @@ fn the_charts_rbac_is_what_the_daemon_needs_and_a_missing_rule_is_reported() {
     node(&api, "node-a");
     node(&api, "node-b");
     let (ip_a, ip_b) = (Ipv4Addr::new(127, 0, 0, 1), Ipv4Addr::new(127, 0, 0, 2));
-    let port = free_port(&[ip_a, ip_b]);
+    let port = crate::kube::free_port(&[ip_a, ip_b]);
     pod(&api, "kube-netprobe-a", "node-a", ip_a);
     pod(&api, "kube-netprobe-b", "node-b", ip_b);
     let _peer_b = Daemon::start(&format!(

@@ -98,8 +98,8 @@ fn pod(api: &Apiserver, name: &str, node: &str, ip: Ipv4Addr) {
     );
 }
 
-/// A port free on both peer addresses.
-fn free_port(ips: &[Ipv4Addr]) -> u16 {
+/// A port free (for TCP) on every one of `ips`.
+pub fn free_port(ips: &[Ipv4Addr]) -> u16 {
     for _ in 0..50 {
         let port = std::net::TcpListener::bind((ips[0], 0))
             .unwrap()
@@ -353,6 +353,24 @@ fn discovery_and_apiserver_probes_against_a_real_apiserver() {
     );
 }
 
+/// Waits until `read` gives, for each (key, value) of `want`, that value (None: no series).
+fn wait_for_values(
+    daemon: &mut Daemon,
+    want: &[(&str, Option<f64>)],
+    what: &str,
+    read: impl Fn(&Metrics, &str) -> Option<f64>,
+) {
+    daemon.wait_until(what, WAIT, |m| {
+        let seen: Vec<_> = want.iter().map(|(key, _)| read(m, key)).collect();
+        let expected: Vec<_> = want.iter().map(|(_, v)| *v).collect();
+        if seen == expected {
+            Ok(())
+        } else {
+            Err(format!("{seen:?}"))
+        }
+    });
+}
+
 fn csinode(api: &Apiserver, node: &str, drivers: &[&str]) {
     let drivers: String = drivers
         .iter()
@@ -399,15 +417,7 @@ fn csi_registration_follows_the_nodes_csinode() {
         m.get("netprobe_csi_node_driver_registered", &[("driver", driver)])
     };
     let wait = |daemon: &mut Daemon, want: &[(&str, Option<f64>)], what: &str| {
-        daemon.wait_until(what, WAIT, |m| {
-            let seen: Vec<_> = want.iter().map(|(d, _)| registered(m, d)).collect();
-            let expected: Vec<_> = want.iter().map(|(_, v)| *v).collect();
-            if seen == expected {
-                Ok(())
-            } else {
-                Err(format!("{seen:?}"))
-            }
-        });
+        wait_for_values(daemon, want, what, registered)
     };
     wait(
         &mut daemon,
@@ -538,15 +548,7 @@ fn coredns_pods_are_probed_one_by_one() {
         Some(value)
     };
     let wait = |daemon: &mut Daemon, want: &[(&str, Option<f64>)], what: &str| {
-        daemon.wait_until(what, WAIT, |m| {
-            let seen: Vec<_> = want.iter().map(|(pod, _)| success(m, pod)).collect();
-            let expected: Vec<_> = want.iter().map(|(_, v)| *v).collect();
-            if seen == expected {
-                Ok(())
-            } else {
-                Err(format!("{seen:?}"))
-            }
-        });
+        wait_for_values(daemon, want, what, success)
     };
     wait(
         &mut daemon,
