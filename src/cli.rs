@@ -103,7 +103,7 @@ struct DiagnoseArgs {
     #[arg(long, requires = "storage_test")]
     storage_class: Option<String>,
     /// Image of the test Job (one that contains kube-netprobe).
-    #[arg(long, default_value = concat!("kube-netprobe:", env!("CARGO_PKG_VERSION")), requires = "storage_test")]
+    #[arg(long, default_value = concat!("ghcr.io/kube-netprobe/kube-netprobe:", env!("CARGO_PKG_VERSION")), requires = "storage_test")]
     storage_test_image: String,
     /// How long the storage test may take before it is reported as stuck and cleaned up.
     #[arg(long, default_value = "120s", value_parser = humantime::parse_duration, requires = "storage_test")]
