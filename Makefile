@@ -44,3 +44,4 @@ bench:
 	scripts/bench-rss
 	scripts/bench-vs-blackbox
 	scripts/bench-discovery
+	scripts/bench-storage
