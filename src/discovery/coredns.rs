@@ -85,6 +85,7 @@ pub async fn run(
     tokio::pin!(pods);
     let mut view = CorednsView::default();
     let health = Health::default();
+    let mut warned_empty = false;
     while let Some(event) = pods.next().await {
         match event {
             Ok(event) => {
@@ -106,6 +107,16 @@ pub async fn run(
         }
         if view.synced() {
             let pods = view.pods(config.port);
+            // A selector that matches nothing would otherwise look like a quiet success.
+            if pods.is_empty() != warned_empty {
+                warned_empty = pods.is_empty();
+                if warned_empty {
+                    tracing::warn!(
+                        namespace = %config.namespace, selector = %config.selector,
+                        "dns.discover_coredns: no pod with an IP matches the selector in the namespace; no CoreDNS pod is probed directly"
+                    );
+                }
+            }
             tx.send_if_modified(|current| {
                 if *current == pods {
                     false

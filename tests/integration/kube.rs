@@ -614,4 +614,21 @@ fn coredns_pods_are_probed_one_by_one() {
         "every series of the deleted pod goes: {}",
         m.text
     );
+
+    // No CoreDNS pod left: no per-pod series, and the log says so rather than staying quiet.
+    api.force_delete("pod", "kube-system", "coredns-a");
+    api.force_delete("pod", "kube-system", "coredns-c");
+    wait(
+        &mut daemon,
+        &[("coredns-a", None), ("coredns-c", None)],
+        "every CoreDNS pod gone",
+    );
+    crate::util::poll("the no-CoreDNS-pod warning", WAIT, || {
+        let log = daemon.stderr_text();
+        if log.contains("no CoreDNS pod is probed directly") {
+            Ok(())
+        } else {
+            Err(daemon.output_tail(5))
+        }
+    });
 }
