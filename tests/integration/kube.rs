@@ -459,7 +459,7 @@ fn csi_registration_follows_the_nodes_csinode() {
 }
 
 /// A pod in kube-system, labelled as CoreDNS unless `label` is empty, with `ip` when given.
-fn coredns_pod(api: &Apiserver, name: &str, label: &str, ip: Option<Ipv4Addr>) {
+pub fn coredns_pod(api: &Apiserver, name: &str, label: &str, ip: Option<Ipv4Addr>) {
     api.apply(&format!(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: kube-system\n  \
          labels: {{ k8s-app: '{label}' }}\nspec:\n  nodeName: node-a\n  \
@@ -478,7 +478,7 @@ fn coredns_pod(api: &Apiserver, name: &str, label: &str, ip: Option<Ipv4Addr>) {
 }
 
 /// Two DNS servers on 127.0.0.1 and 127.0.0.2 with the same port, as CoreDNS pods have.
-fn two_dns_servers() -> (DnsServer, DnsServer) {
+pub fn two_dns_servers() -> (DnsServer, DnsServer) {
     for _ in 0..20 {
         let a = DnsServer::start();
         if let Ok(b) = DnsServer::start_on(SocketAddr::from(([127, 0, 0, 2], a.addr().port()))) {
