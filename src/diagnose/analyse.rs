@@ -12,6 +12,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Serialize;
 
+use crate::discovery::kube::pod_ips;
+
 use super::collect::{DNS_NAMESPACE, DNS_SERVICE, Snapshot};
 use super::scrape::{self, Sample};
 
@@ -118,22 +120,6 @@ fn pod_node(pod: &Pod) -> &str {
         .as_ref()
         .and_then(|s| s.node_name.as_deref())
         .unwrap_or("?")
-}
-
-fn pod_ips(pod: &Pod) -> Vec<IpAddr> {
-    let status = pod.status.as_ref();
-    let mut ips: Vec<IpAddr> = status
-        .and_then(|s| s.pod_ips.as_ref())
-        .map(|ips| ips.iter().filter_map(|ip| ip.ip.parse().ok()).collect())
-        .unwrap_or_default();
-    if ips.is_empty()
-        && let Some(ip) = status
-            .and_then(|s| s.pod_ip.as_ref())
-            .and_then(|ip| ip.parse().ok())
-    {
-        ips.push(ip);
-    }
-    ips
 }
 
 fn restarts(pod: &Pod) -> i32 {

@@ -42,10 +42,8 @@ pub struct NodeInfo {
     pub ready: bool,
 }
 
-pub fn pod_info(pod: &Pod) -> Option<(String, PodInfo)> {
-    let name = pod.metadata.name.clone()?;
-    let spec = pod.spec.as_ref()?;
-    let node = spec.node_name.clone()?;
+/// A pod's IPs: every family of `status.podIPs`, else `status.podIP` (older API servers).
+pub fn pod_ips(pod: &Pod) -> Vec<IpAddr> {
     let status = pod.status.as_ref();
     let mut ips: Vec<IpAddr> = status
         .and_then(|s| s.pod_ips.as_ref())
@@ -58,6 +56,15 @@ pub fn pod_info(pod: &Pod) -> Option<(String, PodInfo)> {
     {
         ips.push(ip);
     }
+    ips
+}
+
+pub fn pod_info(pod: &Pod) -> Option<(String, PodInfo)> {
+    let name = pod.metadata.name.clone()?;
+    let spec = pod.spec.as_ref()?;
+    let node = spec.node_name.clone()?;
+    let status = pod.status.as_ref();
+    let ips = pod_ips(pod);
     let ready = status
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
