@@ -212,33 +212,12 @@ fn every_rendered_manifest_passes_a_server_side_dry_run() {
     );
 }
 
-fn node(api: &Apiserver, name: &str) {
-    api.apply(&format!(
-        "apiVersion: v1\nkind: Node\nmetadata: {{ name: {name} }}\n"
-    ));
-    api.patch_status(
-        "nodes",
-        "",
-        name,
-        r#"{"status":{"conditions":[{"type":"Ready","status":"True","reason":"KubeletReady","message":"ok"}]}}"#,
-    );
-}
-
 /// A pod of this release (the chart's selector labels) on `node`, ready at `ip`.
 fn pod(api: &Apiserver, name: &str, node: &str, ip: Ipv4Addr) {
-    api.apply(&format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {NAMESPACE}\n  labels:\n    \
-         app.kubernetes.io/name: kube-netprobe\n    app.kubernetes.io/instance: {RELEASE}\n\
-         spec:\n  nodeName: {node}\n  containers: [{{ name: kube-netprobe, image: kube-netprobe:test }}]\n"
-    ));
-    api.patch_status(
-        "pods",
-        NAMESPACE,
-        name,
-        &format!(
-            r#"{{"status":{{"phase":"Running","podIP":"{ip}","podIPs":[{{"ip":"{ip}"}}],"conditions":[{{"type":"Ready","status":"True"}}]}}}}"#
-        ),
+    let labels = format!(
+        "{{ app.kubernetes.io/name: kube-netprobe, app.kubernetes.io/instance: {RELEASE} }}"
     );
+    crate::kube::ready_pod(api, NAMESPACE, name, &labels, node, ip);
 }
 
 /// The daemon's config file as the chart renders it for these test values, listening on
@@ -328,8 +307,8 @@ fn the_charts_rbac_is_what_the_daemon_needs_and_a_missing_rule_is_reported() {
         );
     }
 
-    node(&api, "node-a");
-    node(&api, "node-b");
+    crate::kube::node(&api, "node-a");
+    crate::kube::node(&api, "node-b");
     let (ip_a, ip_b) = (Ipv4Addr::new(127, 0, 0, 1), Ipv4Addr::new(127, 0, 0, 2));
     let port = crate::kube::free_port(&[ip_a, ip_b]);
     pod(&api, "kube-netprobe-a", "node-a", ip_a);

@@ -70,7 +70,8 @@ subjects:
   - { kind: ServiceAccount, name: kube-netprobe, namespace: kube-netprobe }
 "#;
 
-fn node(api: &Apiserver, name: &str) {
+/// A Ready node.
+pub fn node(api: &Apiserver, name: &str) {
     api.apply(&format!(
         "apiVersion: v1\nkind: Node\nmetadata: {{ name: {name} }}\n"
     ));
@@ -83,14 +84,33 @@ fn node(api: &Apiserver, name: &str) {
 }
 
 fn pod(api: &Apiserver, name: &str, node: &str, ip: Ipv4Addr) {
+    ready_pod(
+        api,
+        NAMESPACE,
+        name,
+        "{ app.kubernetes.io/name: kube-netprobe }",
+        node,
+        ip,
+    );
+}
+
+/// A Running, Ready pod in `namespace` with `labels` (a YAML flow map) on `node`, at `ip`.
+pub fn ready_pod(
+    api: &Apiserver,
+    namespace: &str,
+    name: &str,
+    labels: &str,
+    node: &str,
+    ip: Ipv4Addr,
+) {
     api.apply(&format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {NAMESPACE}\n  \
-         labels: {{ app.kubernetes.io/name: kube-netprobe }}\nspec:\n  nodeName: {node}\n  \
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {namespace}\n  \
+         labels: {labels}\nspec:\n  nodeName: {node}\n  \
          containers: [{{ name: netprobe, image: kube-netprobe:test }}]\n"
     ));
     api.patch_status(
         "pods",
-        NAMESPACE,
+        namespace,
         name,
         &format!(
             r#"{{"status":{{"phase":"Running","podIP":"{ip}","podIPs":[{{"ip":"{ip}"}}],"conditions":[{{"type":"Ready","status":"True"}}]}}}}"#
