@@ -13,6 +13,7 @@ mod chart;
 mod config;
 mod diagnose;
 mod dns;
+mod image;
 mod kube;
 mod logging;
 mod mesh;
