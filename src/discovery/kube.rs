@@ -2,9 +2,18 @@
 //!
 //! Only what probing needs is kept (a pod's node, IPs, readiness, whether it is terminating; a
 //! node's schedulability and readiness), so memory stays small on big clusters. A pod is a peer
-//! when it is ready, not terminating, and its node is neither cordoned nor NotReady: a drain must
-//! not page anyone. When the API server is unreachable the last known peers stay, the watch
-//! retries with backoff and every failure is counted.
+//! when it is ready, not terminating, and its node is not cordoned: a drain must not page anyone.
+//!
+//! A NotReady node keeps its peer. When a node loses its network, the node lifecycle controller
+//! marks it NotReady after its grace period (40 s by default) and sets its pods' `Ready` to
+//! False; dropping the peer then would take the node's series away before any alert's `for:`
+//! ends, and the node at fault would never be named. So on a node that is not Ready, a pod
+//! whose containers were last reported ready (`ContainersReady`, which only the kubelet writes)
+//! stays a peer and keeps failing its checks; a pod that never became ready does not join. The
+//! real-cluster end-to-end test (tests/e2e) cuts a node's network and checks the alert.
+//!
+//! When the API server is unreachable the last known peers stay, the watch retries with backoff
+//! and every failure is counted.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -32,6 +41,9 @@ pub struct PodInfo {
     pub node: String,
     pub ips: Vec<IpAddr>,
     pub ready: bool,
+    /// `ContainersReady`: the kubelet's last word, kept when the node controller marks the
+    /// pod not ready because its node stopped reporting.
+    pub containers_ready: bool,
     pub terminating: bool,
 }
 
@@ -65,16 +77,19 @@ pub fn pod_info(pod: &Pod) -> Option<(String, PodInfo)> {
     let node = spec.node_name.clone()?;
     let status = pod.status.as_ref();
     let ips = pod_ips(pod);
-    let ready = status
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    let condition = |kind: &str| {
+        status
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == kind && c.status == "True"))
+    };
     let terminating = pod.metadata.deletion_timestamp.is_some();
     Some((
         name,
         PodInfo {
             node,
             ips,
-            ready,
+            ready: condition("Ready"),
+            containers_ready: condition("ContainersReady"),
             terminating,
         },
     ))
@@ -121,12 +136,15 @@ impl ClusterView {
     pub fn peers(&self, port: u16) -> Vec<Peer> {
         let mut by_node: HashMap<&str, (&str, &PodInfo)> = HashMap::new();
         for (name, pod) in self.pods.iter() {
-            if !pod.ready || pod.terminating || pod.ips.is_empty() {
+            if pod.terminating || pod.ips.is_empty() {
                 continue;
             }
-            if let Some(node) = self.nodes.get(&pod.node)
-                && !(node.schedulable && node.ready)
-            {
+            let node = self.nodes.get(&pod.node);
+            if node.is_some_and(|n| !n.schedulable) {
+                continue;
+            }
+            let node_not_ready = node.is_some_and(|n| !n.ready);
+            if !(pod.ready || node_not_ready && pod.containers_ready) {
                 continue;
             }
             // During a rollout two pods may share a node for a moment: keep one, stably.
@@ -266,13 +284,21 @@ mod tests {
     use super::*;
 
     fn pod(name: &str, node: &str, ip: &str, ready: bool) -> Pod {
+        pod_with(name, node, ip, ready, ready)
+    }
+
+    fn pod_with(name: &str, node: &str, ip: &str, ready: bool, containers_ready: bool) -> Pod {
+        let word = |b: bool| if b { "True" } else { "False" };
         serde_json::from_value(serde_json::json!({
             "metadata": { "name": name, "namespace": "kube-netprobe" },
             "spec": { "nodeName": node, "containers": [] },
             "status": {
                 "podIP": ip,
                 "podIPs": [{ "ip": ip }],
-                "conditions": [{ "type": "Ready", "status": if ready { "True" } else { "False" } }]
+                "conditions": [
+                    { "type": "Ready", "status": word(ready) },
+                    { "type": "ContainersReady", "status": word(containers_ready) }
+                ]
             }
         }))
         .unwrap()
@@ -309,9 +335,19 @@ mod tests {
         view.node_event(Event::Apply(node("a", false, true)));
         assert_eq!(
             nodes_of(&view),
-            ["a"],
-            "cordoned b and NotReady d are left out"
+            ["a", "d"],
+            "cordoned b is left out; NotReady d keeps its ready pod"
         );
+        // The node lifecycle controller marks d's pod not ready; its containers were ready.
+        view.pod_event(Event::Apply(pod_with("p-d", "d", "10.0.0.4", false, true)));
+        assert_eq!(nodes_of(&view), ["a", "d"], "d's pod stays a peer");
+        // On a Ready node, a pod that is not ready is not a peer, whatever its containers say.
+        view.node_event(Event::Apply(node("d", false, true)));
+        assert_eq!(nodes_of(&view), ["a"]);
+        // A pod that never became ready on a NotReady node does not join.
+        view.node_event(Event::Apply(node("c", false, false)));
+        assert_eq!(nodes_of(&view), ["a"], "c's pod never had ready containers");
+        view.pod_event(Event::Delete(pod("p-d", "d", "10.0.0.4", true)));
 
         let mut terminating = pod("p-a", "a", "10.0.0.1", true);
         terminating.metadata.deletion_timestamp =
