@@ -119,6 +119,16 @@ fn jitter(interval: Duration) -> Duration {
     interval.mul_f64(0.05).min(Duration::from_secs(1))
 }
 
+/// The longest a run may take and still be over before the next tick, jitter and the cut-off
+/// grace included (two ticks can be as close as `interval - 2 * jitter`). A prober whose own
+/// bound is "as long as there is time" (the libc-like DNS lookup) uses this as its deadline;
+/// the interval itself would overlap the next run whenever the jitter brings it forward.
+pub fn run_budget(interval: Duration) -> Duration {
+    interval
+        .saturating_sub(jitter(interval) * 2 + CUT_OFF_GRACE)
+        .max(interval / 2)
+}
+
 /// Aborts the run in flight when the driving task ends (shutdown or target removal).
 struct RunInFlight(AbortHandle);
 
@@ -279,6 +289,25 @@ mod tests {
         let healthy_runs = healthy.starts.lock().unwrap().len();
         assert!((4..=6).contains(&healthy_runs), "{healthy_runs}");
         assert_eq!(healthy.cut.load(Ordering::SeqCst), 0);
+        scheduler.shutdown();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn runs_that_use_their_whole_budget_never_overrun() {
+        let metrics = Metrics::new();
+        // Every run takes its whole budget (a DNS lookup through resolv.conf whose servers do
+        // not answer), at intervals with 5 % jitter: ticks come early as often as late.
+        let budget = run_budget(Duration::from_millis(2000));
+        assert!(budget < Duration::from_millis(2000 - 2 * 100));
+        let full = fake(2000, budget.as_millis() as u64, 60_000);
+        let scheduler = Scheduler::new(metrics.probes.clone());
+        scheduler.spawn(full.clone());
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(full.starts.lock().unwrap().len() >= 28);
+        assert_eq!(
+            overruns(&metrics),
+            "netprobe_probe_overruns_total{probe=\"fake\"} 0"
+        );
         scheduler.shutdown();
     }
 
