@@ -12,14 +12,14 @@ use std::sync::Mutex;
 
 use tokio::sync::watch;
 
-use crate::config::{Config, PeerDiscovery, PeerProtocol};
+use crate::config::{Config, DnsServer, PeerDiscovery, PeerProtocol};
 use crate::discovery::Peer;
 use crate::discovery::coredns::CorednsPod;
 use crate::discovery::mesh::Mesh;
 use crate::http::{AppState, router};
 use crate::metrics::Metrics;
 use crate::probe::apiserver::{ApiserverTarget, endpoints};
-use crate::probe::dns::{DnsTarget, SystemResolver};
+use crate::probe::dns::{DnsTarget, SystemResolver, Via};
 use crate::probe::peer::{PeerSettings, icmp_available};
 use crate::probe::storage::StorageTarget;
 use crate::scheduler::{Scheduler, TaskId};
@@ -41,6 +41,33 @@ pub enum RunError {
     Signal(#[source] std::io::Error),
     #[error("HTTP server failed: {0}")]
     Serve(#[source] std::io::Error),
+}
+
+/// The configured DNS servers with `nameservers` replaced by each nameserver of resolv.conf as
+/// read now (a pod's resolv.conf is written once, before the container starts); an address
+/// listed both ways is probed once.
+fn dns_servers(configured: &[DnsServer], system: &SystemResolver) -> Vec<Via> {
+    let mut out: Vec<Via> = Vec::new();
+    for server in configured {
+        let expanded = match server {
+            DnsServer::System => vec![Via::System],
+            DnsServer::Addr(addr) => vec![Via::Server(*addr)],
+            DnsServer::Nameservers => {
+                let conf = system.current();
+                tracing::info!(
+                    nameservers = ?conf.nameservers,
+                    "dns.servers: `nameservers` probes each nameserver of resolv.conf directly"
+                );
+                conf.nameservers.iter().map(|a| Via::Server(*a)).collect()
+            }
+        };
+        for server in expanded {
+            if !out.contains(&server) {
+                out.push(server);
+            }
+        }
+    }
+    out
 }
 
 /// Starts the pod-to-pod probes: checks ICMP once, then follows the configured discovery. The
@@ -199,10 +226,10 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let scheduler = Arc::new(Scheduler::new(metrics.probes.clone()));
     let system = Arc::new(SystemResolver::new(&config.dns.resolv_conf));
-    for server in &config.dns.servers {
+    for server in dns_servers(&config.dns.servers, &system) {
         for query in &config.dns.queries {
             scheduler.spawn(Arc::new(DnsTarget::new(
-                *server,
+                server,
                 query.clone(),
                 &config.dns,
                 system.clone(),
@@ -286,4 +313,43 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn servers(list: &str, resolv_conf: &Path) -> Vec<String> {
+        let configured: Vec<DnsServer> = list
+            .split_whitespace()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        dns_servers(&configured, &SystemResolver::new(resolv_conf))
+            .iter()
+            .map(Via::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn nameservers_expand_to_each_resolv_conf_server_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("resolv.conf");
+        std::fs::write(
+            &path,
+            "search default.svc.cluster.local svc.cluster.local\nnameserver 198.19.0.10\n\
+             nameserver 198.19.0.11\noptions ndots:5\n",
+        )
+        .unwrap();
+        assert_eq!(
+            servers("system nameservers", &path),
+            ["system", "198.19.0.10:53", "198.19.0.11:53"]
+        );
+        assert_eq!(
+            servers("198.19.0.11:53 nameservers", &path),
+            ["198.19.0.11:53", "198.19.0.10:53"],
+            "an address listed explicitly too is probed once"
+        );
+    }
 }

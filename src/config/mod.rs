@@ -138,6 +138,10 @@ fn default_coredns_port() -> u16 {
 pub enum DnsServer {
     /// The pod's own resolver configuration (resolv.conf).
     System,
+    /// Each `nameserver` of resolv.conf, asked directly (one query, no search list): in a pod
+    /// with `dnsPolicy: ClusterFirst`, the kube-dns Service IP. Expanded into `Addr` entries
+    /// when the daemon starts.
+    Nameservers,
     /// One server, asked directly.
     Addr(SocketAddr),
 }
@@ -153,6 +157,7 @@ impl fmt::Display for DnsServer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DnsServer::System => f.write_str("system"),
+            DnsServer::Nameservers => f.write_str("nameservers"),
             DnsServer::Addr(addr) => write!(f, "{addr}"),
         }
     }
@@ -162,13 +167,15 @@ impl FromStr for DnsServer {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s == "system" {
-            return Ok(DnsServer::System);
+        match s {
+            "system" => return Ok(DnsServer::System),
+            "nameservers" => return Ok(DnsServer::Nameservers),
+            _ => {}
         }
         s.parse::<SocketAddr>().map(DnsServer::Addr).map_err(|_| {
             format!(
-                "`{s}` is not a DNS server: expected `system` or an IP address with a port, \
-                 like `10.96.0.10:53` or `[fd00::a]:53`"
+                "`{s}` is not a DNS server: expected `system`, `nameservers` or an IP address \
+                 with a port, like `10.96.0.10:53` or `[fd00::a]:53`"
             )
         })
     }

@@ -20,7 +20,7 @@ use hickory_proto::op::{DnsRequest, DnsRequestOptions, DnsResponse, Query, Respo
 use hickory_proto::rr::{Name, RData, RecordType};
 use tokio::time::Instant;
 
-use crate::config::{DnsConfig, DnsQuery, DnsServer, rcode_name};
+use crate::config::{DnsConfig, DnsQuery, rcode_name};
 use crate::discovery::coredns::CorednsPod;
 use crate::metrics::{DnsLabels, DnsMetrics};
 use crate::probe::{Health, Transition};
@@ -458,10 +458,28 @@ impl SystemResolver {
     }
 }
 
+/// Where a target's lookups go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// The pod's resolver configuration, walked as libc walks it.
+    System,
+    /// One server, asked directly.
+    Server(SocketAddr),
+}
+
+impl std::fmt::Display for Via {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Via::System => f.write_str("system"),
+            Via::Server(addr) => write!(f, "{addr}"),
+        }
+    }
+}
+
 /// One (server, query) pair: probes it and records what it saw.
 #[derive(Debug)]
 pub struct DnsTarget {
-    server: DnsServer,
+    server: Via,
     query: DnsQuery,
     labels: DnsLabels,
     interval: Duration,
@@ -473,13 +491,13 @@ pub struct DnsTarget {
 
 impl DnsTarget {
     pub fn new(
-        server: DnsServer,
+        server: Via,
         query: DnsQuery,
         dns: &DnsConfig,
         system: Arc<SystemResolver>,
         metrics: DnsMetrics,
     ) -> Self {
-        Self::labelled(server, server.label(), query, dns, system, metrics)
+        Self::labelled(server, server.to_string(), query, dns, system, metrics)
     }
 
     /// A lookup against one CoreDNS pod, asked directly: `server="coredns/<pod>"`.
@@ -491,18 +509,11 @@ impl DnsTarget {
         metrics: DnsMetrics,
     ) -> Self {
         let label = format!("coredns/{}", pod.name);
-        Self::labelled(
-            DnsServer::Addr(pod.addr),
-            label,
-            query,
-            dns,
-            system,
-            metrics,
-        )
+        Self::labelled(Via::Server(pod.addr), label, query, dns, system, metrics)
     }
 
     fn labelled(
-        server: DnsServer,
+        server: Via,
         server_label: String,
         query: DnsQuery,
         dns: &DnsConfig,
@@ -536,12 +547,12 @@ impl DnsTarget {
     pub async fn observe(&self, deadline: Instant) -> DnsObservation {
         let qtype = self.query.qtype.0;
         match self.server {
-            DnsServer::Addr(addr) => {
+            Via::Server(addr) => {
                 let mut name = self.query.name.name().clone();
                 name.set_fqdn(true);
                 query(addr, &name, qtype, QueryOptions::default(), deadline).await
             }
-            DnsServer::System => {
+            Via::System => {
                 let conf = self.system.current();
                 let name = self.query.name.name();
                 // As long as libc would keep trying, but never into the next run.
@@ -590,9 +601,10 @@ impl Target for DnsTarget {
 
     fn deadline(&self) -> Duration {
         match self.server {
-            DnsServer::Addr(_) => self.timeout,
-            // Bounded by resolv.conf's timeout and attempts in `observe`.
-            DnsServer::System => self.interval,
+            Via::Server(_) => self.timeout,
+            // As long as libc would try (resolv.conf's timeout and attempts, in `observe`), but
+            // never into the next run.
+            Via::System => crate::scheduler::run_budget(self.interval),
         }
     }
 
