@@ -289,14 +289,18 @@ pub fn nodes(s: &Snapshot) -> Vec<Finding> {
         let ready = conditions.iter().find(|c| c.type_ == "Ready");
         match ready {
             Some(c) if c.status == "True" => {}
-            Some(c) => not_ready.push(format!(
-                "node {n}: Ready={} ({}: {})",
-                c.status,
-                c.reason.as_deref().unwrap_or("?"),
-                c.message.as_deref().unwrap_or("")
+            Some(c) => not_ready.push((
+                n.clone(),
+                format!(
+                    "node {n}: Ready={} ({}: {})",
+                    c.status,
+                    c.reason.as_deref().unwrap_or("?"),
+                    c.message.as_deref().unwrap_or("")
+                ),
             )),
-            None => not_ready.push(format!(
-                "node {n}: no Ready condition (kubelet never reported)"
+            None => not_ready.push((
+                n.clone(),
+                format!("node {n}: no Ready condition (kubelet never reported)"),
             )),
         }
         if let Some(c) = conditions
@@ -345,13 +349,18 @@ pub fn nodes(s: &Snapshot) -> Vec<Finding> {
         );
     }
     if !not_ready.is_empty() {
+        let names: Vec<String> = not_ready.iter().map(|(n, _)| n.clone()).collect();
         out.push(
             Finding::new(
                 "network.node-not-ready",
                 Severity::Critical,
-                format!("{} not Ready", plural(not_ready.len(), "node", "nodes")),
+                format!(
+                    "{} not Ready: {}",
+                    plural(names.len(), "node", "nodes"),
+                    list_some(&names, 5)
+                ),
             )
-            .evidence(not_ready)
+            .evidence(not_ready.into_iter().map(|(_, e)| e))
             .cause(
                 "The kubelet stopped posting status: node down, kubelet or container runtime \
                  failed, or the node lost its network path to the API server.",
