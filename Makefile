@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: test deps lint unit generate check-generated run bench
+.PHONY: test deps lint unit generate check-generated run bench e2e image
 
 ## Everything CI runs: test dependencies, formatting, lints, every test (unit, integration
 ## against real DNS servers, promtool), and the generated files' freshness.
@@ -13,6 +13,16 @@ test: deps lint check-generated
 	scripts/check-dashboards
 	scripts/check-chart
 	$(CARGO) test --all-targets --locked
+	scripts/e2e
+
+## The real-cluster end-to-end test (root): the image, a 3-node Kubernetes cluster on this
+## machine, tests/integration/cluster.rs against it, and the cluster torn down (scripts/e2e).
+e2e:
+	scripts/e2e
+
+## The container image as an OCI archive, without a container engine (scripts/image).
+image:
+	scripts/image
 
 ## System packages the tests use (promtool, dig); installs only what is missing (needs root).
 deps:

@@ -10,6 +10,7 @@ mod volume;
 
 // Suites.
 mod chart;
+mod cluster;
 mod config;
 mod diagnose;
 mod dns;

@@ -517,16 +517,18 @@ fn rule_files() -> Vec<(String, String)> {
 
 /// One active alert as /api/v1/rules reports it.
 #[derive(Debug, Clone)]
-struct Active {
-    name: String,
-    state: String,
-    labels: serde_json::Map<String, Value>,
+pub struct Active {
+    pub name: String,
+    pub state: String,
+    pub labels: serde_json::Map<String, Value>,
     /// The rule's expression uses an SLO recording rule.
-    slo: bool,
+    pub slo: bool,
+    /// When the alert went pending (Unix seconds).
+    pub active_at: f64,
 }
 
 impl Active {
-    fn label(&self, k: &str) -> &str {
+    pub fn label(&self, k: &str) -> &str {
         self.labels.get(k).and_then(Value::as_str).unwrap_or("")
     }
 }
@@ -551,7 +553,7 @@ impl std::fmt::Display for Active {
 
 /// Rules as loaded: (alerting rules' active alerts, names of recording rules, last evaluation
 /// of the rule groups as Unix seconds, the oldest one).
-fn rules_state(prom: &Prometheus) -> Result<(Vec<Active>, Vec<String>, f64), String> {
+pub fn rules_state(prom: &Prometheus) -> Result<(Vec<Active>, Vec<String>, f64), String> {
     let data = prom.api("/api/v1/rules")?;
     let mut active = Vec::new();
     let mut records = Vec::new();
@@ -575,6 +577,8 @@ fn rules_state(prom: &Prometheus) -> Result<(Vec<Active>, Vec<String>, f64), Str
                     name: name.clone(),
                     state: alert["state"].as_str().unwrap_or_default().to_string(),
                     slo: slo || labels.contains_key("slo"),
+                    active_at: rfc3339_seconds(alert["activeAt"].as_str().unwrap_or_default())
+                        .unwrap_or(0.0),
                     labels,
                 });
             }

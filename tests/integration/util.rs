@@ -48,7 +48,17 @@ macro_rules! skip_unless_root {
 
 /// Polls `check` until it returns `Ok`, at most `timeout`. `Err` carries what was seen last,
 /// which the panic message reports next to `what` (the expectation).
-pub fn poll<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<T, String>) -> T {
+pub fn poll<T>(what: &str, timeout: Duration, check: impl FnMut() -> Result<T, String>) -> T {
+    poll_every(what, timeout, POLL_EVERY, check)
+}
+
+/// [`poll`], checking every `period` (for checks that cost a process or an API call).
+pub fn poll_every<T>(
+    what: &str,
+    timeout: Duration,
+    period: Duration,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> T {
     let deadline = Instant::now() + timeout;
     loop {
         match check() {
@@ -56,7 +66,7 @@ pub fn poll<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<
             Err(last) if Instant::now() >= deadline => {
                 panic!("timed out after {timeout:?} waiting for {what}; last seen: {last}")
             }
-            Err(_) => std::thread::sleep(POLL_EVERY),
+            Err(_) => std::thread::sleep(period),
         }
     }
 }
