@@ -605,7 +605,10 @@ fn wait_quiet(prom: &Prometheus, after: &str, culprits: &[&str]) {
         || {
             let now: Vec<Active> = firing(prom)
                 .into_iter()
-                .filter(|a| !a.slo && !(WINDOWED.contains(&a.name.as_str()) && names(a, culprits)))
+                .filter(|a| {
+                    let tail = WINDOWED.contains(&a.name.as_str()) && names(a, culprits);
+                    !(a.slo || tail)
+                })
                 .collect();
             if now.is_empty() {
                 Ok(())
@@ -1047,7 +1050,7 @@ fn dns_pod_refusing_is_named(cluster: &Cluster, prom: &Prometheus) -> String {
 
 /// kube-proxy stopped and its rules flushed on one node: Services (kube-dns, kubernetes) fail
 /// from that node only, while the DNS pods answer it directly. Returns the culprit node.
-fn kube_proxy_down_is_named(cluster: &Cluster, prom: &Prometheus, earlier: &[String]) {
+fn kube_proxy_down_is_named(cluster: &Cluster, prom: &Prometheus, earlier: &[String]) -> String {
     let node = cluster.nodes[1].clone();
     let index = cluster.index(&node);
     log(format!("fault: kube-proxy stopped on {node}"));
