@@ -59,7 +59,7 @@ const INVALID: &[(&str, &str)] = &[
     ),
     (
         "invalid-server.yaml",
-        ":4:7: dns.servers[1]: `kube-dns.kube-system:53` is not a DNS server: expected `system` or an IP address with a port, like `10.96.0.10:53` or `[fd00::a]:53`",
+        ":4:7: dns.servers[1]: `kube-dns.kube-system:53` is not a DNS server: expected `system`, `nameservers` or an IP address with a port, like `10.96.0.10:53` or `[fd00::a]:53`",
     ),
     (
         "invalid-timeout-not-below-interval.yaml",
@@ -196,6 +196,7 @@ dns:
   timeout: 2s
   servers:
   - system
+  - nameservers
   - 10.96.0.10:53
   resolv_conf: /etc/resolv.conf
   discover_coredns:
