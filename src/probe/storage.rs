@@ -10,11 +10,19 @@
 //! The volume is never harmed: everything happens in `<path>/.kube-netprobe/`, opened without
 //! following symlinks and removed (files and directory) after every run and at start-up.
 //!
-//! A hung volume (dead NFS server, wedged CSI driver) blocks its thread in the kernel, where it
-//! cannot be cancelled. So a run waits for its thread however long it takes: the watchdog records
-//! `timeout` at `storage.timeout` and the stuck gauge keeps growing, while the scheduler sees the
-//! run still in flight and counts later ticks as overruns. One thread per volume at most, and the
-//! async runtime (DNS, peers, `/metrics`) never waits for it.
+//! A hung volume (dead NFS server, frozen filesystem, wedged CSI driver) blocks its thread in the
+//! kernel, where it cannot be cancelled, and it may do so in any call: a frozen filesystem in
+//! mkdir or at the entry of write, a dead NFS server in open, statfs or the flush of close. So
+//! every call a probe thread makes on the volume goes through one [`OpClock`] (opening the path,
+//! listing and removing `.kube-netprobe/`, statfs, mkdir, open, write, fsync, read, close,
+//! unlink; the start-up cleanup's too), and a watchdog task beside the thread publishes how long
+//! the call in flight has been running (`netprobe_storage_stuck_seconds`) for as long as the
+//! thread lives. A run whose thread is not done at `storage.timeout` counts as `timeout` and
+//! ends; the thread goes on alone. Each volume has one thread at most (a one-permit semaphore the
+//! thread holds until it returns): a later run waits, within its own timeout, for the previous
+//! thread to end, and counts as `timeout` when it does not, without starting another. A hung
+//! volume therefore reads as one `timeout` per interval and a stuck gauge that keeps growing, and
+//! the async runtime (DNS, peers, `/metrics`, other volumes) never waits for it.
 
 use std::ffi::CStr;
 use std::fs::File;
@@ -23,12 +31,14 @@ use std::num::NonZeroU64;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rustix::fs::{AtFlags, Mode, OFlags};
 use rustix::io::Errno;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::task::JoinError;
 use tokio::time::Instant;
 
 use crate::config::{StorageConfig, StorageVolume};
@@ -67,16 +77,12 @@ pub const SYNC_WRITE_BYTES: usize = 4096;
 /// Buffer alignment for O_DIRECT.
 const ALIGN: usize = 4096;
 
-/// How often the stuck gauge is refreshed while a run is in flight.
+/// How often the stuck gauge is refreshed while a probe thread is alive.
 const STUCK_REFRESH: Duration = Duration::from_millis(500);
 /// The thread checks the deadline between operations and reports its own `timeout` (with the
 /// timings it has, after cleaning up); the watchdog steps in this much later, for a thread stuck
-/// inside one operation.
+/// inside one call.
 const WATCHDOG_GRACE: Duration = Duration::from_millis(500);
-/// What the scheduler is told a run may take. A run lasts as long as its thread (see the module
-/// doc); this only bounds how long the scheduler keeps it in flight before cutting it off, and
-/// even then the next run waits for the old thread instead of starting another.
-const SCHEDULER_CUT_OFF: Duration = Duration::from_secs(24 * 3600);
 
 // ---------------------------------------------------------------------------------------------
 // Pure parts
@@ -231,27 +237,79 @@ impl AlignedBuf {
 // ---------------------------------------------------------------------------------------------
 // One run, on a blocking thread
 
-/// Times the operation a probe thread is in, for the stuck gauge.
+/// The call a probe thread is in, and since when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InFlight {
+    /// What the thread is doing on the volume (`mkdir`, `open`, `write`, ...).
+    pub call: &'static str,
+    pub since: std::time::Instant,
+}
+
+impl InFlight {
+    /// "blocked in mkdir for 31.2s", for the log and the observation's detail.
+    pub fn describe(&self) -> String {
+        format!(
+            "blocked in {} for {:.1}s",
+            self.call,
+            self.since.elapsed().as_secs_f64()
+        )
+    }
+}
+
+/// Times the call a probe thread is in, for the watchdog. Every call a probe makes on the volume
+/// goes through [`OpClock::time`] or [`OpClock::call`]: a hang in one that does not is invisible.
 #[derive(Debug, Default)]
 pub struct OpClock {
-    started: Mutex<Option<std::time::Instant>>,
+    in_flight: Mutex<Option<InFlight>>,
+    /// Every call, in order, for the tests that check a run shows each phase.
+    #[cfg(test)]
+    trace: Mutex<Vec<&'static str>>,
+}
+
+/// Puts back what was in flight before a call (nothing, or the call around a nested one) when
+/// the call returns, also by a panic, so the clock never shows a call that is over.
+struct Restore<'a> {
+    clock: &'a OpClock,
+    outer: Option<InFlight>,
+}
+
+impl Drop for Restore<'_> {
+    fn drop(&mut self) {
+        *self.clock.lock() = self.outer;
+    }
 }
 
 impl OpClock {
-    fn time<T>(&self, op: impl FnOnce() -> T) -> (T, Duration) {
-        let start = std::time::Instant::now();
-        *self.started.lock().expect("op clock lock") = Some(start);
-        let out = op();
-        *self.started.lock().expect("op clock lock") = None;
-        (out, start.elapsed())
+    fn lock(&self) -> MutexGuard<'_, Option<InFlight>> {
+        // A poisoned lock only means a thread panicked between two plain stores.
+        self.in_flight.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// How long the operation in flight has been running; zero when none is.
+    /// Runs `op` as the call named `call`; returns its output and how long it took.
+    pub fn time<T>(&self, call: &'static str, op: impl FnOnce() -> T) -> (T, Duration) {
+        #[cfg(test)]
+        self.trace.lock().unwrap().push(call);
+        let since = std::time::Instant::now();
+        let outer = self.lock().replace(InFlight { call, since });
+        let _restore = Restore { clock: self, outer };
+        let out = op();
+        (out, since.elapsed())
+    }
+
+    /// Runs `op` as the call named `call`.
+    pub fn call<T>(&self, call: &'static str, op: impl FnOnce() -> T) -> T {
+        self.time(call, op).0
+    }
+
+    /// The call in flight, if any.
+    pub fn in_flight(&self) -> Option<InFlight> {
+        *self.lock()
+    }
+
+    /// How long the call in flight has been running; zero when none is.
     pub fn stuck_for(&self) -> Duration {
-        self.started
-            .lock()
-            .expect("op clock lock")
-            .map_or(Duration::ZERO, |start| start.elapsed())
+        self.in_flight()
+            .map_or(Duration::ZERO, |op| op.since.elapsed())
     }
 }
 
@@ -309,14 +367,12 @@ impl StorageObservation {
         }
     }
 
-    /// A run the watchdog gave up on: its thread is stuck inside an operation.
-    pub fn timed_out(stuck_for: Duration) -> Self {
+    /// A run the watchdog gave up on: its thread is stuck in a call, or (a run that never
+    /// started) the previous run's thread still is. `detail` says which.
+    pub fn timed_out(detail: impl Into<String>) -> Self {
         Self {
             result: "timeout",
-            detail: Some(format!(
-                "an operation has been running for {:.1}s",
-                stuck_for.as_secs_f64()
-            )),
+            detail: Some(detail.into()),
             ..Self::new()
         }
     }
@@ -360,15 +416,61 @@ fn cstr_name(name: &CStr) -> String {
     name.to_string_lossy().into_owned()
 }
 
+/// A file, directory or directory listing the probe opened on the volume, whose close goes
+/// through the clock like every other call (closing a written file flushes it on NFS and FUSE,
+/// where a dead server hangs it), also when a run stops early.
+struct Handle<'a, T> {
+    inner: Option<T>,
+    clock: &'a OpClock,
+}
+
+impl<'a, T> Handle<'a, T> {
+    fn new(clock: &'a OpClock, inner: T) -> Self {
+        Self {
+            inner: Some(inner),
+            clock,
+        }
+    }
+}
+
+impl<T> std::ops::Deref for Handle<'_, T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        self.inner.as_ref().expect("only taken on drop")
+    }
+}
+
+impl<T> std::ops::DerefMut for Handle<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        self.inner.as_mut().expect("only taken on drop")
+    }
+}
+
+impl<T> Drop for Handle<'_, T> {
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.take() {
+            self.clock.call("close", || drop(inner));
+        }
+    }
+}
+
 /// Opens the probe directory without following a symlink. `None` when it does not exist.
-fn open_probe_dir(root: &OwnedFd, root_path: &Path) -> Result<Option<OwnedFd>, Failure> {
-    match rustix::fs::openat(
-        root,
-        PROBE_DIR,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    ) {
-        Ok(fd) => Ok(Some(fd)),
+fn open_probe_dir<'a>(
+    clock: &'a OpClock,
+    root: &OwnedFd,
+    root_path: &Path,
+) -> Result<Option<Handle<'a, OwnedFd>>, Failure> {
+    let opened = clock.call("open", || {
+        rustix::fs::openat(
+            root,
+            PROBE_DIR,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+    });
+    match opened {
+        Ok(fd) => Ok(Some(Handle::new(clock, fd))),
         Err(Errno::NOENT) => Ok(None),
         Err(Errno::LOOP | Errno::NOTDIR) => Err(Failure::new(
             "error",
@@ -383,72 +485,103 @@ fn open_probe_dir(root: &OwnedFd, root_path: &Path) -> Result<Option<OwnedFd>, F
 
 /// Removes the probe directory and what is in it. Entries are unlinked, never followed; a
 /// directory inside (the probe never makes one) is removed only if empty.
-fn remove_probe_dir(root: &OwnedFd, root_path: &Path) -> Result<usize, Failure> {
-    let Some(dir) = open_probe_dir(root, root_path)? else {
+fn remove_probe_dir(clock: &OpClock, root: &OwnedFd, root_path: &Path) -> Result<usize, Failure> {
+    let Some(dir) = open_probe_dir(clock, root, root_path)? else {
         return Ok(0);
     };
     let mut removed = 0;
-    let entries = sys("list the probe directory", rustix::fs::Dir::read_from(&dir))?;
-    for entry in entries {
+    let mut entries = Handle::new(
+        clock,
+        sys(
+            "list the probe directory",
+            clock.call("open", || rustix::fs::Dir::read_from(&*dir)),
+        )?,
+    );
+    while let Some(entry) = clock.call("readdir", || entries.next()) {
         let entry = sys("list the probe directory", entry)?;
         let name = entry.file_name();
         if name == c"." || name == c".." {
             continue;
         }
         let what = format!("remove {}", cstr_name(name));
-        match rustix::fs::unlinkat(&dir, name, AtFlags::empty()) {
-            Err(Errno::ISDIR) => sys(&what, rustix::fs::unlinkat(&dir, name, AtFlags::REMOVEDIR))?,
+        match clock.call("unlink", || {
+            rustix::fs::unlinkat(&*dir, name, AtFlags::empty())
+        }) {
+            Err(Errno::ISDIR) => sys(
+                &what,
+                clock.call("rmdir", || {
+                    rustix::fs::unlinkat(&*dir, name, AtFlags::REMOVEDIR)
+                }),
+            )?,
             other => sys(&what, other)?,
         }
         removed += 1;
     }
-    drop(dir);
-    match rustix::fs::unlinkat(root, PROBE_DIR, AtFlags::REMOVEDIR) {
+    drop((entries, dir));
+    match clock.call("rmdir", || {
+        rustix::fs::unlinkat(root, PROBE_DIR, AtFlags::REMOVEDIR)
+    }) {
         Ok(()) | Err(Errno::NOENT) => Ok(removed),
         Err(e) => Err(Failure::io("remove the probe directory", e.into())),
     }
 }
 
-fn open_root(path: &Path) -> Result<OwnedFd, Failure> {
-    sys(
+fn open_root<'a>(clock: &'a OpClock, path: &Path) -> Result<Handle<'a, OwnedFd>, Failure> {
+    let fd = sys(
         "open the volume path",
-        rustix::fs::openat(
-            rustix::fs::CWD,
-            path,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        ),
-    )
+        clock.call("open", || {
+            rustix::fs::openat(
+                rustix::fs::CWD,
+                path,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+        }),
+    )?;
+    Ok(Handle::new(clock, fd))
 }
 
 /// Removes what a crashed run left on the volume; returns how many entries it removed.
-pub fn remove_leftovers(path: &Path) -> io::Result<usize> {
-    let root = open_root(path).map_err(|f| io::Error::other(f.detail))?;
-    remove_probe_dir(&root, path).map_err(|f| io::Error::other(f.detail))
+pub fn remove_leftovers(path: &Path, clock: &OpClock) -> io::Result<usize> {
+    let root = open_root(clock, path).map_err(|f| io::Error::other(f.detail))?;
+    remove_probe_dir(clock, &root, path).map_err(|f| io::Error::other(f.detail))
 }
 
 /// Creates a probe file; with `direct`, switches it to O_DIRECT and says whether that worked.
-fn create(dir: &OwnedFd, name: &str, direct: bool) -> Result<(File, bool), Failure> {
+fn create<'a>(
+    clock: &'a OpClock,
+    dir: &OwnedFd,
+    name: &str,
+    direct: bool,
+) -> Result<(Handle<'a, File>, bool), Failure> {
     let fd = sys(
         &format!("create {name}"),
-        rustix::fs::openat(
-            dir,
-            name,
-            OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        ),
+        clock.call("open", || {
+            rustix::fs::openat(
+                dir,
+                name,
+                OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            )
+        }),
     )?;
+    let file = Handle::new(clock, File::from(fd));
     let mut is_direct = false;
     if direct {
-        let flags = sys("read the file flags", rustix::fs::fcntl_getfl(&fd))?;
-        match rustix::fs::fcntl_setfl(&fd, flags | OFlags::DIRECT) {
+        let flags = sys(
+            "read the file flags",
+            clock.call("fcntl", || rustix::fs::fcntl_getfl(&*file)),
+        )?;
+        match clock.call("fcntl", || {
+            rustix::fs::fcntl_setfl(&*file, flags | OFlags::DIRECT)
+        }) {
             Ok(()) => is_direct = true,
             // The filesystem has no O_DIRECT (older tmpfs, some FUSE and network filesystems).
             Err(Errno::INVAL) => {}
             Err(e) => return Err(Failure::io("set O_DIRECT", e.into())),
         }
     }
-    Ok((File::from(fd), is_direct))
+    Ok((file, is_direct))
 }
 
 struct Run<'a> {
@@ -468,25 +601,28 @@ impl Run<'_> {
         }
     }
 
+    /// Runs one measured operation (its name is also the clock's) and records its duration.
     fn timed<T>(
         &mut self,
         operation: &'static str,
         what: &str,
         op: impl FnOnce() -> io::Result<T>,
     ) -> Result<(T, Duration), Failure> {
-        let (out, took) = self.clock.time(op);
+        let (out, took) = self.clock.time(operation, op);
         let out = out.map_err(|e| Failure::io(what, e))?;
-        if !operation.is_empty() {
-            self.obs.operations.push((operation, took));
-        }
+        self.obs.operations.push((operation, took));
         Ok((out, took))
     }
 
     fn run(&mut self) -> Result<(), Failure> {
-        let root = open_root(&self.spec.path)?;
+        let clock = self.clock;
+        let root = open_root(clock, &self.spec.path)?;
         // Leftovers of a crash would count against the free space and collide with our names.
-        remove_probe_dir(&root, &self.spec.path)?;
-        let stat = sys("statvfs", rustix::fs::fstatvfs(&root))?;
+        remove_probe_dir(clock, &root, &self.spec.path)?;
+        let stat = sys(
+            "statvfs",
+            clock.call("statfs", || rustix::fs::fstatvfs(&*root)),
+        )?;
         let free = stat.f_bavail.saturating_mul(stat.f_frsize);
         if !enough_space(free, self.spec.size, self.spec.reserve) {
             return Err(Failure::new(
@@ -499,21 +635,24 @@ impl Run<'_> {
         }
         sys(
             "create the probe directory",
-            rustix::fs::mkdirat(&root, PROBE_DIR, Mode::from_raw_mode(0o700)),
+            clock.call("mkdir", || {
+                rustix::fs::mkdirat(&*root, PROBE_DIR, Mode::from_raw_mode(0o700))
+            }),
         )?;
-        let outcome = open_probe_dir(&root, &self.spec.path).and_then(|dir| {
+        let outcome = open_probe_dir(clock, &root, &self.spec.path).and_then(|dir| {
             let dir = dir.ok_or_else(|| Failure::new("error", "the probe directory vanished"))?;
             self.bulk(&dir).and_then(|()| self.sync_pass(&dir))
         });
         // Always leave the volume as it was, whatever happened above.
-        let cleaned = remove_probe_dir(&root, &self.spec.path);
+        let cleaned = remove_probe_dir(clock, &root, &self.spec.path);
+        drop(root);
         outcome?;
         cleaned.map(|_| ())
     }
 
     /// Write, fsync, read back, verify, delete.
     fn bulk(&mut self, dir: &OwnedFd) -> Result<(), Failure> {
-        let (file, direct) = create(dir, DATA_FILE, self.spec.direct_io)?;
+        let (file, direct) = create(self.clock, dir, DATA_FILE, self.spec.direct_io)?;
         self.obs.direct_io = Some(direct);
         let block = self.spec.block_size;
         let (written, write_time) = self.write_out(&file, block)?;
@@ -526,15 +665,17 @@ impl Run<'_> {
         if !direct {
             // Drop the clean pages so the read comes from the device, not from memory.
             let size = self.spec.size;
-            self.timed("", "posix_fadvise(DONTNEED)", || {
-                rustix::fs::fadvise(
-                    &file,
-                    0,
-                    NonZeroU64::new(size),
-                    rustix::fs::Advice::DontNeed,
-                )
-                .map_err(io::Error::from)
-            })?;
+            sys(
+                "posix_fadvise(DONTNEED)",
+                self.clock.call("fadvise", || {
+                    rustix::fs::fadvise(
+                        &*file,
+                        0,
+                        NonZeroU64::new(size),
+                        rustix::fs::Advice::DontNeed,
+                    )
+                }),
+            )?;
         }
 
         let (read, offset, read_time) = self.read_back(&file, block)?;
@@ -606,7 +747,9 @@ impl Run<'_> {
                     break Err(Failure::new("error", "the data thread stopped"));
                 };
                 let chunk = &buf.as_slice()[..len];
-                let (out, took) = self.clock.time(|| file.write_all_at(chunk, offset));
+                let (out, took) = self
+                    .clock
+                    .time("write", || file.write_all_at(chunk, offset));
                 write_time += took;
                 if let Err(e) = out {
                     break Err(Failure::io("write", e));
@@ -667,7 +810,9 @@ impl Run<'_> {
                 };
                 let len = block.min((size - offset) as usize);
                 let chunk = &mut buf.as_mut_slice()[..len];
-                let (out, took) = self.clock.time(|| read_full_at(file, chunk, offset));
+                let (out, took) = self
+                    .clock
+                    .time("read", || read_full_at(file, chunk, offset));
                 read_time += took;
                 let n = match out {
                     Ok(n) => n,
@@ -695,7 +840,7 @@ impl Run<'_> {
         if self.spec.sync_writes == 0 {
             return Ok(());
         }
-        let (file, _) = create(dir, SYNC_FILE, self.spec.direct_io)?;
+        let (file, _) = create(self.clock, dir, SYNC_FILE, self.spec.direct_io)?;
         let mut buf = AlignedBuf::new(SYNC_WRITE_BYTES);
         DataStream::new(!self.seed).fill(buf.as_mut_slice());
         for i in 0..u64::from(self.spec.sync_writes) {
@@ -711,7 +856,9 @@ impl Run<'_> {
         drop(file);
         sys(
             "delete the sync file",
-            rustix::fs::unlinkat(dir, SYNC_FILE, AtFlags::empty()),
+            self.clock.call("unlink", || {
+                rustix::fs::unlinkat(dir, SYNC_FILE, AtFlags::empty())
+            }),
         )
     }
 }
@@ -760,63 +907,139 @@ pub fn probe_volume(
 // ---------------------------------------------------------------------------------------------
 // The target
 
-/// Clears the "thread alive" flag when the probe thread ends, also by a panic.
-struct AliveGuard(Arc<AtomicBool>);
-
-impl Drop for AliveGuard {
-    fn drop(&mut self) {
-        self.0.store(false, Ordering::Release);
-    }
-}
+/// What a run does on its thread: [`probe_volume`] with the volume's spec, or a stand-in in the
+/// unit tests of the watchdog.
+type ProbeFn = dyn Fn(&OpClock, std::time::Instant, u64) -> StorageObservation + Send + Sync;
 
 /// One volume: probes it and records what it saw.
-#[derive(Debug)]
 pub struct StorageTarget {
     volume: String,
-    spec: Arc<ProbeSpec>,
+    path: PathBuf,
+    probe: Arc<ProbeFn>,
     interval: Duration,
     timeout: Duration,
     metrics: StorageMetrics,
+    /// The call in flight on the volume's probe thread.
     clock: Arc<OpClock>,
-    /// Set while a probe thread of this volume runs; at most one does.
-    alive: Arc<AtomicBool>,
+    /// One permit, held by the volume's probe thread (a run's, or the start-up cleanup's) until
+    /// the thread returns, however long it hangs: there is never a second thread on a volume.
+    thread: Arc<Semaphore>,
     runs: AtomicU64,
     health: Health,
 }
 
+impl std::fmt::Debug for StorageTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StorageTarget")
+            .field("volume", &self.volume)
+            .field("path", &self.path)
+            .field("interval", &self.interval)
+            .field("timeout", &self.timeout)
+            .field("in_flight", &self.clock.in_flight())
+            .finish_non_exhaustive()
+    }
+}
+
 impl StorageTarget {
     pub fn new(volume: &StorageVolume, storage: &StorageConfig, metrics: StorageMetrics) -> Self {
-        metrics.add_volume(&volume.name);
+        let spec = ProbeSpec::new(volume, storage);
+        let path = spec.path.clone();
+        Self::with_probe(
+            &volume.name,
+            path,
+            storage.interval.get(),
+            storage.timeout.get(),
+            metrics,
+            Arc::new(move |clock, deadline, seed| probe_volume(&spec, clock, deadline, seed)),
+        )
+    }
+
+    fn with_probe(
+        volume: &str,
+        path: PathBuf,
+        interval: Duration,
+        timeout: Duration,
+        metrics: StorageMetrics,
+        probe: Arc<ProbeFn>,
+    ) -> Self {
+        metrics.add_volume(volume);
         Self {
-            volume: volume.name.clone(),
-            spec: Arc::new(ProbeSpec::new(volume, storage)),
-            interval: storage.interval.get(),
-            timeout: storage.timeout.get(),
+            volume: volume.to_owned(),
+            path,
+            probe,
+            interval,
+            timeout,
             metrics,
             clock: Arc::default(),
-            alive: Arc::default(),
+            thread: Arc::new(Semaphore::new(1)),
             runs: AtomicU64::new(0),
             health: Health::default(),
         }
     }
 
-    /// Removes what a crashed predecessor left, on a blocking thread that counts as this
-    /// volume's one thread (a hung volume hangs it, and the first run then waits).
+    /// Removes what a crashed predecessor left, on the volume's one thread (a hung volume hangs
+    /// it, the stuck gauge shows it, and the first runs wait for it and count as `timeout`).
+    /// Call it before the target is scheduled.
     pub fn remove_leftovers(&self) {
-        self.alive.store(true, Ordering::Release);
-        let guard = AliveGuard(self.alive.clone());
-        let (path, volume) = (self.spec.path.clone(), self.volume.clone());
-        tokio::task::spawn_blocking(move || {
-            let _guard = guard;
-            match remove_leftovers(&path) {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(
-                    %volume, dir = %path.join(PROBE_DIR).display(), entries = n,
-                    "removed leftovers of an earlier run"
-                ),
-                Err(e) => tracing::debug!(%volume, error = %e, "no leftovers removed"),
+        let Ok(permit) = self.thread.clone().try_acquire_owned() else {
+            tracing::debug!(volume = %self.volume, "a probe thread already runs; no start-up cleanup");
+            return;
+        };
+        let (path, volume) = (self.path.clone(), self.volume.clone());
+        let work = {
+            let path = path.clone();
+            move |clock: &OpClock| remove_leftovers(&path, clock)
+        };
+        // Nobody waits for the result (the receiver is dropped at once): it goes to the log.
+        drop(self.start_thread(permit, work, move |joined| match joined {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(
+                %volume, dir = %path.join(PROBE_DIR).display(), entries = n,
+                "removed leftovers of an earlier run"
+            ),
+            Ok(Err(e)) => tracing::debug!(%volume, error = %e, "no leftovers removed"),
+            Err(e) => tracing::warn!(%volume, error = %e, "the start-up cleanup failed"),
+        }));
+    }
+
+    /// Runs `work` on the volume's probe thread (`permit` is the volume's one permit; the thread
+    /// keeps it until it returns) and watches it from the runtime: the stuck gauge follows the
+    /// clock while the thread lives and drops to 0 when it ends. The result goes to the returned
+    /// receiver, or to `late` when the receiver is gone or closed (the run already counted a
+    /// timeout).
+    fn start_thread<T: Send + 'static>(
+        &self,
+        permit: OwnedSemaphorePermit,
+        work: impl FnOnce(&OpClock) -> T + Send + 'static,
+        late: impl FnOnce(Result<T, JoinError>) + Send + 'static,
+    ) -> oneshot::Receiver<Result<T, JoinError>> {
+        let (tx, rx) = oneshot::channel();
+        let clock = self.clock.clone();
+        let mut job = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            work(&clock)
+        });
+        let (clock, metrics, volume) = (
+            self.clock.clone(),
+            self.metrics.clone(),
+            self.volume.clone(),
+        );
+        tokio::spawn(async move {
+            let mut refresh = tokio::time::interval(STUCK_REFRESH);
+            let joined = loop {
+                tokio::select! {
+                    joined = &mut job => break joined,
+                    _ = refresh.tick() => {
+                        metrics.set_stuck(&volume, clock.stuck_for().as_secs_f64());
+                    }
+                }
+            };
+            metrics.set_stuck(&volume, 0.0);
+            if let Err(unclaimed) = tx.send(joined) {
+                late(unclaimed);
             }
         });
+        rx
     }
 
     fn seed(&self) -> u64 {
@@ -824,67 +1047,99 @@ impl StorageTarget {
         rand::random::<u64>() ^ run
     }
 
-    /// Keeps the run in flight until an older thread ends (after the scheduler cut a run off).
-    async fn wait_for_previous(&self) {
-        tracing::warn!(
-            volume = %self.volume,
-            "the previous probe thread of this volume is still running (stuck I/O); not starting another"
-        );
-        while self.alive.load(Ordering::Acquire) {
-            self.metrics
-                .set_stuck(&self.volume, self.clock.stuck_for().as_secs_f64());
-            tokio::time::sleep(STUCK_REFRESH).await;
-        }
-        self.metrics.set_stuck(&self.volume, 0.0);
-    }
-
     async fn run_once(&self) {
-        if self.alive.load(Ordering::Acquire) {
-            return self.wait_for_previous().await;
+        let deadline = Instant::now() + self.timeout;
+        let watchdog = deadline + WATCHDOG_GRACE;
+        // The volume's previous thread may still be in the kernel (or the start-up cleanup still
+        // going): wait for it within this run's own time, and never start a second one.
+        let permit =
+            match tokio::time::timeout_at(watchdog, self.thread.clone().acquire_owned()).await {
+                Ok(permit) => permit.expect("the semaphore is never closed"),
+                Err(_) => return self.previous_still_blocked(),
+            };
+        if Instant::now() >= deadline {
+            // It ended, but too late to probe within this run's timeout.
+            drop(permit);
+            return self.time_out(StorageObservation::timed_out(
+                "the previous probe thread of the volume ended only at this run's timeout",
+            ));
         }
-        self.alive.store(true, Ordering::Release);
-        let guard = AliveGuard(self.alive.clone());
-        let (spec, clock) = (self.spec.clone(), self.clock.clone());
-        let deadline = std::time::Instant::now() + self.timeout;
-        let seed = self.seed();
-        let mut job = tokio::task::spawn_blocking(move || {
-            let _guard = guard;
-            probe_volume(&spec, &clock, deadline, seed)
-        });
-        let watchdog = Instant::now() + self.timeout + WATCHDOG_GRACE;
-        let mut refresh = tokio::time::interval(STUCK_REFRESH);
-        let mut timed_out = false;
-        loop {
-            tokio::select! {
-                joined = &mut job => {
-                    self.metrics.set_stuck(&self.volume, 0.0);
-                    let obs = joined.unwrap_or_else(|e| StorageObservation {
-                        result: "error",
-                        detail: Some(format!("the probe thread failed: {e}")),
-                        ..StorageObservation::new()
-                    });
-                    if timed_out {
-                        // Its timeout is counted; what it measured on the way still happened.
-                        self.metrics.record_operations(&self.volume, &obs);
-                        tracing::info!(
-                            volume = %self.volume, result = obs.result,
-                            "a stuck probe finished after its timeout"
-                        );
-                    } else {
-                        self.record(&obs);
-                    }
-                    return;
+        let (probe, seed) = (self.probe.clone(), self.seed());
+        let thread_deadline = deadline.into_std();
+        let (metrics, volume) = (self.metrics.clone(), self.volume.clone());
+        let mut result = self.start_thread(
+            permit,
+            move |clock| probe(clock, thread_deadline, seed),
+            move |joined| match joined {
+                Ok(obs) => {
+                    // Its timeout is counted; what it measured on the way still happened.
+                    metrics.record_operations(&volume, &obs);
+                    tracing::info!(
+                        %volume, result = obs.result,
+                        "a stuck probe finished after its timeout"
+                    );
                 }
-                _ = refresh.tick() => {
-                    let stuck = self.clock.stuck_for();
-                    self.metrics.set_stuck(&self.volume, stuck.as_secs_f64());
-                    if !timed_out && Instant::now() >= watchdog {
-                        timed_out = true;
-                        self.record(&StorageObservation::timed_out(stuck));
+                Err(e) => tracing::warn!(
+                    %volume, error = %e,
+                    "a stuck probe thread failed after its timeout"
+                ),
+            },
+        );
+        let joined = match tokio::time::timeout_at(watchdog, &mut result).await {
+            Ok(joined) => joined,
+            Err(_) => {
+                // From here on the thread's result goes to `late`, unless it was sent just now.
+                result.close();
+                match result.try_recv() {
+                    Ok(joined) => Ok(joined),
+                    Err(_) => {
+                        let detail = self.clock.in_flight().map_or_else(
+                            || "the run went past storage.timeout".to_owned(),
+                            |op| op.describe(),
+                        );
+                        return self.time_out(StorageObservation::timed_out(detail));
                     }
                 }
             }
-        }
+        };
+        let obs = match joined {
+            Ok(Ok(obs)) => obs,
+            Ok(Err(e)) => StorageObservation {
+                result: "error",
+                detail: Some(format!("the probe thread failed: {e}")),
+                ..StorageObservation::new()
+            },
+            Err(_) => StorageObservation {
+                result: "error",
+                detail: Some("the probe thread's watchdog stopped".to_owned()),
+                ..StorageObservation::new()
+            },
+        };
+        self.record(&obs);
+    }
+
+    /// A run that could not start: the previous thread is still blocked at its own timeout.
+    fn previous_still_blocked(&self) {
+        let detail = match self.clock.in_flight() {
+            Some(op) => format!(
+                "the previous probe thread of the volume is still {}; not starting another",
+                op.describe()
+            ),
+            None => {
+                "the previous probe thread of the volume is still running; not starting another"
+                    .to_owned()
+            }
+        };
+        tracing::debug!(volume = %self.volume, %detail, "storage run skipped");
+        self.time_out(StorageObservation::timed_out(detail));
+    }
+
+    /// Counts a timeout, with the stuck gauge refreshed first so that a scrape that sees the
+    /// count sees how long the call has been hanging.
+    fn time_out(&self, obs: StorageObservation) {
+        self.metrics
+            .set_stuck(&self.volume, self.clock.stuck_for().as_secs_f64());
+        self.record(&obs);
     }
 
     fn record(&self, obs: &StorageObservation) {
@@ -892,7 +1147,7 @@ impl StorageTarget {
         let ok = obs.result == "success";
         match self.health.update(ok) {
             Transition::StartedFailing => tracing::warn!(
-                volume = %self.volume, path = %self.spec.path.display(), result = obs.result,
+                volume = %self.volume, path = %self.path.display(), result = obs.result,
                 detail = obs.detail.as_deref().unwrap_or(""),
                 "storage probe failing"
             ),
@@ -910,7 +1165,7 @@ impl Target for StorageTarget {
     }
 
     fn describe(&self) -> String {
-        format!("storage {} ({})", self.volume, self.spec.path.display())
+        format!("storage {} ({})", self.volume, self.path.display())
     }
 
     fn interval(&self) -> Duration {
@@ -918,7 +1173,8 @@ impl Target for StorageTarget {
     }
 
     fn deadline(&self) -> Duration {
-        SCHEDULER_CUT_OFF
+        // A run waits at most this long, for the previous thread and then for its own.
+        self.timeout + WATCHDOG_GRACE
     }
 
     fn run(self: Arc<Self>, _deadline: Instant) -> RunFuture {
@@ -926,7 +1182,11 @@ impl Target for StorageTarget {
     }
 
     fn cut_off(&self) {
-        // The watchdog recorded the timeout long ago; the next run waits for the thread.
+        // Only when the runtime was too busy to run the watchdog on time; the thread, if any,
+        // goes on and its result goes to the log.
+        self.time_out(StorageObservation::timed_out(
+            "the run was cut off by the scheduler",
+        ));
     }
 }
 
@@ -1101,7 +1361,10 @@ mod tests {
         let outside = tempfile::tempdir().unwrap();
         std::fs::write(outside.path().join("precious"), b"x").unwrap();
         std::os::unix::fs::symlink(outside.path(), probe_dir.join("link")).unwrap();
-        assert_eq!(remove_leftovers(dir.path()).unwrap(), 2);
+        assert_eq!(
+            remove_leftovers(dir.path(), &OpClock::default()).unwrap(),
+            2
+        );
         assert!(!probe_dir.exists());
         assert!(outside.path().join("precious").exists());
 
@@ -1124,5 +1387,213 @@ mod tests {
         let obs = probe_volume(&spec(dir.path()), &OpClock::default(), past, 1);
         assert_eq!(obs.result, "timeout");
         assert!(!dir.path().join(PROBE_DIR).exists());
+    }
+
+    #[test]
+    fn the_clock_names_the_call_in_flight_and_forgets_it_after() {
+        let clock = OpClock::default();
+        assert_eq!(clock.in_flight(), None);
+        clock.call("mkdir", || {
+            assert_eq!(clock.in_flight().map(|op| op.call), Some("mkdir"));
+            // A nested call is shown while it runs, then the outer one again.
+            clock.call("close", || {
+                assert_eq!(clock.in_flight().map(|op| op.call), Some("close"));
+            });
+            assert_eq!(clock.in_flight().map(|op| op.call), Some("mkdir"));
+            std::thread::sleep(Duration::from_millis(20));
+            assert!(clock.stuck_for() >= Duration::from_millis(20));
+            assert!(
+                clock
+                    .in_flight()
+                    .unwrap()
+                    .describe()
+                    .starts_with("blocked in mkdir for ")
+            );
+        });
+        assert_eq!(clock.in_flight(), None);
+        // A call that panics does not stay in flight.
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            clock.call("write", || panic!("boom"))
+        }));
+        assert!(unwound.is_err());
+        assert_eq!(clock.in_flight(), None);
+        assert_eq!(clock.stuck_for(), Duration::ZERO);
+    }
+
+    /// The calls a run and a start-up cleanup make on the volume, as the clock sees them: each
+    /// phase a hung volume can block in is there. (That none escapes the clock is what the FUSE
+    /// and fsfreeze integration tests show, by hanging them.)
+    #[test]
+    fn every_phase_goes_through_the_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = OpClock::default();
+        let obs = probe_volume(&spec(dir.path()), &clock, far(), 3);
+        assert_eq!(obs.result, "success", "{:?}", obs.detail);
+        let calls = std::mem::take(&mut *clock.trace.lock().unwrap());
+        let mut expected = vec![
+            // The path, leftovers (none), free space, the directory, the data file.
+            "open", "open", "statfs", "mkdir", "open", "open", "fcntl", "fcntl",
+        ];
+        expected.extend(["write"; 4]);
+        expected.extend(["fsync"]);
+        if obs.direct_io == Some(false) {
+            // No O_DIRECT here: the cached pages are dropped before reading.
+            expected.push("fadvise");
+        }
+        expected.extend(["read"; 4]);
+        expected.extend(["close", "delete"]);
+        // The latency pass.
+        expected.extend([
+            "open",
+            "fcntl",
+            "fcntl",
+            "sync_write",
+            "sync_write",
+            "sync_write",
+        ]);
+        expected.extend(["close", "unlink", "close"]);
+        // The clean-up: list (".", ".."), close the listing and the directory, remove it, close
+        // the root.
+        expected.extend([
+            "open", "open", "readdir", "readdir", "readdir", "close", "close",
+        ]);
+        expected.extend(["rmdir"]);
+        expected.extend(["close"]);
+        assert_eq!(calls, expected);
+
+        // The start-up cleanup of leftovers.
+        let probe_dir = dir.path().join(PROBE_DIR);
+        std::fs::create_dir(&probe_dir).unwrap();
+        std::fs::write(probe_dir.join(DATA_FILE), b"crashed").unwrap();
+        assert_eq!(remove_leftovers(dir.path(), &clock).unwrap(), 1);
+        let calls = std::mem::take(&mut *clock.trace.lock().unwrap());
+        let unlinks = calls.iter().filter(|c| **c == "unlink").count();
+        assert_eq!(unlinks, 1, "{calls:?}");
+        assert_eq!(calls.first(), Some(&"open"));
+        assert_eq!(calls.last(), Some(&"close"));
+    }
+
+    /// Reads one sample from the text exposition.
+    fn sample(metrics: &crate::metrics::Metrics, series: &str) -> f64 {
+        let text = metrics.encode_prometheus_text();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("{series} not in {text}"))
+            .parse()
+            .unwrap()
+    }
+
+    fn probes(metrics: &crate::metrics::Metrics, result: &str) -> f64 {
+        sample(
+            metrics,
+            &format!("netprobe_storage_probes_total{{volume=\"v\",result=\"{result}\"}}"),
+        )
+    }
+
+    fn stuck(metrics: &crate::metrics::Metrics) -> f64 {
+        sample(metrics, "netprobe_storage_stuck_seconds{volume=\"v\"}")
+    }
+
+    /// The watchdog's bookkeeping around a thread that hangs: the run counts `timeout` at its
+    /// timeout with the gauge past it; the next run starts no thread, waits its own timeout and
+    /// counts another; once the thread returns, its timings are kept but not its result, the
+    /// gauge drops to 0 and the next run probes again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hung_thread_is_counted_per_run_and_never_doubled() {
+        let metrics = crate::metrics::Metrics::new();
+        let timeout = Duration::from_millis(300);
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let released = Mutex::new(released);
+        let threads = Arc::new(AtomicU64::new(0));
+        let probe = {
+            let threads = threads.clone();
+            move |clock: &OpClock, _deadline: std::time::Instant, _seed: u64| {
+                if threads.fetch_add(1, Ordering::SeqCst) == 0 {
+                    // The first run hangs in mkdir until released, then fails.
+                    let _ = clock.call("mkdir", || released.lock().unwrap().recv());
+                    return StorageObservation {
+                        result: "eio",
+                        operations: vec![("delete", Duration::from_millis(1))],
+                        ..StorageObservation::new()
+                    };
+                }
+                StorageObservation::new()
+            }
+        };
+        let target = StorageTarget::with_probe(
+            "v",
+            PathBuf::from("/nowhere"),
+            Duration::from_secs(10),
+            timeout,
+            metrics.storage.clone(),
+            Arc::new(probe),
+        );
+
+        let started = Instant::now();
+        target.run_once().await;
+        let took = started.elapsed();
+        assert!(
+            took >= timeout && took < timeout + WATCHDOG_GRACE + Duration::from_millis(400),
+            "the first run took {took:?}"
+        );
+        assert_eq!(probes(&metrics, "timeout"), 1.0);
+        assert!(
+            stuck(&metrics) >= timeout.as_secs_f64(),
+            "{}",
+            stuck(&metrics)
+        );
+        assert_eq!(
+            sample(&metrics, "netprobe_storage_probe_success{volume=\"v\"}"),
+            0.0
+        );
+
+        // The thread is still in mkdir: the next run waits its own timeout and counts another
+        // timeout, without a second thread.
+        let started = Instant::now();
+        target.run_once().await;
+        assert!(started.elapsed() >= timeout, "{:?}", started.elapsed());
+        assert_eq!(threads.load(Ordering::SeqCst), 1);
+        assert_eq!(probes(&metrics, "timeout"), 2.0);
+        let gauge = stuck(&metrics);
+        assert!(gauge >= 2.0 * timeout.as_secs_f64(), "stuck {gauge}");
+        assert!(
+            target
+                .clock
+                .in_flight()
+                .unwrap()
+                .describe()
+                .starts_with("blocked in mkdir"),
+        );
+
+        // Released: its timings are recorded, its result is not (the timeout was counted), and
+        // the gauge drops to 0 on the watchdog's own.
+        release.send(()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while stuck(&metrics) != 0.0 {
+            assert!(
+                Instant::now() < deadline,
+                "the stuck gauge stayed at {}",
+                stuck(&metrics)
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        while sample(
+            &metrics,
+            "netprobe_storage_operation_duration_seconds_count{volume=\"v\",operation=\"delete\"}",
+        ) != 1.0
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the late timings were not recorded"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(probes(&metrics, "eio"), 0.0);
+
+        target.run_once().await;
+        assert_eq!(threads.load(Ordering::SeqCst), 2);
+        assert_eq!(probes(&metrics, "success"), 1.0);
+        assert_eq!(probes(&metrics, "timeout"), 2.0);
+        assert_eq!(stuck(&metrics), 0.0);
     }
 }

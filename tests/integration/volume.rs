@@ -1,9 +1,10 @@
 //! Storage volumes of a given kind for the storage suite: a small tmpfs, a read-only bind mount,
-//! a loop-device ext4 image, and a FUSE filesystem of our own with faults (flip a byte on read,
-//! block on write). Every one is unmounted (and its loop device detached) on drop, also when the
-//! test panics. All need root.
+//! a loop-device ext4 image (which can be frozen with `fsfreeze`), and a FUSE filesystem of our
+//! own with faults (flip a byte on read; block in write, mkdir, create or unlink). Every one is
+//! unmounted (and its loop device detached, its freeze thawed) on drop, also when the test
+//! panics. All need root.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::Write;
@@ -129,6 +130,40 @@ impl LoopExt4 {
     pub fn device(&self) -> &str {
         &self.device.0
     }
+
+    /// Freezes the filesystem (`fsfreeze -f`): every call that would modify it (mkdir, the
+    /// creating open, write, unlink) blocks in the kernel, in state D, until it is thawed.
+    /// The guard thaws on drop; declare it after anything that must not be dropped while the
+    /// filesystem is frozen (a daemon blocked in it cannot be reaped, and unmounting waits).
+    pub fn freeze(&self) -> Frozen {
+        let path = self.mount.path().to_owned();
+        run("fsfreeze", &["--freeze", path_str(&path)]);
+        Frozen { path, frozen: true }
+    }
+}
+
+/// A frozen filesystem, thawed on drop. See [`LoopExt4::freeze`].
+pub struct Frozen {
+    path: PathBuf,
+    frozen: bool,
+}
+
+impl Frozen {
+    pub fn thaw(&mut self) {
+        if std::mem::take(&mut self.frozen) {
+            run("fsfreeze", &["--unfreeze", path_str(&self.path)]);
+        }
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        if std::mem::take(&mut self.frozen) {
+            let _ = Command::new("fsfreeze")
+                .args(["--unfreeze", path_str(&self.path)])
+                .status();
+        }
+    }
 }
 
 pub fn loop_ext4(size_mib: u64) -> LoopExt4 {
@@ -253,8 +288,29 @@ impl Drop for FillOnProbe {
 pub enum Fault {
     /// Every read returns the data with one byte flipped.
     FlipOnRead,
-    /// Writes block until the filesystem is dropped (then fail with EIO).
-    HangOnWrite,
+    /// Every request of this kind blocks until released (see [`FaultyFs::release`]), then fails
+    /// with EIO, as do the later ones: a dead server behind a hard mount.
+    Hang(Call),
+}
+
+/// A kind of FUSE request, to hang.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Call {
+    Write,
+    Mkdir,
+    /// The creating open (`open(O_CREAT)`): the probe's open of its files.
+    Create,
+    Unlink,
+}
+
+/// The requests blocked in the filesystem, for the hang tests.
+#[derive(Default)]
+struct Blocked {
+    /// Caller thread ids blocked right now.
+    now: HashSet<u32>,
+    /// The most caller threads blocked at once.
+    most: usize,
+    ever: bool,
 }
 
 #[derive(Debug)]
@@ -268,12 +324,36 @@ struct MemFs {
     nodes: Mutex<HashMap<u64, Node>>,
     next: Mutex<u64>,
     released: Arc<(Mutex<bool>, Condvar)>,
-    blocked: Arc<AtomicBool>,
+    blocked: Arc<Mutex<Blocked>>,
 }
 
 const TTL: Duration = Duration::ZERO;
 
 impl MemFs {
+    /// Whether a `call` request fails (with EIO) instead of being served; blocks first until
+    /// released when the fault hangs `call`.
+    fn hangs(&self, call: Call, req: &fuser::Request) -> bool {
+        if self.fault != Fault::Hang(call) {
+            return false;
+        }
+        let (lock, released) = &*self.released;
+        let mut done = lock.lock().unwrap();
+        if !*done {
+            let caller = req.pid();
+            {
+                let mut blocked = self.blocked.lock().unwrap();
+                blocked.now.insert(caller);
+                blocked.most = blocked.most.max(blocked.now.len());
+                blocked.ever = true;
+            }
+            while !*done {
+                done = released.wait(done).unwrap();
+            }
+            self.blocked.lock().unwrap().now.remove(&caller);
+        }
+        true
+    }
+
     fn attr(&self, ino: u64, node: &Node) -> fuser::FileAttr {
         let (kind, size, perm, nlink) = match node {
             Node::Dir(_) => (fuser::FileType::Directory, 0, 0o755, 2),
@@ -406,13 +486,16 @@ impl fuser::Filesystem for MemFs {
 
     fn mkdir(
         &self,
-        _req: &fuser::Request,
+        req: &fuser::Request,
         parent: fuser::INodeNo,
         name: &OsStr,
         _mode: u32,
         _umask: u32,
         reply: fuser::ReplyEntry,
     ) {
+        if self.hangs(Call::Mkdir, req) {
+            return reply.error(fuser::Errno::EIO);
+        }
         match self.add(parent.0, name, Node::Dir(HashMap::new())) {
             Ok(attr) => reply.entry(&TTL, &attr, fuser::Generation(0)),
             Err(e) => reply.error(e),
@@ -421,7 +504,7 @@ impl fuser::Filesystem for MemFs {
 
     fn create(
         &self,
-        _req: &fuser::Request,
+        req: &fuser::Request,
         parent: fuser::INodeNo,
         name: &OsStr,
         _mode: u32,
@@ -429,6 +512,9 @@ impl fuser::Filesystem for MemFs {
         _flags: i32,
         reply: fuser::ReplyCreate,
     ) {
+        if self.hangs(Call::Create, req) {
+            return reply.error(fuser::Errno::EIO);
+        }
         match self.add(parent.0, name, Node::File(Vec::new())) {
             // Direct I/O: every read and write reaches this filesystem, none is served from
             // the page cache.
@@ -455,11 +541,14 @@ impl fuser::Filesystem for MemFs {
 
     fn unlink(
         &self,
-        _req: &fuser::Request,
+        req: &fuser::Request,
         parent: fuser::INodeNo,
         name: &OsStr,
         reply: fuser::ReplyEmpty,
     ) {
+        if self.hangs(Call::Unlink, req) {
+            return reply.error(fuser::Errno::EIO);
+        }
         match self.remove(parent.0, name, false) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
@@ -508,7 +597,7 @@ impl fuser::Filesystem for MemFs {
 
     fn write(
         &self,
-        _req: &fuser::Request,
+        req: &fuser::Request,
         ino: fuser::INodeNo,
         _fh: fuser::FileHandle,
         offset: u64,
@@ -518,13 +607,7 @@ impl fuser::Filesystem for MemFs {
         _lock_owner: Option<fuser::LockOwner>,
         reply: fuser::ReplyWrite,
     ) {
-        if self.fault == Fault::HangOnWrite {
-            self.blocked.store(true, Ordering::Release);
-            let (lock, released) = &*self.released;
-            let mut done = lock.lock().unwrap();
-            while !*done {
-                done = released.wait(done).unwrap();
-            }
+        if self.hangs(Call::Write, req) {
             return reply.error(fuser::Errno::EIO);
         }
         let mut nodes = self.nodes.lock().unwrap();
@@ -617,7 +700,7 @@ pub struct FaultyFs {
     // Dropped (unmounted) after the blocked writes were released, see Drop.
     session: Option<fuser::BackgroundSession>,
     released: Arc<(Mutex<bool>, Condvar)>,
-    blocked: Arc<AtomicBool>,
+    blocked: Arc<Mutex<Blocked>>,
     dir: tempfile::TempDir,
 }
 
@@ -626,7 +709,7 @@ impl FaultyFs {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let released = Arc::new((Mutex::new(false), Condvar::new()));
-        let blocked = Arc::new(AtomicBool::new(false));
+        let blocked = Arc::new(Mutex::new(Blocked::default()));
         let mut nodes = HashMap::new();
         nodes.insert(1, Node::Dir(HashMap::new()));
         let fs = MemFs {
@@ -641,8 +724,9 @@ impl FaultyFs {
             fuser::MountOption::FSName("kube-netprobe-test".into()),
             fuser::MountOption::RW,
         ];
-        // Two threads: a write blocked in one must not stop `statfs` or `ls` in the other.
-        config.n_threads = Some(2);
+        // Three threads: a request blocked in one must not stop `statfs` or `ls` in the others,
+        // and a second request blocked (a probe thread piling up) must be seen, not queued.
+        config.n_threads = Some(3);
         let session = fuser::spawn_mount(fs, dir.path(), &config)
             .unwrap_or_else(|e| panic!("mount the FUSE filesystem: {e}"));
         Self {
@@ -657,17 +741,22 @@ impl FaultyFs {
         self.dir.path()
     }
 
-    /// Whether a write is (or was) blocked in the filesystem.
-    pub fn write_blocked(&self) -> bool {
-        self.blocked.load(Ordering::Acquire)
+    /// Whether a request is (or was) blocked in the filesystem by the hang fault.
+    pub fn blocked(&self) -> bool {
+        self.blocked.lock().unwrap().ever
     }
 
-    /// Lets blocked writes fail with EIO.
+    /// The most caller threads that were blocked in the filesystem at once.
+    pub fn most_threads_blocked(&self) -> usize {
+        self.blocked.lock().unwrap().most
+    }
+
+    /// Lets blocked requests fail with EIO, and the later ones fail at once.
     pub fn release(&self) {
         release(&self.released);
     }
 
-    /// Releases blocked writes when dropped; see the hang test for why it matters.
+    /// Releases blocked requests when dropped; see the hang tests for why it matters.
     pub fn release_on_drop(&self) -> ReleaseOnDrop {
         ReleaseOnDrop(self.released.clone())
     }
