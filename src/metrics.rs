@@ -14,7 +14,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::probe::dns::{DnsObservation, RCODE_LABELS};
+use crate::probe::dns::{DnsObservation, FAMILY_LABELS, FamilyQuery, RCODE_LABELS};
 use crate::probe::storage::StorageObservation;
 
 /// Lookup-duration buckets, in seconds: dense below 100 ms for healthy clusters, and split around
@@ -53,19 +53,19 @@ pub const DNS_DURATION: FamilyDoc = FamilyDoc {
     name: "netprobe_dns_lookup_duration_seconds",
     kind: "histogram",
     labels: DNS_LABELS,
-    help: "Time from the first query of a lookup to its final response, for lookups that got a response (any rcode); search-list walks, retries and TCP fallback included",
+    help: "Time from the first query of a lookup to its final response, for lookups that got a response (any rcode); search-list walks, retries and TCP fallback included, and for server=system lookups of qtype A the AAAA answer too (getaddrinfo waits for both). Absent until the target's first lookup ends",
 };
 pub const DNS_LOOKUPS: FamilyDoc = FamilyDoc {
     name: "netprobe_dns_lookups_total",
     kind: "counter",
     labels: &["server", "name", "qtype", "rcode"],
-    help: "Lookups by final response code (NOERROR, NXDOMAIN, SERVFAIL, REFUSED, ...), or TIMEOUT / NETWORK_ERROR when no response came",
+    help: "Lookups by final response code (NXDOMAIN, SERVFAIL, REFUSED, ...; NOERROR only when the answer holds a record of the queried type for the name, directly or through a CNAME chain), NODATA (NOERROR without such a record: empty, other types only, or a CNAME chain ending without one), WRONG_ANSWER (NOERROR with records of the type only for other names, or a CNAME loop), or TIMEOUT / NETWORK_ERROR when no response came",
 };
 pub const DNS_SUCCESS: FamilyDoc = FamilyDoc {
     name: "netprobe_dns_probe_success",
     kind: "gauge",
     labels: DNS_LABELS,
-    help: "1 if the last lookup met its expectation (NOERROR with an answer, or the configured expect rcode), else 0",
+    help: "1 if the last lookup met its expectation (rcode NOERROR in netprobe_dns_lookups_total: a record of the queried type for the name; or the configured expect rcode), else 0. Absent until the target's first lookup ends",
 };
 pub const DNS_QUERIES: FamilyDoc = FamilyDoc {
     name: "netprobe_dns_queries_total",
@@ -77,7 +77,13 @@ pub const DNS_LOOKUP_QUERIES: FamilyDoc = FamilyDoc {
     name: "netprobe_dns_lookup_queries",
     kind: "gauge",
     labels: DNS_LABELS,
-    help: "Messages the last lookup sent: 1 for a direct query; for server=system, what ndots and the search list cost one lookup",
+    help: "Messages the last lookup sent: 1 for a direct query; for server=system, what ndots, the search list and (for qtype A) the AAAA query beside the A cost one lookup. Absent until the target's first lookup ends",
+};
+pub const DNS_FAMILY_QUERIES: FamilyDoc = FamilyDoc {
+    name: "netprobe_dns_family_queries_total",
+    kind: "counter",
+    labels: &["server", "name", "qtype", "family", "rcode"],
+    help: "For server=system lookups of qtype A, which ask A and AAAA together as getaddrinfo does: each query by family (ipv4: the A query, ipv6: the AAAA) and what came back for it, rcode as in netprobe_dns_lookups_total (TIMEOUT: no answer before its wait ended). AAAA queries timing out while the A queries beside them are answered are the conntrack race",
 };
 
 /// Request-phase buckets for peers and the API server, in seconds: a healthy pod network
@@ -91,7 +97,7 @@ pub const PEER_UP: FamilyDoc = FamilyDoc {
     name: "netprobe_peer_up",
     kind: "gauge",
     labels: &["target_node", "protocol", "family"],
-    help: "1 if the last probe of the peer on this node over this protocol and IP family succeeded, else 0",
+    help: "1 if the last probe of the peer on this node over this protocol and IP family succeeded, else 0. Absent until the first probe ends",
 };
 pub const PEER_REQUESTS: FamilyDoc = FamilyDoc {
     name: "netprobe_peer_requests_total",
@@ -139,7 +145,7 @@ pub const APISERVER_UP: FamilyDoc = FamilyDoc {
     name: "netprobe_apiserver_up",
     kind: "gauge",
     labels: &["path"],
-    help: "1 if the last API-server probe over this path succeeded: direct (the Service IP from the environment) or dns (the Service name through the pod's resolver)",
+    help: "1 if the last API-server probe over this path succeeded, else 0: direct (the Service IP from the environment) or dns (the Service name through the pod's resolver). Absent until the first probe ends",
 };
 pub const APISERVER_REQUESTS: FamilyDoc = FamilyDoc {
     name: "netprobe_apiserver_requests_total",
@@ -179,7 +185,7 @@ pub const STORAGE_SUCCESS: FamilyDoc = FamilyDoc {
     name: "netprobe_storage_probe_success",
     kind: "gauge",
     labels: &["volume"],
-    help: "1 if the last probe of the volume wrote, synced, read back and verified its data and deleted it, else 0",
+    help: "1 if the last probe of the volume wrote, synced, read back and verified its data and deleted it, else 0. Absent until the first probe ends",
 };
 pub const STORAGE_PROBES: FamilyDoc = FamilyDoc {
     name: "netprobe_storage_probes_total",
@@ -227,6 +233,7 @@ pub const FAMILIES: &[FamilyDoc] = &[
     DNS_SUCCESS,
     DNS_QUERIES,
     DNS_LOOKUP_QUERIES,
+    DNS_FAMILY_QUERIES,
     PEER_UP,
     PEER_REQUESTS,
     PEER_DURATION,
@@ -318,7 +325,26 @@ struct DnsProtocolLabels {
     protocol: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DnsFamilyLabels {
+    server: String,
+    name: String,
+    qtype: String,
+    family: &'static str,
+    rcode: &'static str,
+}
+
 impl DnsLabels {
+    fn with_family(&self, family: &'static str, rcode: &'static str) -> DnsFamilyLabels {
+        DnsFamilyLabels {
+            server: self.server.clone(),
+            name: self.name.clone(),
+            qtype: self.qtype.clone(),
+            family,
+            rcode,
+        }
+    }
+
     fn with_rcode(&self, rcode: &'static str) -> DnsRcodeLabels {
         DnsRcodeLabels {
             server: self.server.clone(),
@@ -345,7 +371,9 @@ fn dns_histogram() -> Histogram {
 }
 
 /// Response codes whose series exist from a target's start, so that `rate()` and error ratios
-/// see the first failure instead of a series appearing from nowhere.
+/// see the first failure instead of a series appearing from nowhere. The rest of
+/// [`RCODE_LABELS`] (NODATA and WRONG_ANSWER among them) appear when first seen, so that a
+/// target costs 6 counters here, not 17.
 const PRECREATED_RCODES: &[&str] = &[
     "NOERROR",
     "NXDOMAIN",
@@ -363,6 +391,7 @@ pub struct DnsMetrics {
     success: Family<DnsLabels, Gauge>,
     queries: Family<DnsProtocolLabels, Counter>,
     lookup_queries: Family<DnsLabels, Gauge>,
+    family_queries: Family<DnsFamilyLabels, Counter>,
 }
 
 impl DnsMetrics {
@@ -373,6 +402,7 @@ impl DnsMetrics {
             success: Family::default(),
             queries: Family::default(),
             lookup_queries: Family::default(),
+            family_queries: Family::default(),
         };
         register_with_unit(
             registry,
@@ -384,19 +414,30 @@ impl DnsMetrics {
         register(registry, &DNS_SUCCESS, this.success.clone());
         register(registry, &DNS_QUERIES, this.queries.clone());
         register(registry, &DNS_LOOKUP_QUERIES, this.lookup_queries.clone());
+        register(registry, &DNS_FAMILY_QUERIES, this.family_queries.clone());
         this
     }
 
-    /// Creates a target's series at zero (success 0 until the first lookup says otherwise).
+    /// Creates a target's counters at zero. Its success, latency and last-lookup series appear
+    /// with its first result: a 0 before any lookup would read as a failure (and page) on every
+    /// start and rollout.
     pub fn add_target(&self, target: &DnsLabels) {
-        let _ = self.duration.get_or_create(target);
-        let _ = self.success.get_or_create(target);
-        let _ = self.lookup_queries.get_or_create(target);
         for rcode in PRECREATED_RCODES {
             let _ = self.lookups.get_or_create(&target.with_rcode(rcode));
         }
         for protocol in ["udp", "tcp"] {
             let _ = self.queries.get_or_create(&target.with_protocol(protocol));
+        }
+    }
+
+    /// Creates the per-family TIMEOUT counters of a target whose lookups ask A and AAAA (server
+    /// `system`, qtype A), so that `rate()` sees the first lost answer; the other values appear
+    /// when first seen.
+    pub fn add_family_target(&self, target: &DnsLabels) {
+        for family in FAMILY_LABELS {
+            let _ = self
+                .family_queries
+                .get_or_create(&target.with_family(family, "TIMEOUT"));
         }
     }
 
@@ -411,14 +452,32 @@ impl DnsMetrics {
         for protocol in ["udp", "tcp"] {
             self.queries.remove(&target.with_protocol(protocol));
         }
+        for family in FAMILY_LABELS {
+            for rcode in RCODE_LABELS {
+                self.family_queries
+                    .remove(&target.with_family(family, rcode));
+            }
+        }
+    }
+
+    /// Counts what each A and AAAA query of a lookup got.
+    pub fn record_family_queries(&self, target: &DnsLabels, queries: &[FamilyQuery]) {
+        for query in queries {
+            self.family_queries
+                .get_or_create(&target.with_family(query.family, query.rcode))
+                .inc();
+        }
     }
 
     /// Records one lookup; `success` is the observation judged against the query's expectation.
     pub fn record(&self, target: &DnsLabels, observation: &DnsObservation, success: bool) {
-        if let Some(duration) = observation.duration {
-            self.duration
-                .get_or_create(target)
-                .observe(duration.as_secs_f64());
+        {
+            // Created with the first result, answered or not, so that a target that never gets
+            // an answer shows a `_count` of 0 rather than no histogram at all.
+            let histogram = self.duration.get_or_create(target);
+            if let Some(took) = observation.duration {
+                histogram.observe(took.as_secs_f64());
+            }
         }
         self.lookups
             .get_or_create(&target.with_rcode(observation.outcome.rcode_label()))
@@ -562,9 +621,9 @@ impl PeerMetrics {
         }
     }
 
-    /// Creates a target's series: `up` at 0 and the success counter at 0.
+    /// Creates a target's success counter at 0. `up` appears with the first result: a 0 before
+    /// any probe would read as an unreachable peer on every start and rollout.
     pub fn add_target(&self, key: &PeerKey) {
-        let _ = self.up.get_or_create(&Self::up_labels(key));
         let _ = self
             .requests
             .get_or_create(&Self::result_labels(key, "success"));
@@ -687,9 +746,9 @@ impl ApiserverMetrics {
         this
     }
 
-    /// Creates a path's series at 0.
+    /// Creates a path's success counter at 0. `up` appears with the first result: a 0 before
+    /// any probe would read as a failing path on every start and rollout.
     pub fn add_path(&self, path: &'static str) {
-        let _ = self.up.get_or_create(&PathLabels { path });
         let _ = self.requests.get_or_create(&PathResultLabels {
             path,
             result: "success",
@@ -829,22 +888,18 @@ impl StorageMetrics {
         }
     }
 
-    /// Creates a volume's series at 0: every result and operation, so that error ratios and
-    /// `rate()` see the first failure.
+    /// Creates a volume's counters at 0 (every result, and bytes per operation), so that error
+    /// ratios and `rate()` see the first failure, and its stuck gauge at 0 (nothing in flight).
+    /// Success and the operation timings appear with the first result: a 0 before any probe
+    /// would read as a failing volume on every start and rollout.
     pub fn add_volume(&self, volume: &str) {
-        use crate::probe::storage::{BYTE_OPERATIONS, OPERATIONS, RESULTS};
-        let _ = self.success.get_or_create(&Self::volume(volume));
+        use crate::probe::storage::{BYTE_OPERATIONS, RESULTS};
         let _ = self.stuck.get_or_create(&Self::volume(volume));
         for result in RESULTS {
             let _ = self.probes.get_or_create(&VolumeResultLabels {
                 volume: volume.to_owned(),
                 result,
             });
-        }
-        for operation in OPERATIONS {
-            let _ = self
-                .duration
-                .get_or_create(&Self::operation(volume, operation));
         }
         for operation in BYTE_OPERATIONS {
             let _ = self
@@ -1067,7 +1122,8 @@ pub fn reference_markdown() -> String {
     }
     out.push_str(&format!(
         "\nDNS lookup-duration buckets (seconds): {}.\n\n\
-         Label values: `rcode` is one of {}; `protocol` is `udp` or `tcp`; `probe` is `dns`.\n",
+         Label values: `rcode` is one of {}; `family` is `ipv4` (the A query) or `ipv6` (the \
+         AAAA query); `protocol` is `udp` or `tcp`; `probe` is `dns`.\n",
         DNS_BUCKETS
             .iter()
             .map(|b| b.to_string())
@@ -1148,6 +1204,25 @@ mod tests {
         let m = Metrics::new();
         let t = target();
         m.dns.add_target(&t);
+        let labels = format!(r#"server="10.96.0.10:53",{T}"#);
+        let before = m.encode_openmetrics();
+        assert_eq!(
+            sample(
+                &before,
+                &format!(r#"netprobe_dns_lookups_total{{{labels},rcode="NOERROR"}}"#)
+            ),
+            Some("0")
+        );
+        for family in [
+            "netprobe_dns_probe_success{",
+            "netprobe_dns_lookup_queries{",
+            "netprobe_dns_lookup_duration_seconds_count{",
+        ] {
+            assert!(
+                !before.contains(family),
+                "{family} before any lookup: {before}"
+            );
+        }
         let ok = observation(
             Outcome::Response {
                 rcode: ResponseCode::NoError,
@@ -1159,7 +1234,6 @@ mod tests {
         );
         m.dns.record(&t, &ok, true);
         let text = m.encode_openmetrics();
-        let labels = format!(r#"server="10.96.0.10:53",{T}"#);
         assert_eq!(
             sample(
                 &text,
@@ -1239,14 +1313,148 @@ mod tests {
         let m = Metrics::new();
         let t = target();
         m.dns.add_target(&t);
+        m.dns.add_family_target(&t);
         m.dns.record(
             &t,
             &observation(Outcome::NetworkError("refused".into()), None, 1, 0),
             false,
         );
+        m.dns.record(
+            &t,
+            &observation(Outcome::WrongAnswer { answers: 1 }, Some(1), 1, 0),
+            false,
+        );
+        m.dns.record_family_queries(
+            &t,
+            &[FamilyQuery {
+                family: "ipv6",
+                rcode: "NODATA",
+            }],
+        );
         m.dns.remove_target(&t);
         let text = m.encode_openmetrics();
         assert!(!text.contains("10.96.0.10:53"), "{text}");
+    }
+
+    #[test]
+    fn unusable_answers_count_under_their_own_rcode() {
+        let m = Metrics::new();
+        let t = target();
+        m.dns.add_target(&t);
+        let labels = format!(r#"server="10.96.0.10:53",{T}"#);
+        for outcome in [
+            Outcome::NoData { answers: 1 },
+            Outcome::WrongAnswer { answers: 1 },
+        ] {
+            let label = outcome.rcode_label();
+            m.dns
+                .record(&t, &observation(outcome, Some(1), 1, 0), false);
+            let text = m.encode_openmetrics();
+            let series = format!(r#"netprobe_dns_lookups_total{{{labels},rcode="{label}"}}"#);
+            assert_eq!(sample(&text, &series), Some("1"), "{text}");
+        }
+        let text = m.encode_openmetrics();
+        let noerror = format!(r#"netprobe_dns_lookups_total{{{labels},rcode="NOERROR"}}"#);
+        assert_eq!(sample(&text, &noerror), Some("0"));
+    }
+
+    #[test]
+    fn a_and_aaaa_queries_count_by_family() {
+        let m = Metrics::new();
+        let t = DnsLabels {
+            server: "system".into(),
+            ..target()
+        };
+        m.dns.add_target(&t);
+        m.dns.add_family_target(&t);
+        let series = |text: &str, family: &str, rcode: &str| {
+            let name = format!(
+                r#"netprobe_dns_family_queries_total{{server="system",{T},family="{family}",rcode="{rcode}"}}"#
+            );
+            sample(text, &name).map(str::to_owned)
+        };
+        // The lost-answer counters exist from the start, so `rate()` sees the first loss.
+        let text = m.encode_openmetrics();
+        assert_eq!(series(&text, "ipv4", "TIMEOUT").as_deref(), Some("0"));
+        assert_eq!(series(&text, "ipv6", "TIMEOUT").as_deref(), Some("0"));
+        assert_eq!(series(&text, "ipv6", "NODATA"), None);
+        let query = |family, rcode| FamilyQuery { family, rcode };
+        m.dns.record_family_queries(
+            &t,
+            &[
+                query("ipv4", "NOERROR"),
+                query("ipv6", "TIMEOUT"),
+                query("ipv4", "NOERROR"),
+                query("ipv6", "NODATA"),
+            ],
+        );
+        let text = m.encode_openmetrics();
+        assert_eq!(series(&text, "ipv4", "NOERROR").as_deref(), Some("2"));
+        assert_eq!(series(&text, "ipv6", "TIMEOUT").as_deref(), Some("1"));
+        assert_eq!(series(&text, "ipv6", "NODATA").as_deref(), Some("1"));
+        assert_eq!(series(&text, "ipv4", "TIMEOUT").as_deref(), Some("0"));
+    }
+
+    /// Success and latency series of every prober appear with the target's first result, not
+    /// at 0 when the target is added (a 0 reads as a failure, and pages, on every start).
+    #[test]
+    fn success_series_appear_with_the_first_result() {
+        let m = Metrics::new();
+        let peer = PeerKey {
+            target_node: "node-b".into(),
+            protocol: "http",
+            family: "ipv4",
+        };
+        m.peers.add_target(&peer);
+        m.apiserver.add_path("direct");
+        m.storage.add_volume("scratch");
+        let text = m.encode_openmetrics();
+        for absent in [
+            "netprobe_peer_up{",
+            "netprobe_apiserver_up{",
+            "netprobe_storage_probe_success{",
+            "netprobe_storage_operation_duration_seconds_count{",
+        ] {
+            assert!(!text.contains(absent), "{absent} before any probe: {text}");
+        }
+        // The counters are there at 0, so that rate() sees the first failure.
+        for zero in [
+            r#"netprobe_peer_requests_total{target_node="node-b",protocol="http",result="success"}"#,
+            r#"netprobe_apiserver_requests_total{path="direct",result="success"}"#,
+            r#"netprobe_storage_probes_total{volume="scratch",result="timeout"}"#,
+            r#"netprobe_storage_stuck_seconds{volume="scratch"}"#,
+        ] {
+            let value = sample(&text, zero).and_then(|v| v.parse::<f64>().ok());
+            assert_eq!(value, Some(0.0), "{zero}: {text}");
+        }
+        m.peers.record(&peer, "timeout", &[]);
+        m.apiserver.record("direct", "success", &[("total", 0.002)]);
+        m.storage.record(
+            "scratch",
+            &StorageObservation {
+                result: "timeout",
+                operations: vec![("write", Duration::from_millis(5))],
+                bytes: vec![],
+                throughput: vec![],
+                direct_io: None,
+                detail: None,
+            },
+        );
+        let text = m.encode_openmetrics();
+        for (series, value) in [
+            (
+                r#"netprobe_peer_up{target_node="node-b",protocol="http",family="ipv4"}"#,
+                "0",
+            ),
+            (r#"netprobe_apiserver_up{path="direct"}"#, "1"),
+            (r#"netprobe_storage_probe_success{volume="scratch"}"#, "0"),
+            (
+                r#"netprobe_storage_operation_duration_seconds_count{volume="scratch",operation="write"}"#,
+                "1",
+            ),
+        ] {
+            assert_eq!(sample(&text, series), Some(value), "{series}: {text}");
+        }
     }
 
     #[test]
@@ -1286,6 +1494,17 @@ mod tests {
         let m = Metrics::new();
         m.probes.add_probe("dns");
         m.dns.add_target(&target());
+        m.dns.add_family_target(&target());
+        let ok = observation(
+            Outcome::Response {
+                rcode: ResponseCode::NoError,
+                answers: 1,
+            },
+            Some(1),
+            1,
+            0,
+        );
+        m.dns.record(&target(), &ok, true);
         let peer = PeerKey {
             target_node: "node-b".into(),
             protocol: "http",

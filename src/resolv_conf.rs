@@ -3,7 +3,8 @@
 //! `system` lookups must cost and fail the way an application's `getaddrinfo` does, so this
 //! follows glibc: at most three nameservers on port 53, `search`/`domain` (the last one wins),
 //! `ndots` (capped at 15), `timeout` (capped at 30 s), `attempts` (capped at 5), `rotate`,
-//! `use-vc` and `edns0`. Lines glibc would ignore are ignored here too, and reported as warnings.
+//! `use-vc`, `edns0`, `single-request` and `single-request-reopen`. Lines glibc would ignore are
+//! ignored here too, and reported as warnings.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -26,6 +27,11 @@ pub struct ResolvConf {
     pub use_vc: bool,
     pub edns0: bool,
     pub no_tld_query: bool,
+    /// `options single-request`: the AAAA query of a getaddrinfo call waits for the A answer.
+    pub single_request: bool,
+    /// `options single-request-reopen`: as `single-request`, and the AAAA query goes out from a
+    /// new socket.
+    pub single_request_reopen: bool,
     /// Lines that glibc would skip, as `line N: why`.
     pub warnings: Vec<String>,
 }
@@ -76,6 +82,8 @@ impl ResolvConf {
             use_vc: raw.use_vc,
             edns0: raw.edns0,
             no_tld_query: raw.no_tld_query,
+            single_request: raw.single_request,
+            single_request_reopen: raw.single_request_reopen,
             warnings,
         }
     }
@@ -109,11 +117,54 @@ impl ResolvConf {
         out
     }
 
+    /// How a getaddrinfo call sends its A and AAAA queries with these options.
+    pub fn pair_mode(&self) -> PairMode {
+        if self.single_request_reopen {
+            PairMode::Reopen
+        } else if self.single_request {
+            PairMode::Sequential
+        } else {
+            PairMode::Parallel
+        }
+    }
+
     /// The longest a libc lookup with these settings can take for `candidates` names: each
-    /// name may be sent `attempts` times to every nameserver, each try waiting `timeout`.
-    pub fn worst_case(&self, candidates: usize) -> Duration {
+    /// name may be sent `attempts` times to every nameserver, each try waiting `timeout` up to
+    /// `waits_per_try` times (more than once only for an A and AAAA pair: [`PairMode::waits`]).
+    pub fn worst_case(&self, candidates: usize, waits_per_try: u32) -> Duration {
         let tries = candidates as u32 * self.attempts * self.nameservers.len() as u32;
-        self.timeout * tries
+        self.timeout * tries * waits_per_try
+    }
+}
+
+/// How glibc's `send_dg` sends the two queries of a getaddrinfo call (A and AAAA) to one
+/// nameserver. Two queries sent at once from one socket are what the Linux conntrack insert race
+/// loses one of, which `single-request` and `single-request-reopen` work around.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PairMode {
+    /// Both at once from one socket: glibc's default.
+    Parallel,
+    /// The second once the first is answered, on the same socket (`single-request`).
+    Sequential,
+    /// The second once the first is answered, from a new socket (`single-request-reopen`).
+    Reopen,
+}
+
+impl PairMode {
+    /// What glibc switches to when a wait ends with one answer in and the other missing, before
+    /// it asks the pair again; `None` once there is nothing left to switch to (it then returns
+    /// the one answer it has).
+    pub fn fallback(self) -> Option<Self> {
+        match self {
+            PairMode::Parallel => Some(PairMode::Sequential),
+            PairMode::Sequential => Some(PairMode::Reopen),
+            PairMode::Reopen => None,
+        }
+    }
+
+    /// The most waits of `timeout` one try of a pair can take: this mode and each fallback.
+    pub fn waits(self) -> u32 {
+        1 + self.fallback().map_or(0, Self::waits)
     }
 }
 
@@ -220,6 +271,29 @@ mod tests {
     fn no_nameserver_means_localhost() {
         let conf = ResolvConf::parse(b"search example.com\n");
         assert_eq!(conf.nameservers, vec!["127.0.0.1:53".parse().unwrap()]);
-        assert_eq!(conf.worst_case(2), Duration::from_secs(20));
+        assert_eq!(conf.worst_case(2, 1), Duration::from_secs(20));
+        assert_eq!(conf.pair_mode(), PairMode::Parallel);
+        assert_eq!(
+            conf.worst_case(2, conf.pair_mode().waits()),
+            Duration::from_secs(60)
+        );
+    }
+
+    #[test]
+    fn single_request_options_choose_how_the_pair_is_sent() {
+        let mode = |text: &str| ResolvConf::parse(text.as_bytes()).pair_mode();
+        assert_eq!(mode("options single-request\n"), PairMode::Sequential);
+        assert_eq!(mode("options single-request-reopen\n"), PairMode::Reopen);
+        assert_eq!(
+            mode("options single-request single-request-reopen\n"),
+            PairMode::Reopen
+        );
+        // glibc's fallbacks after a wait that lost one of the two answers.
+        assert_eq!(PairMode::Parallel.fallback(), Some(PairMode::Sequential));
+        assert_eq!(PairMode::Reopen.fallback(), None);
+        assert_eq!(
+            [PairMode::Parallel, PairMode::Sequential, PairMode::Reopen].map(PairMode::waits),
+            [3, 2, 1]
+        );
     }
 }

@@ -201,7 +201,8 @@ pub struct DnsQuery {
     pub name: QueryName,
     #[serde(rename = "type", default)]
     pub qtype: QueryType,
-    /// The response code that counts as success. Unset: NOERROR with at least one answer.
+    /// The response code that counts as success, whatever the answer holds. Unset: NOERROR with
+    /// a record of the queried type for the name, directly or through a CNAME chain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expect: Option<ExpectedRcode>,
 }

@@ -201,12 +201,14 @@ mod tests {
         assert_eq!(mesh.targets(), ["node-1", "node-2"]);
         assert_eq!(scheduler.len(), 4);
         let text = metrics.encode_openmetrics();
+        // Probed from now on: counters at 0, no `up` until the first probe ends.
         assert!(
             text.contains(
-                r#"netprobe_peer_up{target_node="node-2",protocol="tcp",family="ipv4"} 0"#
+                r#"netprobe_peer_requests_total{target_node="node-2",protocol="tcp",result="success"} 0"#
             ),
             "{text}"
         );
+        assert!(!text.contains("netprobe_peer_up{"), "{text}");
         assert!(
             text.contains(r#"netprobe_peer_checkers_expected{target_node="node-0"} 2"#),
             "{text}"

@@ -1,11 +1,18 @@
 //! The DNS prober: one lookup of one name against one server, measured the way a pod sees it.
 //!
 //! A resolver library hides what a probe must see (its retries, its cache, its fallbacks; see
-//! stack-notes.md), so this sends exactly the messages it decides to send: one UDP query on a
-//! connected socket of its own (so ICMP errors surface), and a one-shot hickory-net TCP exchange
-//! only when the UDP answer is truncated; every message is counted. hickory-proto encodes and
-//! decodes the messages. Server `system` replays libc's
-//! algorithm on top of that: the search list, `ndots`, `attempts` and `timeout` from resolv.conf.
+//! stack-notes.md), so this sends exactly the messages it decides to send: UDP queries on
+//! connected sockets of its own (so ICMP errors surface), and one-shot hickory-net TCP exchanges
+//! only when a UDP answer is truncated (or with `use-vc`); every message is counted.
+//! hickory-proto encodes and decodes the messages. An explicit server gets one query. Server
+//! `system` replays glibc's getaddrinfo on top of that: the search list, `ndots`, `attempts` and
+//! `timeout` from resolv.conf, and for type A the A and AAAA queries that getaddrinfo sends
+//! together from one socket (`single-request` and `single-request-reopen` honoured), because that
+//! pair is what loses a packet in the conntrack race.
+//!
+//! A lookup succeeds when the application would get something: NOERROR with a record of the
+//! queried type for the name, directly or through a CNAME chain in the answer section
+//! ([`judge`]). Other NOERROR answers are `NODATA` or `WRONG_ANSWER`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -17,21 +24,32 @@ use hickory_net::runtime::TokioRuntimeProvider;
 use hickory_net::tcp::TcpClientStream;
 use hickory_net::xfer::{DnsHandle, FirstAnswer};
 use hickory_proto::op::{DnsRequest, DnsRequestOptions, DnsResponse, Query, ResponseCode};
-use hickory_proto::rr::{Name, RData, RecordType};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
 use crate::config::{DnsConfig, DnsQuery, rcode_name};
 use crate::discovery::coredns::CorednsPod;
 use crate::metrics::{DnsLabels, DnsMetrics};
 use crate::probe::{Health, Transition};
-use crate::resolv_conf::ResolvConf;
+use crate::resolv_conf::{PairMode, ResolvConf};
 use crate::scheduler::{RunFuture, Target};
 
 /// How a lookup ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    /// A response came, with this code and this many answer records.
+    /// A response with this code and this many answer records. A NOERROR one holds at least one
+    /// record of the queried type for the name, directly or at the end of a CNAME chain.
     Response { rcode: ResponseCode, answers: usize },
+    /// NOERROR without a record of the queried type for the name: an empty answer section
+    /// (`answers == 0`, what libc calls NO_DATA), records of other types only (a TXT), or a
+    /// CNAME chain that ends at a name without one (the target has no such record, or does not
+    /// exist: the answer section cannot tell these apart).
+    NoData { answers: usize },
+    /// NOERROR whose records of the queried type all belong to names the query neither asked for
+    /// nor reached through a CNAME, or whose CNAME chain loops or is longer than
+    /// [`MAX_CNAME_CHAIN`]: a misdirected or broken answer.
+    WrongAnswer { answers: usize },
     /// No response before the deadline.
     Timeout,
     /// The query could not be sent or the exchange broke (refused, unreachable, garbled).
@@ -53,29 +71,52 @@ pub const RCODE_LABELS: &[&str] = &[
     "NOTZONE",
     "BADVERS",
     "OTHER",
+    "NODATA",
+    "WRONG_ANSWER",
     "TIMEOUT",
     "NETWORK_ERROR",
 ];
 
+/// Every value the `family` label can take: the A query is `ipv4`, the AAAA query `ipv6`.
+pub const FAMILY_LABELS: &[&str] = &["ipv4", "ipv6"];
+
+/// The longest CNAME chain followed within one answer section; a longer one counts as a loop.
+pub const MAX_CNAME_CHAIN: usize = 16;
+
 impl Outcome {
-    /// The `rcode` label: the response code's DNS name, or TIMEOUT / NETWORK_ERROR.
+    /// The `rcode` label: the response code's DNS name, NODATA or WRONG_ANSWER for a NOERROR
+    /// answer an application cannot use, or TIMEOUT / NETWORK_ERROR when no response came.
     pub fn rcode_label(&self) -> &'static str {
         match self {
             Outcome::Response { rcode, .. } => rcode_name(*rcode),
+            Outcome::NoData { .. } => "NODATA",
+            Outcome::WrongAnswer { .. } => "WRONG_ANSWER",
             Outcome::Timeout => "TIMEOUT",
             Outcome::NetworkError(_) => "NETWORK_ERROR",
         }
     }
 
-    /// Whether this outcome meets the expectation: the `expect` rcode, or by default NOERROR with
-    /// at least one answer.
+    /// The response code the server sent, if a response came.
+    pub fn rcode(&self) -> Option<ResponseCode> {
+        match self {
+            Outcome::Response { rcode, .. } => Some(*rcode),
+            Outcome::NoData { .. } | Outcome::WrongAnswer { .. } => Some(ResponseCode::NoError),
+            Outcome::Timeout | Outcome::NetworkError(_) => None,
+        }
+    }
+
+    /// Whether this outcome meets the expectation: the `expect` rcode (whatever the answer
+    /// holds), or by default NOERROR with a record of the queried type for the name.
     pub fn meets(&self, expect: Option<ResponseCode>) -> bool {
-        match (self, expect) {
-            (Outcome::Response { rcode, .. }, Some(expected)) => *rcode == expected,
-            (Outcome::Response { rcode, answers }, None) => {
-                *rcode == ResponseCode::NoError && *answers > 0
-            }
-            _ => false,
+        match expect {
+            Some(expected) => self.rcode() == Some(expected),
+            None => matches!(
+                self,
+                Outcome::Response {
+                    rcode: ResponseCode::NoError,
+                    answers: 1..
+                }
+            ),
         }
     }
 
@@ -85,10 +126,123 @@ impl Outcome {
             Outcome::Response { rcode, answers } => {
                 format!("{} with {answers} answer(s)", rcode_name(*rcode))
             }
+            Outcome::NoData { answers: 0 } => "NOERROR with no answer (NODATA)".into(),
+            Outcome::NoData { answers } => format!(
+                "NOERROR with {answers} answer(s), none of the queried type for the name, \
+                 directly or through a CNAME (NODATA)"
+            ),
+            Outcome::WrongAnswer { answers } => format!(
+                "NOERROR with {answers} answer(s): records of the queried type for other names, \
+                 or a CNAME chain that loops or is longer than {MAX_CNAME_CHAIN} (WRONG_ANSWER)"
+            ),
             Outcome::Timeout => "no response before the deadline".into(),
             Outcome::NetworkError(e) => format!("network error: {e}"),
         }
     }
+
+    /// Whether libc's res_send asks the next nameserver after this: no response, or SERVFAIL,
+    /// NOTIMP or REFUSED.
+    fn tries_next_server(&self) -> bool {
+        !matches!(
+            self.rcode(),
+            Some(rcode) if !matches!(
+                rcode,
+                ResponseCode::ServFail | ResponseCode::NotImp | ResponseCode::Refused
+            )
+        )
+    }
+
+    /// Whether the response's answer section has records (libc's `ancount > 0` with NOERROR),
+    /// which ends libc's search-list walk whether or not they are of any use.
+    fn has_records(&self) -> bool {
+        matches!(
+            self,
+            Outcome::Response {
+                rcode: ResponseCode::NoError,
+                answers: 1..
+            } | Outcome::NoData { answers: 1.. }
+                | Outcome::WrongAnswer { .. }
+        )
+    }
+}
+
+/// What an application asking for `name` and `qtype` makes of `response`: the rules of a stub
+/// resolver (glibc's getanswer_r), which keeps only records of the type owned by the name or
+/// by the names its CNAME chain leads to, within the answer section.
+pub fn judge(name: &Name, qtype: RecordType, response: &DnsResponse) -> Outcome {
+    let rcode = response.metadata.response_code;
+    let answers = &response.answers;
+    if rcode != ResponseCode::NoError {
+        return Outcome::Response {
+            rcode,
+            answers: answers.len(),
+        };
+    }
+    let count = answers.len();
+    if answers.is_empty() {
+        return Outcome::NoData { answers: 0 };
+    }
+    match chain_end(name, qtype, answers) {
+        None => Outcome::WrongAnswer { answers: count },
+        Some(owner) if owns(owner, qtype, answers) => Outcome::Response {
+            rcode,
+            answers: count,
+        },
+        Some(_) if answers.iter().any(|r| r.record_type() == qtype) => {
+            Outcome::WrongAnswer { answers: count }
+        }
+        Some(_) => Outcome::NoData { answers: count },
+    }
+}
+
+/// Where the CNAME chain from `name` ends within `answers`: the first name on it that has
+/// records of `qtype` or no CNAME (`name` itself when there is no chain); `None` when the chain
+/// loops or is longer than [`MAX_CNAME_CHAIN`]. A CNAME query is answered by the CNAME itself.
+fn chain_end<'a>(name: &'a Name, qtype: RecordType, answers: &'a [Record]) -> Option<&'a Name> {
+    let mut owner = name;
+    for _ in 0..=MAX_CNAME_CHAIN {
+        if qtype == RecordType::CNAME || owns(owner, qtype, answers) {
+            return Some(owner);
+        }
+        match cname_target(owner, answers) {
+            Some(target) => owner = target,
+            None => return Some(owner),
+        }
+    }
+    None
+}
+
+/// Whether `answers` hold a record of `qtype` owned by `owner` (case-insensitive, as DNS is).
+fn owns(owner: &Name, qtype: RecordType, answers: &[Record]) -> bool {
+    answers
+        .iter()
+        .any(|r| r.record_type() == qtype && r.name.eq_ignore_root(owner))
+}
+
+fn cname_target<'a>(owner: &Name, answers: &'a [Record]) -> Option<&'a Name> {
+    answers.iter().find_map(|r| match &r.data {
+        RData::CNAME(cname) if r.name.eq_ignore_root(owner) => Some(&cname.0),
+        _ => None,
+    })
+}
+
+/// The addresses an application gets from an A or AAAA answer: the records at the end of the
+/// name's CNAME chain.
+fn addresses(name: &Name, qtype: RecordType, response: &DnsResponse) -> Vec<IpAddr> {
+    let answers = &response.answers;
+    let owner = match chain_end(name, qtype, answers) {
+        Some(owner) if response.metadata.response_code == ResponseCode::NoError => owner,
+        _ => return Vec::new(),
+    };
+    answers
+        .iter()
+        .filter(|r| r.name.eq_ignore_root(owner))
+        .filter_map(|r| match &r.data {
+            RData::A(a) if qtype == RecordType::A => Some(IpAddr::V4(a.0)),
+            RData::AAAA(aaaa) if qtype == RecordType::AAAA => Some(IpAddr::V6(aaaa.0)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// What one lookup saw.
@@ -119,52 +273,67 @@ pub async fn query(
     options: QueryOptions,
     deadline: Instant,
 ) -> DnsObservation {
-    query_with_response(server, name, qtype, options, deadline)
-        .await
-        .0
+    let start = Instant::now();
+    let question = [Question { name, qtype }];
+    let ask = Ask {
+        server,
+        options,
+        wait: deadline.saturating_duration_since(start),
+        deadline,
+    };
+    let requests = encode(&question, options);
+    let tried = Try::run(
+        &ask,
+        &question,
+        &requests,
+        &mut None,
+        &mut PairMode::Parallel,
+    )
+    .await;
+    let outcome = first(tried.outcomes(&question));
+    DnsObservation {
+        duration: tried.answered_at.filter(|_| outcome.rcode().is_some()),
+        outcome,
+        udp_queries: tried.udp,
+        tcp_queries: tried.tcp,
+    }
 }
 
-async fn query_with_response(
-    server: SocketAddr,
-    name: &Name,
+/// One question a try asks: the name and type of one query.
+#[derive(Debug, Clone, Copy)]
+struct Question<'a> {
+    name: &'a Name,
     qtype: RecordType,
-    options: QueryOptions,
-    deadline: Instant,
-) -> (DnsObservation, Option<DnsResponse>) {
-    let start = Instant::now();
-    let mut observation = DnsObservation {
-        outcome: Outcome::Timeout,
-        duration: None,
-        udp_queries: 0,
-        tcp_queries: 0,
-    };
-    if !options.tcp_only {
-        observation.udp_queries = 1;
-        match exchange(udp(server, name, qtype, options), deadline).await {
-            Ok(response) if !response.metadata.truncation => {
-                observation.outcome = response_outcome(&response);
-                observation.duration = Some(start.elapsed());
-                return (observation, Some(response));
-            }
-            Ok(_truncated) => {}
-            Err(outcome) => {
-                observation.outcome = outcome;
-                return (observation, None);
-            }
+}
+
+impl Question<'_> {
+    /// The `family` label of this question's queries, for A and AAAA.
+    fn family(&self) -> Option<&'static str> {
+        match self.qtype {
+            RecordType::A => Some("ipv4"),
+            RecordType::AAAA => Some("ipv6"),
+            _ => None,
         }
     }
-    observation.tcp_queries = 1;
-    match exchange(tcp(server, name, qtype, options, deadline), deadline).await {
-        Ok(response) => {
-            observation.outcome = response_outcome(&response);
-            observation.duration = Some(start.elapsed());
-            (observation, Some(response))
-        }
-        Err(outcome) => {
-            observation.outcome = outcome;
-            (observation, None)
-        }
+}
+
+/// What libc's getaddrinfo asks for a lookup of `qtype`: A and AAAA for type A (AF_UNSPEC), the
+/// type alone otherwise (res_query).
+fn questions(name: &Name, qtype: RecordType) -> Vec<Question<'_>> {
+    let mut out = vec![Question { name, qtype }];
+    if qtype == RecordType::A {
+        out.push(Question {
+            name,
+            qtype: RecordType::AAAA,
+        });
     }
+    out
+}
+
+/// One encoded query.
+struct Request {
+    request: DnsRequest,
+    bytes: Vec<u8>,
 }
 
 fn request(name: &Name, qtype: RecordType, options: QueryOptions) -> DnsRequest {
@@ -174,48 +343,183 @@ fn request(name: &Name, qtype: RecordType, options: QueryOptions) -> DnsRequest 
     DnsRequest::from_query(Query::query(name.clone(), qtype), request_options)
 }
 
-/// One UDP exchange on a connected socket. hickory-net's UDP stream uses an unconnected socket,
-/// on which the kernel's "port unreachable" never arrives, so a server that is gone would look
-/// like a slow one (TIMEOUT after the whole deadline) instead of a refused one (NETWORK_ERROR at
-/// once). Connected, the kernel also drops datagrams from any other source.
-async fn udp(
-    server: SocketAddr,
-    name: &Name,
-    qtype: RecordType,
-    options: QueryOptions,
-) -> Result<DnsResponse, NetError> {
-    let request = request(name, qtype, options);
-    let bytes = request.to_vec()?;
+/// The questions as UDP messages, with distinct IDs so that the answers can be told apart.
+fn encode(questions: &[Question<'_>], options: QueryOptions) -> Result<Vec<Request>, String> {
+    let mut out: Vec<Request> = Vec::with_capacity(questions.len());
+    for q in questions {
+        let mut request = request(q.name, q.qtype, options);
+        while out
+            .iter()
+            .any(|r| r.request.metadata.id == request.metadata.id)
+        {
+            request.metadata.id = request.metadata.id.wrapping_add(1);
+        }
+        let bytes = request.to_vec().map_err(|e| e.to_string())?;
+        out.push(Request { request, bytes });
+    }
+    Ok(out)
+}
+
+/// What one query of a wait got.
+#[derive(Debug)]
+enum Reply {
+    /// Not sent: the query before it, in sequence, was never answered.
+    Unsent,
+    /// Sent, and no answer before the end of the wait.
+    Lost,
+    /// The socket failed, or the answer could not be decoded.
+    Failed(String),
+    Answer(DnsResponse),
+}
+
+impl Reply {
+    /// An answer glibc keeps (anything but SERVFAIL, NOTIMP and REFUSED), which makes a wait
+    /// that lost the other query worth repeating in the next [`PairMode`].
+    fn keeps(&self) -> bool {
+        matches!(self, Reply::Answer(r) if !matches!(
+            r.metadata.response_code,
+            ResponseCode::ServFail | ResponseCode::NotImp | ResponseCode::Refused
+        ))
+    }
+
+    fn outcome(&self, q: &Question<'_>) -> Outcome {
+        match self {
+            Reply::Answer(response) => judge(q.name, q.qtype, response),
+            Reply::Unsent | Reply::Lost => Outcome::Timeout,
+            Reply::Failed(e) => Outcome::NetworkError(e.clone()),
+        }
+    }
+}
+
+/// One wait on UDP (glibc's `send_dg` from its `retry:` label): the queries sent as the mode
+/// says, and their answers until every one is in, one is truncated, the socket fails or the
+/// deadline passes.
+struct Wait {
+    replies: Vec<Reply>,
+    udp: u32,
+    truncated: bool,
+}
+
+impl Wait {
+    /// Sends `requests` to `server` on `socket`, the nameserver's socket for this lookup (opened
+    /// when there is none, closed when it fails, as glibc keeps one per nameserver in the
+    /// resolver state), and waits for their answers until `deadline`.
+    async fn run(
+        server: SocketAddr,
+        socket: &mut Option<UdpSocket>,
+        requests: &[Request],
+        mode: PairMode,
+        deadline: Instant,
+    ) -> Self {
+        let mut wait = Wait {
+            replies: requests.iter().map(|_| Reply::Unsent).collect(),
+            udp: 0,
+            truncated: false,
+        };
+        for (i, request) in requests.iter().enumerate() {
+            // Reopen sends the query after the first from a new socket: a new source port.
+            if socket.is_none() || (mode == PairMode::Reopen && i > 0) {
+                match connected_udp(server).await {
+                    Ok(fresh) => *socket = Some(fresh),
+                    Err(e) => return wait.failed(socket, &e),
+                }
+            }
+            let Some(sock) = socket.as_ref() else {
+                return wait;
+            };
+            if let Err(e) = sock.send(&request.bytes).await {
+                return wait.failed(socket, &e);
+            }
+            wait.udp += 1;
+            wait.replies[i] = Reply::Lost;
+            // In parallel the next query goes out at once; in sequence after this one's answer.
+            if mode == PairMode::Parallel && i + 1 < requests.len() {
+                continue;
+            }
+            if let Err(e) = wait.receive(sock, requests, deadline).await {
+                return wait.failed(socket, &e);
+            }
+            if wait.truncated || wait.replies.iter().any(|r| matches!(r, Reply::Lost)) {
+                break;
+            }
+        }
+        wait
+    }
+
+    /// Reads answers until no query sent is waiting, one is truncated, or `deadline` passes.
+    async fn receive(
+        &mut self,
+        socket: &UdpSocket,
+        requests: &[Request],
+        deadline: Instant,
+    ) -> std::io::Result<()> {
+        // Without EDNS an answer is at most 512 bytes; with it, what we advertise (1232).
+        let mut buf = vec![0u8; 4096];
+        while !self.truncated && self.replies.iter().any(|r| matches!(r, Reply::Lost)) {
+            let Ok(read) = tokio::time::timeout_at(deadline, socket.recv(&mut buf)).await else {
+                return Ok(());
+            };
+            let datagram = &buf[..read?];
+            // Not the answer to a query still waiting (a stray or spoofed datagram, or a second
+            // copy): keep waiting, as libc does.
+            let Some(i) = waiting_for(datagram, requests, &self.replies) else {
+                continue;
+            };
+            match DnsResponse::from_buffer(datagram.to_vec()) {
+                Ok(response) if response.queries != requests[i].request.queries => {}
+                Ok(response) => {
+                    self.truncated = response.metadata.truncation;
+                    self.replies[i] = Reply::Answer(response);
+                }
+                Err(e) => self.replies[i] = Reply::Failed(e.to_string()),
+            }
+        }
+        Ok(())
+    }
+
+    /// The socket failed: every query not answered fails with it, and the socket is closed.
+    fn failed(mut self, socket: &mut Option<UdpSocket>, e: &std::io::Error) -> Self {
+        *socket = None;
+        for reply in &mut self.replies {
+            if !matches!(reply, Reply::Answer(_)) {
+                *reply = Reply::Failed(e.to_string());
+            }
+        }
+        self
+    }
+
+    /// glibc's sign of a path that loses one of two queries sent together: one kept answer in,
+    /// the other query never answered.
+    fn lost_one_of_two(&self) -> bool {
+        self.replies.iter().any(Reply::keeps)
+            && self
+                .replies
+                .iter()
+                .any(|r| matches!(r, Reply::Lost | Reply::Unsent))
+    }
+}
+
+/// The index of the query still waiting whose ID `datagram` carries.
+fn waiting_for(datagram: &[u8], requests: &[Request], replies: &[Reply]) -> Option<usize> {
+    let id = u16::from_be_bytes(*datagram.first_chunk::<2>()?);
+    requests.iter().zip(replies).position(|(request, reply)| {
+        request.request.metadata.id == id && matches!(reply, Reply::Lost)
+    })
+}
+
+/// A UDP socket connected to `server`. hickory-net's UDP stream uses an unconnected socket, on
+/// which the kernel's "port unreachable" never arrives, so a server that is gone would look like
+/// a slow one (TIMEOUT after the whole deadline) instead of a refused one (NETWORK_ERROR at once).
+/// Connected, the kernel also drops datagrams from any other source.
+async fn connected_udp(server: SocketAddr) -> std::io::Result<UdpSocket> {
     let local: SocketAddr = if server.is_ipv4() {
         (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
     } else {
         (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
     };
-    let socket = tokio::net::UdpSocket::bind(local).await?;
+    let socket = UdpSocket::bind(local).await?;
     socket.connect(server).await?;
-    socket.send(&bytes).await?;
-    // Without EDNS an answer is at most 512 bytes; with it, what we advertise (1232).
-    let mut buf = vec![0u8; 4096];
-    // The caller bounds this loop with the lookup's deadline.
-    loop {
-        let len = socket.recv(&mut buf).await?;
-        let Some(id) = buf[..len]
-            .first_chunk::<2>()
-            .map(|id| u16::from_be_bytes(*id))
-        else {
-            continue;
-        };
-        // Not the answer to this query (a late answer to an earlier one cannot arrive on this
-        // fresh socket, but a spoofed or stray one could): keep waiting, as libc does.
-        if id != request.metadata.id {
-            continue;
-        }
-        let response = DnsResponse::from_buffer(buf[..len].to_vec())?;
-        if response.queries != request.queries {
-            continue;
-        }
-        return Ok(response);
-    }
+    Ok(socket)
 }
 
 async fn tcp(
@@ -239,171 +543,360 @@ async fn tcp(
     answer
 }
 
-/// Runs one exchange under the deadline and sorts its failures into TIMEOUT and NETWORK_ERROR.
-async fn exchange(
-    fut: impl Future<Output = Result<DnsResponse, NetError>>,
+/// Asks one question over TCP by `deadline`.
+async fn tcp_reply(
+    server: SocketAddr,
+    q: &Question<'_>,
+    options: QueryOptions,
     deadline: Instant,
-) -> Result<DnsResponse, Outcome> {
+) -> Reply {
+    let fut = tcp(server, q.name, q.qtype, options, deadline);
     match tokio::time::timeout_at(deadline, fut).await {
-        Err(_elapsed) => Err(Outcome::Timeout),
-        Ok(Ok(response)) => Ok(response),
-        Ok(Err(NetError::Timeout)) => Err(Outcome::Timeout),
-        Ok(Err(e)) => Err(Outcome::NetworkError(e.to_string())),
+        Err(_) | Ok(Err(NetError::Timeout)) => Reply::Lost,
+        Ok(Ok(response)) => Reply::Answer(response),
+        Ok(Err(e)) => Reply::Failed(e.to_string()),
     }
 }
 
-fn response_outcome(response: &DnsResponse) -> Outcome {
-    Outcome::Response {
-        rcode: response.metadata.response_code,
-        answers: response.answers.len(),
+/// One A or AAAA query of a lookup and what came back for it: an `rcode` label value, TIMEOUT
+/// when its wait ended without an answer. A UDP query and its TCP retry after a truncated answer
+/// count once, with the TCP answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FamilyQuery {
+    /// `ipv4` (A) or `ipv6` (AAAA).
+    pub family: &'static str,
+    pub rcode: &'static str,
+}
+
+/// Where and how long one try asks.
+#[derive(Debug, Clone, Copy)]
+struct Ask {
+    server: SocketAddr,
+    options: QueryOptions,
+    /// How long each wait lasts: resolv.conf's `timeout`.
+    wait: Duration,
+    /// The end of the lookup.
+    deadline: Instant,
+}
+
+/// One try of a set of questions against one nameserver: glibc's `send_dg` (or `send_vc` with
+/// `use-vc` or after a truncated answer), including its fallbacks after a lost answer.
+#[derive(Default)]
+struct Try {
+    replies: Vec<Reply>,
+    udp: u32,
+    tcp: u32,
+    families: Vec<FamilyQuery>,
+    /// When the last answer of the try came, from the start of the try.
+    answered_at: Option<Duration>,
+}
+
+impl Try {
+    /// Asks `questions` (encoded as `requests`, the same messages for every try of a candidate,
+    /// as glibc resends the same buffers) as `ask` says, on the nameserver's `socket`. `mode` is
+    /// how a pair is sent; it moves to its fallback when a wait ends with one answer missing,
+    /// and keeps it for the rest of the lookup, as glibc keeps it in the resolver state.
+    async fn run(
+        ask: &Ask,
+        questions: &[Question<'_>],
+        requests: &Result<Vec<Request>, String>,
+        socket: &mut Option<UdpSocket>,
+        mode: &mut PairMode,
+    ) -> Self {
+        let start = Instant::now();
+        let mut tried = Try::default();
+        if ask.options.tcp_only {
+            let deadline = ask.deadline.min(start + ask.wait);
+            tried.over_tcp(ask, questions, deadline).await;
+            return tried.stamped(start);
+        }
+        let requests = match requests {
+            Ok(requests) => requests,
+            Err(e) => {
+                tried.replies = questions.iter().map(|_| Reply::Failed(e.clone())).collect();
+                return tried;
+            }
+        };
+        loop {
+            let wait_deadline = ask.deadline.min(Instant::now() + ask.wait);
+            let waited = Wait::run(ask.server, socket, requests, *mode, wait_deadline).await;
+            tried.udp += waited.udp;
+            if waited.truncated {
+                // glibc closes the UDP socket and asks everything again over TCP.
+                *socket = None;
+                tried.over_tcp(ask, questions, wait_deadline).await;
+                return tried.stamped(start);
+            }
+            tried.count(questions, &waited.replies);
+            let retry = waited.lost_one_of_two() && Instant::now() < ask.deadline;
+            tried.replies = waited.replies;
+            match mode.fallback() {
+                Some(next) if retry => *mode = next,
+                _ => return tried.stamped(start),
+            }
+        }
+    }
+
+    /// Every question over TCP, one exchange each.
+    async fn over_tcp(&mut self, ask: &Ask, questions: &[Question<'_>], deadline: Instant) {
+        self.replies.clear();
+        for q in questions {
+            self.tcp += 1;
+            let reply = tcp_reply(ask.server, q, ask.options, deadline).await;
+            self.replies.push(reply);
+        }
+        let replies = std::mem::take(&mut self.replies);
+        self.count(questions, &replies);
+        self.replies = replies;
+    }
+
+    /// Adds what each A and AAAA query sent got to the per-family results.
+    fn count(&mut self, questions: &[Question<'_>], replies: &[Reply]) {
+        for (q, reply) in questions.iter().zip(replies) {
+            if let (Some(family), false) = (q.family(), matches!(reply, Reply::Unsent)) {
+                let rcode = reply.outcome(q).rcode_label();
+                self.families.push(FamilyQuery { family, rcode });
+            }
+        }
+    }
+
+    /// Notes when the try's last answer came, if any did.
+    fn stamped(mut self, start: Instant) -> Self {
+        if self.replies.iter().any(|r| matches!(r, Reply::Answer(_))) {
+            self.answered_at = Some(start.elapsed());
+        }
+        self
+    }
+
+    fn outcomes(&self, questions: &[Question<'_>]) -> Vec<Outcome> {
+        questions
+            .iter()
+            .zip(&self.replies)
+            .map(|(q, reply)| reply.outcome(q))
+            .collect()
     }
 }
 
-/// A lookup through the pod's resolver settings, as glibc's `res_search` and `res_send` do it:
-/// each candidate name from the search list in turn; for each, up to `attempts` rounds over the
-/// nameservers, waiting `timeout` for each; SERVFAIL, NOTIMP, REFUSED and silence move on to the
-/// next nameserver. NXDOMAIN, NODATA and SERVFAIL move on to the next candidate; anything else
-/// (a timeout of every server, REFUSED everywhere, a network error) ends the walk.
+/// The outcome of a lookup's own question, the first one asked.
+fn first(outcomes: Vec<Outcome>) -> Outcome {
+    outcomes.into_iter().next().unwrap_or(Outcome::Timeout)
+}
+
+/// What libc's res_search does after one candidate name (glibc's `__res_context_query` with
+/// one or two answers, then `__res_context_search`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// An answer has records: the walk ends here, useful or not.
+    Found,
+    /// NXDOMAIN, NODATA or SERVFAIL: the next candidate is asked.
+    WalkOn { nodata: bool, servfail: bool },
+    /// No response, or an rcode that ends the walk (REFUSED, ...).
+    Stop,
+}
+
+fn step(outcomes: &[Outcome]) -> Step {
+    if outcomes.iter().any(Outcome::has_records) {
+        return Step::Found;
+    }
+    // The first answer's code decides, unless it is an empty NOERROR: then the other's does.
+    let lead = outcomes
+        .iter()
+        .filter_map(Outcome::rcode)
+        .find(|rcode| *rcode != ResponseCode::NoError)
+        .or_else(|| outcomes.iter().find_map(Outcome::rcode));
+    match lead {
+        Some(ResponseCode::NXDomain) => Step::WalkOn {
+            nodata: false,
+            servfail: false,
+        },
+        Some(ResponseCode::NoError) => Step::WalkOn {
+            nodata: true,
+            servfail: false,
+        },
+        Some(ResponseCode::ServFail) => Step::WalkOn {
+            nodata: false,
+            servfail: true,
+        },
+        _ => Step::Stop,
+    }
+}
+
+/// What a `system` lookup saw.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SystemLookup {
+    /// The lookup as the probe records it: for type A, the A answer (with the time until the
+    /// AAAA answer too, which getaddrinfo waits for).
+    pub observation: DnsObservation,
+    /// Each A and AAAA query sent and what it got (lookups of type A only).
+    pub family_queries: Vec<FamilyQuery>,
+    /// The addresses an application would get (A, then AAAA), for type A lookups that found some.
+    pub addresses: Vec<IpAddr>,
+}
+
+/// The state of one search-list walk.
+struct Walk<'c> {
+    conf: &'c ResolvConf,
+    options: QueryOptions,
+    mode: PairMode,
+    first_server: usize,
+    /// One UDP socket per nameserver (by index in resolv.conf), kept for the whole lookup.
+    sockets: Vec<Option<UdpSocket>>,
+    start: Instant,
+    lookup: SystemLookup,
+    /// When the last answer came, from the start of the lookup.
+    last_answer: Option<Duration>,
+}
+
+impl<'c> Walk<'c> {
+    fn new(conf: &'c ResolvConf) -> Self {
+        Self {
+            conf,
+            options: QueryOptions {
+                edns: conf.edns0,
+                tcp_only: conf.use_vc,
+            },
+            mode: conf.pair_mode(),
+            first_server: if conf.rotate {
+                rand::random_range(0..conf.nameservers.len())
+            } else {
+                0
+            },
+            sockets: conf.nameservers.iter().map(|_| None).collect(),
+            start: Instant::now(),
+            lookup: SystemLookup {
+                observation: DnsObservation {
+                    outcome: Outcome::Timeout,
+                    duration: None,
+                    udp_queries: 0,
+                    tcp_queries: 0,
+                },
+                family_queries: Vec::new(),
+                addresses: Vec::new(),
+            },
+            last_answer: None,
+        }
+    }
+
+    /// One candidate through res_send: up to `attempts` rounds over the nameservers, each try
+    /// waiting `timeout`; a try where every query failed (SERVFAIL, NOTIMP, REFUSED, silence, an
+    /// error) moves on to the next nameserver. Returns the last try's outcome per question.
+    async fn ask(&mut self, questions: &[Question<'_>], deadline: Instant) -> Vec<Outcome> {
+        let conf = self.conf;
+        let servers = &conf.nameservers;
+        let requests = encode(questions, self.options);
+        let mut outcomes = vec![Outcome::Timeout; questions.len()];
+        for _attempt in 0..conf.attempts {
+            for i in 0..servers.len() {
+                if Instant::now() >= deadline {
+                    return vec![Outcome::Timeout; questions.len()];
+                }
+                let index = (self.first_server + i) % servers.len();
+                let ask = Ask {
+                    server: servers[index],
+                    options: self.options,
+                    wait: conf.timeout,
+                    deadline,
+                };
+                let socket = &mut self.sockets[index];
+                let tried = Try::run(&ask, questions, &requests, socket, &mut self.mode).await;
+                outcomes = tried.outcomes(questions);
+                self.absorb(tried, questions);
+                if !outcomes.iter().all(Outcome::tries_next_server) {
+                    return outcomes;
+                }
+            }
+        }
+        outcomes
+    }
+
+    fn absorb(&mut self, tried: Try, questions: &[Question<'_>]) {
+        let observation = &mut self.lookup.observation;
+        observation.udp_queries += tried.udp;
+        observation.tcp_queries += tried.tcp;
+        if tried.answered_at.is_some() {
+            self.last_answer = Some(self.start.elapsed());
+        }
+        if questions.len() > 1 {
+            self.lookup.family_queries.extend(tried.families);
+        }
+        self.lookup.addresses = questions
+            .iter()
+            .zip(&tried.replies)
+            .filter_map(|(q, reply)| match reply {
+                Reply::Answer(response) => Some(addresses(q.name, q.qtype, response)),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+    }
+
+    fn finish(mut self, outcome: Outcome) -> SystemLookup {
+        let observation = &mut self.lookup.observation;
+        if outcome.rcode().is_some() {
+            observation.duration = self.last_answer;
+        }
+        observation.outcome = outcome;
+        self.lookup
+    }
+}
+
+/// A lookup through the pod's resolver settings, as glibc's getaddrinfo (`res_search` and
+/// `res_send`) does it: each candidate name from the search list in turn; for type A an A and an
+/// AAAA query together, as [`ResolvConf::pair_mode`] says; for each candidate up to `attempts`
+/// rounds over the nameservers, waiting `timeout` for each; SERVFAIL, NOTIMP, REFUSED and
+/// silence move on to the next nameserver. An empty NOERROR (NODATA), NXDOMAIN and SERVFAIL move
+/// on to the next candidate; an answer with records ends the walk, and is judged as an
+/// application would ([`judge`]: for type A, the A answer); anything else (a timeout of every
+/// server, REFUSED everywhere, a network error) ends the walk too, reported as NODATA or
+/// SERVFAIL if an earlier candidate got one.
 pub async fn lookup_system(
     conf: &ResolvConf,
     name: &Name,
     qtype: RecordType,
     deadline: Instant,
-) -> DnsObservation {
-    lookup_system_with_response(conf, name, qtype, deadline)
-        .await
-        .0
+) -> SystemLookup {
+    let mut walk = Walk::new(conf);
+    let (mut got_nodata, mut got_servfail) = (false, false);
+    let mut last = Outcome::Timeout;
+    for candidate in conf.candidates(name) {
+        let questions = questions(&candidate, qtype);
+        let outcomes = walk.ask(&questions, deadline).await;
+        let step = step(&outcomes);
+        // The probe's own type (the A answer of a pair) is what the lookup reports.
+        last = first(outcomes);
+        match step {
+            Step::Found => return walk.finish(last),
+            Step::Stop => break,
+            Step::WalkOn { nodata, servfail } => {
+                got_nodata |= nodata;
+                got_servfail |= servfail;
+            }
+        }
+    }
+    // As res_search reports it: an earlier NODATA or SERVFAIL outranks the last candidate's.
+    let outcome = if got_nodata {
+        Outcome::NoData { answers: 0 }
+    } else if got_servfail {
+        Outcome::Response {
+            rcode: ResponseCode::ServFail,
+            answers: 0,
+        }
+    } else {
+        last
+    };
+    walk.finish(outcome)
 }
 
-/// Resolves `name` to addresses the way the pod's libc would (A records), for probes that
-/// connect by name. Returns the lookup's observation too, for its timing and failure.
+/// Resolves `name` to addresses the way the pod's libc would (getaddrinfo with AF_UNSPEC: A and
+/// AAAA), for probes that connect by name. Returns the lookup's observation too, for its timing
+/// and failure; the addresses are the A ones first.
 pub async fn resolve_system(
     conf: &ResolvConf,
     name: &Name,
     deadline: Instant,
 ) -> (DnsObservation, Vec<IpAddr>) {
-    let (observation, response) =
-        lookup_system_with_response(conf, name, RecordType::A, deadline).await;
-    let addresses = response
-        .map(|r| {
-            r.answers
-                .iter()
-                .filter_map(|record| match &record.data {
-                    RData::A(a) => Some(IpAddr::V4(a.0)),
-                    RData::AAAA(aaaa) => Some(IpAddr::V6(aaaa.0)),
-                    _ => None,
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    (observation, addresses)
-}
-
-async fn lookup_system_with_response(
-    conf: &ResolvConf,
-    name: &Name,
-    qtype: RecordType,
-    deadline: Instant,
-) -> (DnsObservation, Option<DnsResponse>) {
-    let start = Instant::now();
-    let options = QueryOptions {
-        edns: conf.edns0,
-        tcp_only: conf.use_vc,
-    };
-    let mut total = DnsObservation {
-        outcome: Outcome::Timeout,
-        duration: None,
-        udp_queries: 0,
-        tcp_queries: 0,
-    };
-    let mut last_response: Option<Duration> = None;
-    let (mut got_nodata, mut got_servfail) = (false, false);
-    let mut final_response: Option<DnsResponse> = None;
-    let first_server = if conf.rotate {
-        rand::random_range(0..conf.nameservers.len())
-    } else {
-        0
-    };
-    'candidates: for candidate in conf.candidates(name) {
-        let mut answer = Outcome::Timeout;
-        'tries: for _attempt in 0..conf.attempts {
-            for i in 0..conf.nameservers.len() {
-                let now = Instant::now();
-                if now >= deadline {
-                    answer = Outcome::Timeout;
-                    break 'tries;
-                }
-                let server = conf.nameservers[(first_server + i) % conf.nameservers.len()];
-                let try_deadline = deadline.min(now + conf.timeout);
-                let (one, response) =
-                    query_with_response(server, &candidate, qtype, options, try_deadline).await;
-                if response.is_some() {
-                    final_response = response;
-                }
-                total.udp_queries += one.udp_queries;
-                total.tcp_queries += one.tcp_queries;
-                if one.duration.is_some() {
-                    last_response = Some(start.elapsed());
-                }
-                let next_server = matches!(
-                    one.outcome,
-                    Outcome::Response {
-                        rcode: ResponseCode::ServFail
-                            | ResponseCode::NotImp
-                            | ResponseCode::Refused,
-                        ..
-                    } | Outcome::Timeout
-                        | Outcome::NetworkError(_)
-                );
-                answer = one.outcome;
-                if !next_server {
-                    break 'tries;
-                }
-            }
-        }
-        match answer {
-            Outcome::Response {
-                rcode: ResponseCode::NoError,
-                answers,
-            } if answers > 0 => {
-                total.outcome = answer;
-                total.duration = last_response;
-                return (total, final_response);
-            }
-            Outcome::Response {
-                rcode: ResponseCode::NoError,
-                ..
-            } => got_nodata = true,
-            Outcome::Response {
-                rcode: ResponseCode::ServFail,
-                ..
-            } => got_servfail = true,
-            Outcome::Response {
-                rcode: ResponseCode::NXDomain,
-                ..
-            } => {}
-            _ => {
-                total.outcome = answer;
-                break 'candidates;
-            }
-        }
-        total.outcome = answer;
-    }
-    if got_nodata {
-        total.outcome = Outcome::Response {
-            rcode: ResponseCode::NoError,
-            answers: 0,
-        };
-    } else if got_servfail {
-        total.outcome = Outcome::Response {
-            rcode: ResponseCode::ServFail,
-            answers: 0,
-        };
-    }
-    if matches!(total.outcome, Outcome::Response { .. }) {
-        total.duration = last_response;
-    }
-    (total, final_response)
+    let lookup = lookup_system(conf, name, RecordType::A, deadline).await;
+    (lookup.observation, lookup.addresses)
 }
 
 /// The pod's resolv.conf, re-read when it changes (as glibc does since 2.26).
@@ -526,6 +1019,9 @@ impl DnsTarget {
             qtype: query.qtype.0.to_string(),
         };
         metrics.add_target(&labels);
+        if server == Via::System && query.qtype.0 == RecordType::A {
+            metrics.add_family_target(&labels);
+        }
         Self {
             server,
             query,
@@ -543,35 +1039,47 @@ impl DnsTarget {
         self.metrics.remove_target(&self.labels);
     }
 
-    /// Probes once, finishing by `deadline`.
-    pub async fn observe(&self, deadline: Instant) -> DnsObservation {
+    /// Probes once, finishing by `deadline`: the lookup, and for a `system` lookup of type A
+    /// what each of its A and AAAA queries got.
+    pub async fn observe(&self, deadline: Instant) -> (DnsObservation, Vec<FamilyQuery>) {
         let qtype = self.query.qtype.0;
         match self.server {
             Via::Server(addr) => {
                 let mut name = self.query.name.name().clone();
                 name.set_fqdn(true);
-                query(addr, &name, qtype, QueryOptions::default(), deadline).await
+                let observation = query(addr, &name, qtype, QueryOptions::default(), deadline);
+                (observation.await, Vec::new())
             }
             Via::System => {
                 let conf = self.system.current();
                 let name = self.query.name.name();
                 // As long as libc would keep trying, but never into the next run.
-                let budget = conf.worst_case(conf.candidates(name).len());
+                let waits = match qtype {
+                    RecordType::A => conf.pair_mode().waits(),
+                    _ => 1,
+                };
+                let budget = conf.worst_case(conf.candidates(name).len(), waits);
                 let deadline = deadline.min(Instant::now() + budget);
-                lookup_system(&conf, name, qtype, deadline).await
+                let lookup = lookup_system(&conf, name, qtype, deadline).await;
+                (lookup.observation, lookup.family_queries)
             }
         }
     }
 
-    fn record(&self, observation: &DnsObservation) {
+    fn record(&self, observation: &DnsObservation, family_queries: &[FamilyQuery]) {
         let ok = observation.outcome.meets(self.query.expect.map(|e| e.0));
         self.metrics.record(&self.labels, observation, ok);
+        self.metrics
+            .record_family_queries(&self.labels, family_queries);
         let l = &self.labels;
         match self.health.update(ok) {
             Transition::StartedFailing => tracing::warn!(
                 server = %l.server, name = %l.name, qtype = %l.qtype,
                 outcome = %observation.outcome.describe(),
-                expected = %self.query.expect.map_or("NOERROR with an answer", |e| rcode_name(e.0)),
+                expected = %self.query.expect.map_or(
+                    "NOERROR with a record of the queried type for the name",
+                    |e| rcode_name(e.0)
+                ),
                 "DNS lookup failing"
             ),
             Transition::Recovered => tracing::info!(
@@ -610,25 +1118,68 @@ impl Target for DnsTarget {
 
     fn run(self: Arc<Self>, deadline: Instant) -> RunFuture {
         Box::pin(async move {
-            let observation = self.observe(deadline).await;
-            self.record(&observation);
+            let (observation, family_queries) = self.observe(deadline).await;
+            self.record(&observation, &family_queries);
         })
     }
 
     fn cut_off(&self) {
-        self.record(&DnsObservation {
+        let timeout = DnsObservation {
             outcome: Outcome::Timeout,
             duration: None,
             udp_queries: 0,
             tcp_queries: 0,
-        });
+        };
+        self.record(&timeout, &[]);
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+    use std::net::Ipv4Addr;
+
+    use hickory_proto::op::{Message, MessageType, OpCode};
+    use hickory_proto::rr::rdata::{A, CNAME, TXT};
+
     use super::*;
     use crate::config::RCODES;
+
+    const Q: &str = "svc.example.";
+
+    fn name(s: &str) -> Name {
+        Name::from_ascii(s).unwrap()
+    }
+
+    fn a(owner: &str, last: u8) -> Record {
+        Record::from_rdata(name(owner), 30, RData::A(A::new(192, 0, 2, last)))
+    }
+
+    fn cname(owner: &str, target: &str) -> Record {
+        Record::from_rdata(name(owner), 30, RData::CNAME(CNAME(name(target))))
+    }
+
+    fn txt(owner: &str) -> Record {
+        Record::from_rdata(name(owner), 30, RData::TXT(TXT::new(vec!["x".into()])))
+    }
+
+    fn response(rcode: ResponseCode, answers: Vec<Record>) -> DnsResponse {
+        let mut message = Message::new(7, MessageType::Response, OpCode::Query);
+        message.metadata.response_code = rcode;
+        message.answers = answers;
+        DnsResponse::from_message(message).unwrap()
+    }
+
+    fn judged(qtype: RecordType, answers: Vec<Record>) -> Outcome {
+        judge(&name(Q), qtype, &response(ResponseCode::NoError, answers))
+    }
+
+    fn usable(answers: usize) -> Outcome {
+        Outcome::Response {
+            rcode: ResponseCode::NoError,
+            answers,
+        }
+    }
 
     #[test]
     fn expectations() {
@@ -636,17 +1187,16 @@ mod tests {
             rcode: ResponseCode::NXDomain,
             answers: 0,
         };
-        let nodata = Outcome::Response {
-            rcode: ResponseCode::NoError,
-            answers: 0,
-        };
+        let nodata = Outcome::NoData { answers: 0 };
+        let wrong = Outcome::WrongAnswer { answers: 1 };
         assert!(!nx.meets(None));
         assert!(nx.meets(Some(ResponseCode::NXDomain)));
-        assert!(
-            !nodata.meets(None),
-            "NOERROR without an answer is not a resolution"
-        );
-        assert!(nodata.meets(Some(ResponseCode::NoError)));
+        assert!(usable(1).meets(None));
+        for unusable in [&nodata, &wrong] {
+            assert!(!unusable.meets(None), "{unusable:?} is not a resolution");
+            // `expect: NOERROR` asks for the rcode only, as before.
+            assert!(unusable.meets(Some(ResponseCode::NoError)));
+        }
         assert!(!Outcome::Timeout.meets(Some(ResponseCode::NXDomain)));
     }
 
@@ -661,7 +1211,293 @@ mod tests {
             assert_eq!(label, *name);
             assert!(RCODE_LABELS.contains(&label));
         }
-        assert!(RCODE_LABELS.contains(&Outcome::Timeout.rcode_label()));
-        assert!(RCODE_LABELS.contains(&Outcome::NetworkError(String::new()).rcode_label()));
+        for outcome in [
+            Outcome::NoData { answers: 0 },
+            Outcome::WrongAnswer { answers: 1 },
+            Outcome::Timeout,
+            Outcome::NetworkError(String::new()),
+        ] {
+            assert!(RCODE_LABELS.contains(&outcome.rcode_label()), "{outcome:?}");
+        }
+    }
+
+    #[test]
+    fn only_a_record_of_the_type_for_the_name_is_an_answer() {
+        assert_eq!(judged(RecordType::A, vec![a(Q, 1)]), usable(1));
+        assert_eq!(judged(RecordType::A, vec![a("SVC.Example.", 1)]), usable(1));
+        assert_eq!(
+            judged(RecordType::A, vec![]),
+            Outcome::NoData { answers: 0 }
+        );
+        assert_eq!(
+            judged(RecordType::A, vec![txt(Q)]),
+            Outcome::NoData { answers: 1 }
+        );
+        assert_eq!(
+            judged(RecordType::AAAA, vec![a(Q, 1)]),
+            Outcome::NoData { answers: 1 }
+        );
+        assert_eq!(
+            judged(RecordType::A, vec![a("other.example.", 1)]),
+            Outcome::WrongAnswer { answers: 1 }
+        );
+        // A non-NOERROR code is reported as such, whatever the answer section holds.
+        let nx = response(ResponseCode::NXDomain, vec![cname(Q, "gone.example.")]);
+        assert_eq!(
+            judge(&name(Q), RecordType::A, &nx),
+            Outcome::Response {
+                rcode: ResponseCode::NXDomain,
+                answers: 1
+            }
+        );
+    }
+
+    #[test]
+    fn cname_chains_are_followed_within_the_answer() {
+        let chain = vec![
+            cname(Q, "b.example."),
+            cname("B.example.", "c.example."),
+            a("c.example.", 3),
+        ];
+        assert_eq!(judged(RecordType::A, chain.clone()), usable(3));
+        let resp = response(ResponseCode::NoError, chain);
+        assert_eq!(
+            addresses(&name(Q), RecordType::A, &resp),
+            [IpAddr::from([192, 0, 2, 3])]
+        );
+        // A CNAME query is answered by the CNAME itself.
+        assert_eq!(
+            judged(RecordType::CNAME, vec![cname(Q, "b.example.")]),
+            usable(1)
+        );
+        // Dangling: the chain ends at a name without an A (NODATA at the end of the chain).
+        assert_eq!(
+            judged(RecordType::A, vec![cname(Q, "b.example.")]),
+            Outcome::NoData { answers: 1 }
+        );
+        assert_eq!(
+            judged(
+                RecordType::A,
+                vec![cname(Q, "b.example."), txt("b.example.")]
+            ),
+            Outcome::NoData { answers: 2 }
+        );
+        // An A off the chain is not the name's.
+        let off = vec![cname(Q, "b.example."), a("c.example.", 3)];
+        assert_eq!(
+            judged(RecordType::A, off.clone()),
+            Outcome::WrongAnswer { answers: 2 }
+        );
+        let resp = response(ResponseCode::NoError, off);
+        assert!(addresses(&name(Q), RecordType::A, &resp).is_empty());
+    }
+
+    #[test]
+    fn cname_loops_and_overlong_chains_are_wrong_answers() {
+        let looped = vec![
+            cname(Q, "b.example."),
+            cname("b.example.", Q),
+            a("c.example.", 3),
+        ];
+        assert_eq!(
+            judged(RecordType::A, looped),
+            Outcome::WrongAnswer { answers: 3 }
+        );
+        let chain = |links: usize| -> Vec<Record> {
+            let hop = |i: usize| {
+                if i == 0 {
+                    Q.to_owned()
+                } else {
+                    format!("hop{i}.example.")
+                }
+            };
+            let mut records: Vec<Record> =
+                (0..links).map(|i| cname(&hop(i), &hop(i + 1))).collect();
+            records.push(a(&hop(links), 9));
+            records
+        };
+        assert_eq!(
+            judged(RecordType::A, chain(MAX_CNAME_CHAIN)),
+            usable(MAX_CNAME_CHAIN + 1)
+        );
+        assert_eq!(
+            judged(RecordType::A, chain(MAX_CNAME_CHAIN + 1)),
+            Outcome::WrongAnswer {
+                answers: MAX_CNAME_CHAIN + 2
+            }
+        );
+    }
+
+    #[test]
+    fn the_search_walk_stops_at_records_and_walks_on_past_empty_answers() {
+        let rc = |rcode| Outcome::Response { rcode, answers: 0 };
+        let nodata = Outcome::NoData { answers: 0 };
+        let walk = |nodata, servfail| Step::WalkOn { nodata, servfail };
+        // Records end the walk, useful or not (libc's res_search sees ancount > 0).
+        assert_eq!(
+            step(&[Outcome::NoData { answers: 1 }, nodata.clone()]),
+            Step::Found
+        );
+        assert_eq!(step(&[rc(ResponseCode::NXDomain), usable(1)]), Step::Found);
+        assert_eq!(step(&[nodata.clone(), nodata.clone()]), walk(true, false));
+        assert_eq!(
+            step(&[rc(ResponseCode::NXDomain), rc(ResponseCode::NXDomain)]),
+            walk(false, false)
+        );
+        // An empty NOERROR beside an NXDOMAIN: the NXDOMAIN decides.
+        assert_eq!(
+            step(&[nodata.clone(), rc(ResponseCode::NXDomain)]),
+            walk(false, false)
+        );
+        assert_eq!(step(&[rc(ResponseCode::ServFail)]), walk(false, true));
+        assert_eq!(step(&[rc(ResponseCode::Refused)]), Step::Stop);
+        assert_eq!(step(&[Outcome::Timeout, Outcome::Timeout]), Step::Stop);
+    }
+
+    /// A resolver on loopback that answers A after `HOLD` with 192.0.2.1, AAAA at once with no
+    /// record, and drops an AAAA that arrives from the address and port of an A it has not
+    /// answered yet: the conntrack insert race, which loses the second of two packets one
+    /// socket sends together. It logs the type and source port of every query.
+    struct RacyResolver {
+        addr: SocketAddr,
+        log: Arc<Mutex<Vec<(RecordType, u16)>>>,
+    }
+
+    const HOLD: Duration = Duration::from_millis(50);
+
+    impl RacyResolver {
+        async fn start() -> Self {
+            let socket = Arc::new(UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap());
+            let addr = socket.local_addr().unwrap();
+            let log = Arc::new(Mutex::new(Vec::new()));
+            tokio::spawn(Self::serve(socket, log.clone()));
+            Self { addr, log }
+        }
+
+        async fn serve(socket: Arc<UdpSocket>, log: Arc<Mutex<Vec<(RecordType, u16)>>>) {
+            let unanswered = Arc::new(Mutex::new(HashSet::<SocketAddr>::new()));
+            let mut buf = vec![0u8; 4096];
+            while let Ok((len, peer)) = socket.recv_from(&mut buf).await {
+                let Ok(query) = Message::from_vec(&buf[..len]) else {
+                    continue;
+                };
+                let Some(q) = query.queries.first().cloned() else {
+                    continue;
+                };
+                log.lock().unwrap().push((q.query_type(), peer.port()));
+                let mut reply = Message::response(query.metadata.id, OpCode::Query);
+                reply.queries = query.queries.clone();
+                if q.query_type() != RecordType::A {
+                    if !unanswered.lock().unwrap().contains(&peer) {
+                        let _ = socket.send_to(&reply.to_vec().unwrap(), peer).await;
+                    }
+                    continue;
+                }
+                reply.add_answer(Record::from_rdata(
+                    q.name().clone(),
+                    30,
+                    RData::A(A::new(192, 0, 2, 1)),
+                ));
+                unanswered.lock().unwrap().insert(peer);
+                let (socket, unanswered) = (socket.clone(), unanswered.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(HOLD).await;
+                    let _ = socket.send_to(&reply.to_vec().unwrap(), peer).await;
+                    unanswered.lock().unwrap().remove(&peer);
+                });
+            }
+        }
+
+        async fn lookup(&self, options: &str) -> (SystemLookup, Vec<(RecordType, u16)>) {
+            let mut conf =
+                ResolvConf::parse(format!("options timeout:1 attempts:1 {options}\n").as_bytes());
+            conf.nameservers = vec![self.addr];
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let lookup =
+                lookup_system(&conf, &name("race.example."), RecordType::A, deadline).await;
+            let log = std::mem::take(&mut *self.log.lock().unwrap());
+            (lookup, log)
+        }
+    }
+
+    fn family(family: &'static str, rcode: &'static str) -> FamilyQuery {
+        FamilyQuery { family, rcode }
+    }
+
+    #[tokio::test]
+    async fn a_lookups_send_a_and_aaaa_together_from_one_socket() {
+        let resolver = RacyResolver::start().await;
+        let (lookup, log) = resolver.lookup("").await;
+        // Both from one port at once: the AAAA is lost, the wait ends after `timeout` with the A
+        // in, and glibc asks both again one after the other.
+        let ports: HashSet<u16> = log.iter().map(|(_, port)| *port).collect();
+        assert_eq!(ports.len(), 1, "{log:?}");
+        let types: Vec<RecordType> = log.iter().map(|(t, _)| *t).collect();
+        use RecordType::{A as TA, AAAA as TAAAA};
+        assert_eq!(types, [TA, TAAAA, TA, TAAAA]);
+        let observation = &lookup.observation;
+        assert_eq!(observation.outcome, usable(1));
+        assert_eq!(observation.udp_queries, 4);
+        assert!(
+            observation.duration > Some(Duration::from_secs(1)),
+            "{observation:?}"
+        );
+        assert_eq!(
+            lookup.family_queries,
+            [
+                family("ipv4", "NOERROR"),
+                family("ipv6", "TIMEOUT"),
+                family("ipv4", "NOERROR"),
+                family("ipv6", "NODATA"),
+            ]
+        );
+        assert_eq!(lookup.addresses, [IpAddr::from([192, 0, 2, 1])]);
+    }
+
+    #[tokio::test]
+    async fn single_request_options_keep_the_aaaa_out_of_the_race() {
+        let resolver = RacyResolver::start().await;
+        for (options, ports) in [("single-request", 1), ("single-request-reopen", 2)] {
+            let (lookup, log) = resolver.lookup(options).await;
+            let seen: HashSet<u16> = log.iter().map(|(_, port)| *port).collect();
+            assert_eq!(seen.len(), ports, "{options}: {log:?}");
+            assert_eq!(lookup.observation.outcome, usable(1), "{options}");
+            assert_eq!(lookup.observation.udp_queries, 2, "{options}");
+            assert!(
+                lookup.observation.duration < Some(Duration::from_secs(1)),
+                "{options}: {:?}",
+                lookup.observation
+            );
+            assert_eq!(
+                lookup.family_queries,
+                [family("ipv4", "NOERROR"), family("ipv6", "NODATA")],
+                "{options}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn other_types_and_explicit_servers_send_one_query() {
+        let resolver = RacyResolver::start().await;
+        let mut conf = ResolvConf::parse(b"options timeout:1 attempts:1\n");
+        conf.nameservers = vec![resolver.addr];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let lookup = lookup_system(&conf, &name("race.example."), RecordType::AAAA, deadline).await;
+        assert_eq!(lookup.observation.outcome, Outcome::NoData { answers: 0 });
+        assert_eq!(lookup.observation.udp_queries, 1);
+        assert!(lookup.family_queries.is_empty());
+        let direct = query(
+            resolver.addr,
+            &name("race.example."),
+            RecordType::A,
+            QueryOptions::default(),
+            deadline,
+        )
+        .await;
+        assert_eq!(direct.outcome, usable(1));
+        assert_eq!(direct.udp_queries, 1);
+        let log = resolver.log.lock().unwrap().clone();
+        let types: Vec<RecordType> = log.iter().map(|(t, _)| *t).collect();
+        assert_eq!(types, [RecordType::AAAA, RecordType::A]);
     }
 }

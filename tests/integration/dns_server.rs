@@ -1,7 +1,8 @@
 //! A real DNS server embedded in the tests: UDP and TCP on one loopback port, with answers
 //! programmed per name and the faults a probe must tell apart (rcodes, dropped and delayed
-//! answers, truncation that forces TCP). It counts what it receives, so a test can prove how many
-//! messages a lookup sent and over which transport.
+//! answers, truncation that forces TCP, answers an application cannot use, the conntrack race).
+//! It counts what it receives, so a test can prove how many messages a lookup sent and over
+//! which transport.
 //!
 //! It runs on its own thread with its own single-threaded tokio runtime, because the tests that
 //! use it are plain `#[test]` functions driving a child process.
@@ -9,22 +10,29 @@
 // Shared by every suite; not every suite uses every helper.
 #![allow(dead_code)]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdTcpListener, UdpSocket as StdUdpSocket};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::A;
-use hickory_proto::rr::{RData, Record, RecordType};
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::{A, CNAME, TXT};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::oneshot;
 
 /// TTL of every answer record.
 pub const ANSWER_TTL: u32 = 30;
+
+/// How long [`Behaviour::ConntrackRace`] holds its A answers: the window in which an AAAA from
+/// the same socket is lost.
+pub const RACE_HOLD: Duration = Duration::from_millis(100);
+
+/// The longest CNAME chain the server follows in its own data (a loop there stops here).
+const CHASE_LIMIT: usize = 8;
 
 /// How the server treats queries for one name.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,10 +50,25 @@ pub enum Behaviour {
     Delay(Duration, Box<Behaviour>),
     /// Over UDP: NOERROR, TC bit set, no answers. Over TCP: the full answer, as `Answer`.
     Truncate(Ipv4Addr),
-    /// Drops the 1st, 3rd, 5th, ... query for the name and answers the others as the inner
-    /// behaviour: a lossy path on which every lookup needs the resolver's retry (the
-    /// conntrack-race pattern, where the first packet of each exchange is lost).
+    /// Drops the 1st, 3rd, 5th, ... query for the name and type and answers the others as the
+    /// inner behaviour: a lossy path on which the first packet of each exchange is lost, so
+    /// every lookup needs the resolver's retry after its timeout.
     DropOdd(Box<Behaviour>),
+    /// NOERROR with only a TXT record for the name (any qtype): records, none an address.
+    Txt,
+    /// NOERROR with an A record owned by another name (for qtype A; other qtypes get NOERROR
+    /// without data): what a misdirected or buggy server sends.
+    AnswerFor(String, Ipv4Addr),
+    /// NOERROR with a CNAME to the given name, followed through the server's own data as a
+    /// recursive resolver does: the target's CNAME and A records join the answer; a target
+    /// without any (unset, NXDOMAIN, ...) leaves the CNAME dangling.
+    Cname(String),
+    /// The Linux conntrack insert race on UDP, for the inner behaviour: over UDP, an A query
+    /// is answered after [`RACE_HOLD`], and an AAAA query that arrives from the address and
+    /// port of an A query not answered yet is dropped (two packets of one socket in flight
+    /// together: the second one loses). An AAAA sent after the A answer, or from another
+    /// socket, is answered.
+    ConntrackRace(Box<Behaviour>),
 }
 
 impl Behaviour {
@@ -75,6 +98,16 @@ struct State {
     behaviours: HashMap<String, Behaviour>,
     fallback: Option<Behaviour>,
     received: Vec<Received>,
+    /// Sources of [`Behaviour::ConntrackRace`] A queries whose answer is not sent yet.
+    unanswered_a: HashSet<SocketAddr>,
+}
+
+/// A reply to send: after `delay`, these bytes; then `sent_a_to` is no longer waiting for an A
+/// answer ([`Behaviour::ConntrackRace`]).
+struct Outgoing {
+    delay: Duration,
+    bytes: Vec<u8>,
+    sent_a_to: Option<SocketAddr>,
 }
 
 pub struct DnsServer {
@@ -213,15 +246,29 @@ impl Drop for DnsServer {
     }
 }
 
-/// Decides the reply to one raw query: `None` means stay silent, otherwise the delay and bytes.
-fn reply(state: &Mutex<State>, raw: &[u8], transport: Transport) -> Option<(Duration, Vec<u8>)> {
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Decides the reply to one raw query from `peer`: `None` means stay silent.
+fn reply(
+    state: &Mutex<State>,
+    raw: &[u8],
+    transport: Transport,
+    peer: SocketAddr,
+) -> Option<Outgoing> {
+    let now = |bytes: Vec<u8>| Outgoing {
+        delay: Duration::ZERO,
+        bytes,
+        sent_a_to: None,
+    };
     let request = match Message::from_vec(raw) {
         Ok(m) if m.metadata.message_type == MessageType::Query => m,
         Ok(_) => return None,
         Err(_) if raw.len() >= 2 => {
             let id = u16::from_be_bytes([raw[0], raw[1]]);
             let msg = Message::error_msg(id, OpCode::Query, ResponseCode::FormErr);
-            return Some((Duration::ZERO, msg.to_vec().ok()?));
+            return Some(now(msg.to_vec().ok()?));
         }
         Err(_) => return None,
     };
@@ -231,17 +278,21 @@ fn reply(state: &Mutex<State>, raw: &[u8], transport: Transport) -> Option<(Dura
     response.queries = request.queries.clone();
     let Some(query) = request.queries.first() else {
         response.metadata.response_code = ResponseCode::FormErr;
-        return Some((Duration::ZERO, response.to_vec().ok()?));
+        return Some(now(response.to_vec().ok()?));
     };
     let name = normalize(&query.name().to_ascii());
     let (behaviour, ordinal) = {
-        let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = lock(state);
         state.received.push(Received {
             name: name.clone(),
             qtype: query.query_type(),
             transport,
         });
-        let ordinal = state.received.iter().filter(|r| r.name == name).count();
+        let ordinal = state
+            .received
+            .iter()
+            .filter(|r| r.name == name && r.qtype == query.query_type())
+            .count();
         let behaviour = state
             .behaviours
             .get(&name)
@@ -256,32 +307,67 @@ fn reply(state: &Mutex<State>, raw: &[u8], transport: Transport) -> Option<(Dura
             Behaviour::Refused
         }
     });
+    let mut out = now(Vec::new());
+    if let Behaviour::ConntrackRace(inner) = behaviour {
+        behaviour = *inner;
+        if transport == Transport::Udp && !race(state, query.query_type(), peer, &mut out) {
+            return None;
+        }
+    }
     if let Behaviour::DropOdd(inner) = behaviour {
         if ordinal % 2 == 1 {
             return None;
         }
         behaviour = *inner;
     }
-    let mut delay = Duration::ZERO;
     while let Behaviour::Delay(d, inner) = behaviour {
-        delay += d;
+        out.delay += d;
         behaviour = *inner;
     }
-    let answer = |response: &mut Message, ip: Ipv4Addr| {
-        if query.query_type() == RecordType::A {
-            response.add_answer(Record::from_rdata(
-                query.name().clone(),
-                ANSWER_TTL,
-                RData::A(A(ip)),
-            ));
+    response.metadata.authoritative = true;
+    if !fill(state, &mut response, query, behaviour, transport) {
+        return None;
+    }
+    out.bytes = response.to_vec().expect("dns server: encode response");
+    Some(out)
+}
+
+/// The conntrack race for one UDP query: holds an A answer, and says whether to answer at all
+/// (not an AAAA beside an A from the same socket that is still unanswered).
+fn race(state: &Mutex<State>, qtype: RecordType, peer: SocketAddr, out: &mut Outgoing) -> bool {
+    let mut state = lock(state);
+    match qtype {
+        RecordType::A => {
+            state.unanswered_a.insert(peer);
+            out.delay += RACE_HOLD;
+            out.sent_a_to = Some(peer);
+            true
+        }
+        RecordType::AAAA => !state.unanswered_a.contains(&peer),
+        _ => true,
+    }
+}
+
+/// Writes `behaviour`'s answer to `query` into `response`; `false` means stay silent.
+fn fill(
+    state: &Mutex<State>,
+    response: &mut Message,
+    query: &Query,
+    behaviour: Behaviour,
+    transport: Transport,
+) -> bool {
+    let (qname, qtype) = (query.name(), query.query_type());
+    let record = |owner: &Name, data: RData| Record::from_rdata(owner.clone(), ANSWER_TTL, data);
+    let a = |response: &mut Message, owner: &Name, ip: Ipv4Addr| {
+        if qtype == RecordType::A {
+            response.add_answer(record(owner, RData::A(A(ip))));
         }
     };
-    response.metadata.authoritative = true;
     match behaviour {
-        Behaviour::Answer(ip) => answer(&mut response, ip),
+        Behaviour::Answer(ip) => a(response, qname, ip),
         Behaviour::Truncate(ip) => match transport {
             Transport::Udp => response.metadata.truncation = true,
-            Transport::Tcp => answer(&mut response, ip),
+            Transport::Tcp => a(response, qname, ip),
         },
         Behaviour::NoData => {}
         Behaviour::NxDomain => response.metadata.response_code = ResponseCode::NXDomain,
@@ -290,15 +376,53 @@ fn reply(state: &Mutex<State>, raw: &[u8], transport: Transport) -> Option<(Dura
             response.metadata.authoritative = false;
             response.metadata.response_code = ResponseCode::Refused;
         }
-        Behaviour::Drop => return None,
-        Behaviour::Delay(..) | Behaviour::DropOdd(..) => {
-            unreachable!("wrappers were unwrapped above")
+        Behaviour::Drop => return false,
+        Behaviour::Txt => {
+            let txt = TXT::new(vec!["not an address".into()]);
+            response.add_answer(record(qname, RData::TXT(txt)));
+        }
+        Behaviour::AnswerFor(other, ip) => {
+            let owner = Name::from_ascii(format!("{}.", normalize(&other)))
+                .expect("dns server: AnswerFor takes a valid name");
+            a(response, &owner, ip);
+        }
+        Behaviour::Cname(target) => chase(state, response, qname, qtype, &target),
+        Behaviour::Delay(..) | Behaviour::DropOdd(..) | Behaviour::ConntrackRace(..) => {
+            unreachable!("wrappers are unwrapped before their inner behaviour")
         }
     }
-    Some((
-        delay,
-        response.to_vec().expect("dns server: encode response"),
-    ))
+    true
+}
+
+/// The CNAME from `owner` to `target`, and the chain from there through the server's own data.
+fn chase(
+    state: &Mutex<State>,
+    response: &mut Message,
+    owner: &Name,
+    qtype: RecordType,
+    target: &str,
+) {
+    let mut owner = owner.clone();
+    let mut target = normalize(target);
+    for _ in 0..CHASE_LIMIT {
+        let to =
+            Name::from_ascii(format!("{target}.")).expect("dns server: Cname takes a valid name");
+        response.add_answer(Record::from_rdata(
+            owner,
+            ANSWER_TTL,
+            RData::CNAME(CNAME(to.clone())),
+        ));
+        let next = lock(state).behaviours.get(&target).cloned();
+        match next {
+            Some(Behaviour::Cname(next)) => (owner, target) = (to, normalize(&next)),
+            Some(Behaviour::Answer(ip)) if qtype == RecordType::A => {
+                response.add_answer(Record::from_rdata(to, ANSWER_TTL, RData::A(A(ip))));
+                return;
+            }
+            // Dangling: the chain ends at a name with nothing of the type.
+            _ => return,
+        }
+    }
 }
 
 async fn serve_udp(socket: Arc<tokio::net::UdpSocket>, state: Arc<Mutex<State>>) {
@@ -309,16 +433,20 @@ async fn serve_udp(socket: Arc<tokio::net::UdpSocket>, state: Arc<Mutex<State>>)
             // ICMP errors from earlier replies surface here on Linux; they concern one peer only.
             Err(_) => continue,
         };
-        let Some((delay, bytes)) = reply(&state, &buf[..len], Transport::Udp) else {
+        let Some(out) = reply(&state, &buf[..len], Transport::Udp, peer) else {
             continue;
         };
-        if delay.is_zero() {
-            let _ = socket.send_to(&bytes, peer).await;
+        if out.delay.is_zero() {
+            let _ = socket.send_to(&out.bytes, peer).await;
         } else {
-            let socket = socket.clone();
+            let (socket, state) = (socket.clone(), state.clone());
             tokio::spawn(async move {
-                tokio::time::sleep(delay).await;
-                let _ = socket.send_to(&bytes, peer).await;
+                tokio::time::sleep(out.delay).await;
+                let _ = socket.send_to(&out.bytes, peer).await;
+                // Before this task yields, so no query from `peer` is read in between.
+                if let Some(peer) = out.sent_a_to {
+                    lock(&state).unanswered_a.remove(&peer);
+                }
             });
         }
     }
@@ -326,7 +454,7 @@ async fn serve_udp(socket: Arc<tokio::net::UdpSocket>, state: Arc<Mutex<State>>)
 
 async fn serve_tcp(listener: tokio::net::TcpListener, state: Arc<Mutex<State>>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let Ok((stream, peer)) = listener.accept().await else {
             continue;
         };
         let state = state.clone();
@@ -341,16 +469,16 @@ async fn serve_tcp(listener: tokio::net::TcpListener, state: Arc<Mutex<State>>) 
                 if read.read_exact(&mut msg).await.is_err() {
                     return;
                 }
-                let Some((delay, bytes)) = reply(&state, &msg, Transport::Tcp) else {
+                let Some(out) = reply(&state, &msg, Transport::Tcp, peer) else {
                     continue;
                 };
                 let write = write.clone();
                 // Answer each message on its own task so a delayed one does not hold up the next.
                 tokio::spawn(async move {
-                    if !delay.is_zero() {
-                        tokio::time::sleep(delay).await;
+                    if !out.delay.is_zero() {
+                        tokio::time::sleep(out.delay).await;
                     }
-                    let _ = send_framed(&write, &bytes).await;
+                    let _ = send_framed(&write, &out.bytes).await;
                 });
             }
         });
@@ -368,8 +496,6 @@ async fn send_framed(write: &tokio::sync::Mutex<OwnedWriteHalf>, bytes: &[u8]) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hickory_proto::op::Query;
-    use hickory_proto::rr::Name;
     use std::io::{Read, Write};
     use std::net::{TcpStream, UdpSocket};
     use std::process::Command;
@@ -575,6 +701,140 @@ mod tests {
                 "delayed answer came after {took:?}, want >= {delay:?}"
             );
         }
+    }
+
+    /// (type, owner, data) of every answer record, for comparing whole answer sections.
+    fn records(msg: &Message) -> Vec<(RecordType, String, String)> {
+        msg.answers
+            .iter()
+            .map(|r| (r.record_type(), r.name.to_ascii(), r.data.to_string()))
+            .collect()
+    }
+
+    fn rr(qtype: RecordType, owner: &str, data: &str) -> (RecordType, String, String) {
+        (qtype, owner.to_owned(), data.to_owned())
+    }
+
+    #[test]
+    fn answers_an_application_cannot_use() {
+        let server = DnsServer::start();
+        server.set("txt.cluster.local", Behaviour::Txt);
+        server.set(
+            "other.cluster.local",
+            Behaviour::AnswerFor("elsewhere.cluster.local".into(), IP),
+        );
+        server.set(
+            "dangling.cluster.local",
+            Behaviour::Cname("gone.cluster.local".into()),
+        );
+        server.set(
+            "chain.cluster.local",
+            Behaviour::Cname("middle.cluster.local".into()),
+        );
+        server.set(
+            "middle.cluster.local",
+            Behaviour::Cname("end.cluster.local".into()),
+        );
+        server.set("end.cluster.local", Behaviour::Answer(IP));
+        server.set(
+            "loop-a.cluster.local",
+            Behaviour::Cname("loop-b.cluster.local".into()),
+        );
+        server.set(
+            "loop-b.cluster.local",
+            Behaviour::Cname("loop-a.cluster.local".into()),
+        );
+        let ask = |name: &str, qtype| {
+            let msg = udp_query(server.addr(), name, qtype, WAIT).expect(name);
+            assert_eq!(msg.metadata.response_code, ResponseCode::NoError, "{name}");
+            records(&msg)
+        };
+        use RecordType::{A as TA, AAAA as TAAAA, CNAME as TC, TXT as TT};
+        assert_eq!(
+            ask("txt.cluster.local", TA),
+            [rr(TT, "txt.cluster.local.", "not an address")]
+        );
+        assert_eq!(
+            ask("other.cluster.local", TA),
+            [rr(TA, "elsewhere.cluster.local.", "10.96.0.1")]
+        );
+        assert_eq!(ask("other.cluster.local", TAAAA), []);
+        assert_eq!(
+            ask("dangling.cluster.local", TA),
+            [rr(TC, "dangling.cluster.local.", "gone.cluster.local.")]
+        );
+        let chain = ask("chain.cluster.local", TA);
+        assert_eq!(
+            chain,
+            [
+                rr(TC, "chain.cluster.local.", "middle.cluster.local."),
+                rr(TC, "middle.cluster.local.", "end.cluster.local."),
+                rr(TA, "end.cluster.local.", "10.96.0.1"),
+            ]
+        );
+        // For AAAA the chain ends without a record: NODATA at its end.
+        assert_eq!(ask("chain.cluster.local", TAAAA), chain[..2]);
+        // A loop in the server's own data stops after CHASE_LIMIT links.
+        assert_eq!(ask("loop-a.cluster.local", TA).len(), CHASE_LIMIT);
+    }
+
+    /// Sends an A and an AAAA query for `name` from `sock` back to back, as glibc's sendmmsg
+    /// does, and returns the answers that arrive within `wait`, by type.
+    fn send_pair(
+        sock: &UdpSocket,
+        addr: SocketAddr,
+        name: &str,
+        wait: Duration,
+    ) -> Vec<RecordType> {
+        sock.send_to(&query_bytes(1, name, RecordType::A), addr)
+            .unwrap();
+        sock.send_to(&query_bytes(2, name, RecordType::AAAA), addr)
+            .unwrap();
+        receive(sock, wait)
+    }
+
+    /// The types of the answers `sock` receives until `wait` passes without one.
+    fn receive(sock: &UdpSocket, wait: Duration) -> Vec<RecordType> {
+        sock.set_read_timeout(Some(wait)).unwrap();
+        let mut buf = [0u8; 4096];
+        let mut types = Vec::new();
+        while let Ok(len) = sock.recv(&mut buf) {
+            let msg = Message::from_vec(&buf[..len]).unwrap();
+            types.push(msg.queries[0].query_type());
+        }
+        types
+    }
+
+    #[test]
+    fn the_conntrack_race_loses_the_aaaa_sent_beside_an_unanswered_a() {
+        let server = DnsServer::start();
+        let name = "race.cluster.local";
+        server.set(
+            name,
+            Behaviour::ConntrackRace(Box::new(Behaviour::Answer(IP))),
+        );
+        // Bounded looks for silence: the A answer comes after RACE_HOLD, the AAAA never.
+        let quiet = RACE_HOLD + Duration::from_millis(400);
+        let sock = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        sock.connect(server.addr()).unwrap();
+        assert_eq!(
+            send_pair(&sock, server.addr(), name, quiet),
+            [RecordType::A]
+        );
+        // The AAAA again on the same socket, the A answered by now: answered.
+        sock.send(&query_bytes(3, name, RecordType::AAAA)).unwrap();
+        assert_eq!(receive(&sock, quiet), [RecordType::AAAA]);
+        // The AAAA from another socket while the A is held: answered.
+        let other = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        sock.send(&query_bytes(4, name, RecordType::A)).unwrap();
+        other
+            .send_to(&query_bytes(5, name, RecordType::AAAA), server.addr())
+            .unwrap();
+        assert_eq!(receive(&other, quiet), [RecordType::AAAA]);
+        assert_eq!(receive(&sock, quiet), [RecordType::A]);
+        // Over TCP there is no race.
+        let msg = tcp_query(server.addr(), name, RecordType::AAAA, WAIT);
+        assert!(msg.is_some());
     }
 
     #[test]

@@ -27,7 +27,8 @@ fn config(cluster: &Cluster, me: usize) -> String {
     )
 }
 
-/// The mesh as every daemon sees it: for each node, its probe targets.
+/// The mesh as every daemon sees it: for each node, its probe targets (their counters exist
+/// from the start; `netprobe_peer_up` only once a probe has ended).
 fn targets(daemons: &[NetnsDaemon]) -> BTreeMap<usize, BTreeSet<String>> {
     daemons
         .iter()
@@ -36,7 +37,7 @@ fn targets(daemons: &[NetnsDaemon]) -> BTreeMap<usize, BTreeSet<String>> {
             let m = d.scrape();
             (
                 i,
-                m.label_values("netprobe_peer_up", "target_node")
+                m.label_values("netprobe_peer_requests_total", "target_node")
                     .into_iter()
                     .collect(),
             )
