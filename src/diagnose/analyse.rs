@@ -85,6 +85,7 @@ pub fn analyse(s: &Snapshot) -> Vec<Finding> {
     findings.extend(corefile(s));
     findings.extend(kube_dns_service(s));
     findings.extend(dns_probes(s));
+    findings.extend(dns_latency(s));
     findings.extend(network_policies(s));
     findings.extend(coredns_ingress(s));
     findings.extend(namespace_services(s));
@@ -266,6 +267,15 @@ fn list_some(items: &[String], max: usize) -> String {
     }
 }
 
+/// `next` with its first letter in lower case, to follow "On node X: ".
+fn lower_first(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(c) => c.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
 fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
@@ -377,6 +387,34 @@ pub fn nodes(s: &Snapshot) -> Vec<Finding> {
 // ---------------------------------------------------------------------------------------------
 // Live matrix (kube-netprobe's peer probes, read from every pod's /metrics)
 
+/// Completed probes below which a target's failure is not judged: the target is "too fresh".
+/// A kube-netprobe pod that was just replaced, or a peer whose address just changed, starts its
+/// series from zero, and its first probe or two may fail while the new pod comes up. Three
+/// completed probes are 30 s of peer probes and 45 s of DNS and API-server probes at the
+/// default intervals (10 s, 15 s): a fault that outlives them is a fault. Successes count from
+/// the first probe (a success is never a start-up artefact), and a target without any series
+/// (the daemon exports a target's series with its first result) is not known at all.
+pub const MIN_PROBES: f64 = 3.0;
+
+/// Completed probes of one target: the sum of the counter `family`'s samples (one per result or
+/// rcode) whose labels include every pair of `labels`; 0 when the daemon has none yet.
+fn completed(samples: &[Sample], family: &str, labels: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .filter(|x| x.name == family && labels.iter().all(|(k, v)| x.label(k) == *v))
+        .map(|x| x.value)
+        .filter(|v| v.is_finite())
+        .sum()
+}
+
+/// Every readable kube-netprobe scrape: (node, its samples).
+fn readable_scrapes(s: &Snapshot) -> Vec<(&str, Vec<Sample>)> {
+    s.probe_scrapes
+        .iter()
+        .filter_map(|x| Some((x.node.as_str(), scrape::parse(x.text.as_deref()?))))
+        .collect()
+}
+
 /// One probe result: `source` node probing `target` node over `protocol`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Cell {
@@ -384,6 +422,17 @@ pub struct Cell {
     pub target: String,
     pub protocol: String,
     pub up: bool,
+    /// Probes `source` has completed of `target` over `protocol` since it first saw the
+    /// target's current address (`netprobe_peer_requests_total`, every result); a failing cell
+    /// with fewer than [`MIN_PROBES`] is too fresh to judge.
+    pub probes: u64,
+}
+
+impl Cell {
+    /// Whether the analysis counts this cell: up, or down after enough probes.
+    pub fn judged(&self) -> bool {
+        self.up || self.probes as f64 >= MIN_PROBES
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -391,36 +440,62 @@ pub struct Matrix {
     pub nodes: Vec<String>,
     pub protocols: Vec<String>,
     pub cells: Vec<Cell>,
-    /// Nodes whose kube-netprobe pod's /metrics could not be read.
+    /// Nodes whose kube-netprobe pod's /metrics could not be read (and no other pod's of that
+    /// node could: during a rollout the old, terminating pod is not read, the new one is).
     pub unread: Vec<String>,
+    /// Why, per node in `unread`.
+    #[serde(skip)]
+    pub unread_reasons: BTreeMap<String, String>,
+    /// Nodes whose /metrics were read.
+    #[serde(skip)]
+    pub read: BTreeSet<String>,
 }
 
 impl Matrix {
     pub fn from_snapshot(s: &Snapshot) -> Matrix {
         let mut matrix = Matrix::default();
-        let mut cells: BTreeMap<(String, String, String), bool> = BTreeMap::new();
+        // (source, target, protocol) -> (up, probes)
+        let mut cells: BTreeMap<(String, String, String), (bool, u64)> = BTreeMap::new();
+        let mut failed: BTreeMap<String, String> = BTreeMap::new();
         for scrape in &s.probe_scrapes {
             let Some(text) = &scrape.text else {
-                matrix.unread.push(scrape.node.clone());
+                failed.insert(
+                    scrape.node.clone(),
+                    scrape.error.clone().unwrap_or_else(|| "not read".into()),
+                );
                 continue;
             };
-            for sample in scrape::parse(text)
-                .into_iter()
-                .filter(|x| x.name == "netprobe_peer_up")
-            {
-                let key = (
-                    scrape.node.clone(),
-                    sample.label("target_node").to_owned(),
-                    sample.label("protocol").to_owned(),
-                );
-                // Several IP families: the pair is up only if every family is.
+            matrix.read.insert(scrape.node.clone());
+            let samples = scrape::parse(text);
+            for sample in samples.iter().filter(|x| x.name == "netprobe_peer_up") {
+                let (target, protocol) = (sample.label("target_node"), sample.label("protocol"));
+                let probes = completed(
+                    &samples,
+                    "netprobe_peer_requests_total",
+                    &[("target_node", target), ("protocol", protocol)],
+                ) as u64;
+                let key = (scrape.node.clone(), target.to_owned(), protocol.to_owned());
+                // Several IP families: the pair is up only if every family is. The counters
+                // are shared by the families.
                 let up = sample.value >= 1.0;
-                cells.entry(key).and_modify(|u| *u &= up).or_insert(up);
+                cells
+                    .entry(key)
+                    .and_modify(|(u, p)| {
+                        *u &= up;
+                        *p = (*p).max(probes);
+                    })
+                    .or_insert((up, probes));
+            }
+        }
+        for (node, reason) in failed {
+            if !matrix.read.contains(&node) {
+                matrix.unread.push(node.clone());
+                matrix.unread_reasons.insert(node, reason);
             }
         }
         let mut nodes = BTreeSet::new();
         let mut protocols = BTreeSet::new();
-        for ((source, target, protocol), up) in cells {
+        for ((source, target, protocol), (up, probes)) in cells {
             nodes.insert(source.clone());
             nodes.insert(target.clone());
             protocols.insert(protocol.clone());
@@ -429,19 +504,53 @@ impl Matrix {
                 target,
                 protocol,
                 up,
+                probes,
             });
         }
         matrix.nodes = nodes.into_iter().collect();
         matrix.protocols = protocols.into_iter().collect();
         matrix
     }
+
+    /// What is known of `node`'s own view when its outbound probes cannot be judged.
+    fn own_view_unknown(&self, node: &str, outbound: usize) -> (&'static str, String) {
+        if let Some(reason) = self.unread_reasons.get(node) {
+            (
+                "its own view could not be read",
+                format!(
+                    "node {node}: its kube-netprobe pod's /metrics could not be read: {reason}"
+                ),
+            )
+        } else if !self.read.contains(node) {
+            (
+                "its own view could not be read",
+                format!("node {node}: no kube-netprobe pod's /metrics were read for it"),
+            )
+        } else if outbound == 0 {
+            (
+                "its own view has no judged peer probes",
+                format!(
+                    "node {node}: its own peer probes are missing or all too fresh (fewer than \
+                     {MIN_PROBES} probes each)"
+                ),
+            )
+        } else {
+            (
+                "its own view is too fresh to judge",
+                format!(
+                    "node {node}: only {outbound} of its own peer probes can be judged (at least \
+                     2 needed, each with {MIN_PROBES} probes or a success)"
+                ),
+            )
+        }
+    }
 }
 
 pub fn live_matrix(m: &Matrix) -> Vec<Finding> {
-    // Per (source, target): connectivity (every protocol but bulk) and bulk.
+    // Per (source, target): connectivity (every protocol but bulk) and bulk, judged cells only.
     let mut basic: BTreeMap<(&str, &str), bool> = BTreeMap::new();
     let mut bulk: BTreeMap<(&str, &str), bool> = BTreeMap::new();
-    for c in &m.cells {
+    for c in m.cells.iter().filter(|c| c.judged()) {
         let key = (c.source.as_str(), c.target.as_str());
         let map = if c.protocol == "bulk" {
             &mut bulk
@@ -471,9 +580,12 @@ pub fn live_matrix(m: &Matrix) -> Vec<Finding> {
         if others.is_empty() || (others_ok as f64) < 0.75 * others.len() as f64 {
             continue;
         }
-        let in_dead = inbound.len() >= 2 && inbound.iter().all(|(_, up)| !**up);
-        let out_dead = outbound.len() >= 2 && outbound.iter().all(|(_, up)| !**up);
-        let evidence: Vec<String> = inbound
+        // Each way, at least 2 judged pairs before anything is said about that way.
+        let in_known = inbound.len() >= 2;
+        let out_known = outbound.len() >= 2;
+        let in_dead = in_known && inbound.iter().all(|(_, up)| !**up);
+        let out_dead = out_known && outbound.iter().all(|(_, up)| !**up);
+        let mut evidence: Vec<String> = inbound
             .iter()
             .chain(outbound.iter())
             .filter(|(_, up)| !**up)
@@ -483,39 +595,98 @@ pub fn live_matrix(m: &Matrix) -> Vec<Finding> {
                 others.len()
             )])
             .collect();
-        let (id, title, cause, next) = match (in_dead, out_dead) {
-            (true, true) => (
+        let (id, severity, title, cause, next) = if in_dead && out_dead {
+            (
                 "network.node-isolated",
+                Severity::Critical,
                 format!("Node {node} is cut off: it reaches no peer and no peer reaches it"),
                 "Pod networking on this one node is down (CNI agent, routes, host firewall, or \
-                 the node's uplink) while the rest of the mesh works.",
+                 the node's uplink) while the rest of the mesh works."
+                    .to_owned(),
                 format!(
                     "Check the CNI agent pod and its logs on {node}, the node's routes \
                      (`ip route`) and host firewall (`iptables-save`)."
                 ),
-            ),
-            (true, false) => (
+            )
+        } else if in_dead && out_known {
+            let reached = outbound.iter().filter(|(_, up)| **up).count();
+            (
                 "network.node-unreachable",
-                format!("Node {node} is unreachable: no peer reaches it, it reaches them"),
+                Severity::Critical,
+                if reached == outbound.len() {
+                    format!("Node {node} is unreachable: no peer reaches it, it reaches them")
+                } else {
+                    format!(
+                        "Node {node} is unreachable: no peer reaches it, it reaches {reached} of \
+                         the {} it probes",
+                        outbound.len()
+                    )
+                },
                 "Traffic into pods on this node is dropped: a host firewall or security group \
                  blocking ingress, or the overlay's return path (encapsulation port) on this \
-                 node.",
+                 node."
+                    .to_owned(),
                 format!(
                     "On {node}: inbound rules (`iptables-save`, cloud security group for the \
                      overlay port, e.g. VXLAN UDP 4789/8472), CNI agent logs."
                 ),
-            ),
-            (false, true) => (
+            )
+        } else if in_dead {
+            // Nobody reaches it, and what it reaches is not known: no claim, and no page.
+            let (phrase, line) = m.own_view_unknown(node, outbound.len());
+            evidence.push(line);
+            (
+                "network.node-unreachable",
+                Severity::Warning,
+                format!("Node {node} is unreachable: no peer reaches it; {phrase}"),
+                "Every peer's probes of the kube-netprobe pod on this node fail. Without its \
+                 own view it cannot be told whether only traffic into the node is dropped \
+                 (host firewall, overlay port) or the node is cut off altogether; when its \
+                 /metrics could not be read through the API server either, a node that lost \
+                 its network (see whether it is NotReady) or a kube-netprobe pod that is not \
+                 serving (crash-looping, not running) are the likeliest."
+                    .to_owned(),
+                format!(
+                    "`kubectl get node {node}` (Ready?) and `kubectl get pods -A -o wide \
+                     --field-selector spec.nodeName={node}` (the kube-netprobe and CNI agent \
+                     pods there, their restarts and logs); then, on {node}, inbound rules \
+                     (`iptables-save`) and routes (`ip route`)."
+                ),
+            )
+        } else if out_dead && in_known {
+            (
                 "network.node-egress-broken",
+                Severity::Critical,
                 format!("Node {node} reaches no peer, though peers reach it"),
                 "Egress from pods on this node is broken: an egress firewall rule, a stale \
-                 route, or the CNI's outbound encapsulation on this node.",
+                 route, or the CNI's outbound encapsulation on this node."
+                    .to_owned(),
                 format!(
                     "On {node}: `ip route`, egress rules (`iptables-save`), CNI agent logs; \
                      restart the CNI agent pod on that node if its routes are stale."
                 ),
-            ),
-            (false, false) => continue,
+            )
+        } else if out_dead {
+            evidence.push(format!(
+                "node {node}: only {} of the peers' probes of it can be judged (at least 2 \
+                 needed, each with {MIN_PROBES} probes or a success)",
+                inbound.len()
+            ));
+            (
+                "network.node-egress-broken",
+                Severity::Warning,
+                format!("Node {node} reaches no peer; whether peers reach it is not known yet"),
+                "Every probe from this node to its peers fails. The peers' probes of it are too \
+                 fresh or missing, so it cannot be told whether only its egress is broken or \
+                 the node is cut off."
+                    .to_owned(),
+                format!(
+                    "On {node}: `ip route`, egress rules (`iptables-save`), CNI agent logs; run \
+                     diagnose again in a minute for the peers' side."
+                ),
+            )
+        } else {
+            continue;
         };
         for (k, up) in inbound.iter().chain(outbound.iter()) {
             if !**up {
@@ -523,7 +694,7 @@ pub fn live_matrix(m: &Matrix) -> Vec<Finding> {
             }
         }
         out.push(
-            Finding::new(id, Severity::Critical, title)
+            Finding::new(id, severity, title)
                 .evidence(evidence)
                 .cause(cause)
                 .next(next),
@@ -628,6 +799,53 @@ pub fn live_matrix(m: &Matrix) -> Vec<Finding> {
             ),
         );
     }
+    // Failures too fresh to judge: said, so that an empty report during a rollout is not read
+    // as "all clear", but never more than info.
+    let fresh: Vec<&Cell> = m.cells.iter().filter(|c| !c.judged()).collect();
+    if !fresh.is_empty() {
+        let pairs: BTreeSet<(&str, &str)> = fresh
+            .iter()
+            .map(|c| (c.source.as_str(), c.target.as_str()))
+            .collect();
+        let common: Option<&str> = m
+            .nodes
+            .iter()
+            .map(String::as_str)
+            .find(|n| pairs.iter().all(|(s, t)| s == n || t == n))
+            .filter(|_| pairs.len() >= 2);
+        let title = match common {
+            Some(n) => format!(
+                "Not judged yet: {} to or from node {n} failing after fewer than {MIN_PROBES} probes",
+                plural(pairs.len(), "node pair", "node pairs")
+            ),
+            None => format!(
+                "Not judged yet: {} failing after fewer than {MIN_PROBES} probes: {}",
+                plural(pairs.len(), "node pair", "node pairs"),
+                list_some(&pairs.iter().map(pair).collect::<Vec<_>>(), 4)
+            ),
+        };
+        out.push(
+            Finding::new("network.peers-too-fresh", Severity::Info, title)
+                .evidence(fresh.iter().map(|c| {
+                    format!(
+                        "{} -> {} {}: down after {}",
+                        c.source,
+                        c.target,
+                        c.protocol,
+                        plural(c.probes as usize, "probe", "probes")
+                    )
+                }))
+                .cause(
+                    "A kube-netprobe pod started or was replaced moments ago (or a peer's \
+                     address changed): its series start from zero and the first probes may \
+                     fail while the new pod comes up, so these failures are not counted.",
+                )
+                .next(
+                    "Run diagnose again in a minute (3 probe intervals: 30 s at the default \
+                     peers.interval of 10 s); failures that remain are then judged.",
+                ),
+        );
+    }
     out
 }
 
@@ -639,11 +857,19 @@ pub fn apiserver_probes(s: &Snapshot) -> Vec<Finding> {
     for scrape in &s.probe_scrapes {
         let Some(text) = &scrape.text else { continue };
         let samples = scrape::parse(text);
+        // A path not yet probed, or down after fewer than MIN_PROBES probes, is not known.
         let up = |path: &str| {
             samples
                 .iter()
                 .find(|x| x.name == "netprobe_apiserver_up" && x.label("path") == path)
                 .map(|x| x.value >= 1.0)
+                .filter(|up| {
+                    *up || completed(
+                        &samples,
+                        "netprobe_apiserver_requests_total",
+                        &[("path", path)],
+                    ) >= MIN_PROBES
+                })
         };
         let (direct, dns) = (up("direct"), up("dns"));
         if direct.is_none() && dns.is_none() {
@@ -1168,24 +1394,79 @@ pub fn kube_dns_service(s: &Snapshot) -> Vec<Finding> {
     ]
 }
 
+/// The cluster's DNS zones, from the Corefile's `kubernetes` plugin line (`cluster.local` when
+/// the Corefile was not read or names none): CoreDNS answers names in them itself; every other
+/// name goes to the upstream servers of its `forward`.
+fn cluster_zones(s: &Snapshot) -> Vec<String> {
+    let mut zones = Vec::new();
+    if let Some(Some(text)) = &s.corefile {
+        for line in text.lines() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            let mut words = line.split_whitespace();
+            if words.next() == Some("kubernetes") {
+                zones.extend(
+                    words
+                        .take_while(|w| *w != "{")
+                        .map(|w| w.trim_end_matches('.').to_ascii_lowercase()),
+                );
+            }
+        }
+    }
+    if zones.is_empty() {
+        zones.push("cluster.local".into());
+    }
+    zones
+}
+
+/// Whether CoreDNS answers `name` from the cluster's own data (a Service or pod name), rather
+/// than forwarding it upstream.
+fn is_cluster_name(name: &str, zones: &[String]) -> bool {
+    let n = name.trim_end_matches('.').to_ascii_lowercase();
+    n.ends_with(".svc")
+        || n.contains(".svc.")
+        || zones
+            .iter()
+            .any(|z| n == *z || n.ends_with(&format!(".{z}")))
+}
+
 /// DNS probe results by server: direct to each CoreDNS pod (`coredns/<pod>`) versus through the
-/// Service (`system`, the pod's resolv.conf).
+/// Service (`system`, the pod's resolv.conf), and names of the cluster versus names outside it.
 pub fn dns_probes(s: &Snapshot) -> Vec<Finding> {
     // (server, name) -> (failing nodes, nodes reporting)
     let mut by: BTreeMap<(String, String), (Vec<String>, usize)> = BTreeMap::new();
-    for scrape in &s.probe_scrapes {
-        let Some(text) = &scrape.text else { continue };
-        for x in scrape::parse(text)
+    // name -> rcode -> lookups through `system` since the pods started, every node together.
+    let mut rcodes: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
+    for (node, samples) in readable_scrapes(s) {
+        for x in samples
             .iter()
             .filter(|x| x.name == "netprobe_dns_probe_success")
         {
-            let entry = by
-                .entry((x.label("server").to_owned(), x.label("name").to_owned()))
-                .or_default();
-            entry.1 += 1;
-            if x.value < 1.0 {
-                entry.0.push(scrape.node.clone());
+            let (server, name, qtype) = (x.label("server"), x.label("name"), x.label("qtype"));
+            let ok = x.value >= 1.0;
+            // Failing after fewer than MIN_PROBES lookups: not known yet.
+            if !ok
+                && completed(
+                    &samples,
+                    "netprobe_dns_lookups_total",
+                    &[("server", server), ("name", name), ("qtype", qtype)],
+                ) < MIN_PROBES
+            {
+                continue;
             }
+            let entry = by.entry((server.to_owned(), name.to_owned())).or_default();
+            entry.1 += 1;
+            if !ok {
+                entry.0.push(node.to_owned());
+            }
+        }
+        for x in samples.iter().filter(|x| {
+            x.name == "netprobe_dns_lookups_total" && x.label("server") == "system" && x.value > 0.0
+        }) {
+            *rcodes
+                .entry(x.label("name").to_owned())
+                .or_default()
+                .entry(x.label("rcode").to_owned())
+                .or_default() += x.value;
         }
     }
     let failing = |v: &(Vec<String>, usize)| v.1 > 0 && v.0.len() * 2 >= v.1;
@@ -1203,6 +1484,8 @@ pub fn dns_probes(s: &Snapshot) -> Vec<Finding> {
     let mut replica_failing: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut service_path: Vec<String> = Vec::new();
     let mut everywhere: Vec<String> = Vec::new();
+    // Names that resolve through the Service from most nodes, or direct from a CoreDNS pod.
+    let mut resolving: Vec<String> = Vec::new();
     for name in names {
         let direct: Vec<(&String, &(Vec<String>, usize))> = by
             .iter()
@@ -1212,6 +1495,9 @@ pub fn dns_probes(s: &Snapshot) -> Vec<Finding> {
         let system = by.get(&("system".to_owned(), name.clone()));
         let direct_ok = direct.iter().filter(|(_, v)| passing(v)).count();
         let direct_bad: Vec<_> = direct.iter().filter(|(_, v)| failing(v)).collect();
+        if direct_ok > 0 || system.is_some_and(passing) {
+            resolving.push(name.clone());
+        }
         if direct_ok > 0 {
             for (srv, v) in &direct_bad {
                 replica_failing.entry(srv.to_string()).or_default().push(format!(
@@ -1265,24 +1551,683 @@ pub fn dns_probes(s: &Snapshot) -> Vec<Finding> {
             .next("Check kube-proxy on the failing nodes (`kubectl -n kube-system get pods -l k8s-app=kube-proxy -o wide`, its logs; `iptables-save | grep kube-dns`)."),
         );
     }
-    if !everywhere.is_empty() {
-        let external: Vec<&String> = everywhere
+    if everywhere.is_empty() {
+        return out;
+    }
+    // Cluster names fail too: CoreDNS itself. Only names outside the cluster fail while cluster
+    // names resolve: what CoreDNS forwards to (its upstream).
+    let zones = cluster_zones(s);
+    let (cluster_failing, external_failing): (Vec<String>, Vec<String>) = everywhere
+        .iter()
+        .cloned()
+        .partition(|n| is_cluster_name(n, &zones));
+    let cluster_resolving: Vec<&String> = resolving
+        .iter()
+        .filter(|n| is_cluster_name(n, &zones))
+        .collect();
+    let evidence_of = |name: &String| -> Vec<String> {
+        let mut lines: Vec<String> = by
             .iter()
-            .filter(|n| !n.trim_end_matches('.').ends_with(".cluster.local") && !n.contains(".svc"))
+            .filter(|((_, n), _)| n == name)
+            .map(|((srv, _), v)| {
+                format!(
+                    "{name} through {srv}: fails from {} of {} nodes",
+                    v.0.len(),
+                    v.1
+                )
+            })
             .collect();
-        let cause = if external.len() == everywhere.len() {
-            "Only names outside the cluster fail, on every CoreDNS pod: CoreDNS cannot reach or get answers from its upstream servers."
-        } else {
-            "Cluster names fail on every CoreDNS pod: CoreDNS itself is failing (plugin/kubernetes cannot read from the API server, or the pods are overloaded)."
-        };
+        if let Some(codes) = rcodes.get(name) {
+            lines.push(format!(
+                "{name} through system, lookups since the kube-netprobe pods started: {}",
+                codes
+                    .iter()
+                    .map(|(rcode, n)| format!("{rcode} {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        lines
+    };
+    let forwards: Option<Vec<String>> = match &s.corefile {
+        Some(Some(text)) => Some(corefile_forwards(text)),
+        _ => None,
+    };
+    if !cluster_failing.is_empty() {
+        let mut evidence: Vec<String> = everywhere.iter().flat_map(evidence_of).collect();
+        evidence.push(format!(
+            "cluster zones (the Corefile's kubernetes plugin): {}",
+            zones.join(", ")
+        ));
         out.push(
             Finding::new(
                 "dns.resolution-failing",
                 Severity::Critical,
-                format!("DNS lookups fail from most nodes, through every server: {}", list_some(&everywhere, 4)),
+                format!(
+                    "CoreDNS fails cluster names from most nodes, through every server: {}",
+                    list_some(&cluster_failing, 4)
+                ),
             )
+            .evidence(evidence)
+            .cause(format!(
+                "Names CoreDNS answers from the cluster's own data fail through the Service and \
+                 direct to every CoreDNS pod: CoreDNS itself is failing (plugin/kubernetes cannot \
+                 read from the API server, the pods are overloaded or crash-looping, or the \
+                 Corefile does not load), not its upstream.{}",
+                if external_failing.is_empty() {
+                    ""
+                } else {
+                    " Names outside the cluster fail with them, as they do when CoreDNS itself \
+                     fails."
+                }
+            ))
+            .next(format!(
+                "`kubectl -n {DNS_NAMESPACE} logs -l k8s-app=kube-dns --tail=50` (plugin/kubernetes \
+                 errors: `Failed to list`, forbidden, API server unreachable) and `kubectl -n \
+                 {DNS_NAMESPACE} get pods -l k8s-app=kube-dns -o wide`; the CoreDNS findings above."
+            )),
+        );
+    } else if !cluster_resolving.is_empty() {
+        let upstream = match &forwards {
+            Some(f) if f.is_empty() => "none: the Corefile has no forward".to_owned(),
+            Some(f) => f.join(", "),
+            None => "the Corefile's forward".to_owned(),
+        };
+        let mut evidence: Vec<String> = external_failing.iter().flat_map(evidence_of).collect();
+        evidence.extend(
+            cluster_resolving
+                .iter()
+                .map(|n| format!("{n} (a cluster name) resolves through the same servers")),
+        );
+        if let Some(Some(text)) = &s.corefile {
+            evidence.extend(
+                text.lines()
+                    .filter(|l| {
+                        let l = l.trim_start();
+                        l.starts_with("forward") || l.starts_with("proxy")
+                    })
+                    .map(|l| format!("Corefile: {}", l.trim())),
+            );
+        }
+        let cause = if forwards.as_ref().is_some_and(Vec::is_empty) {
+            "The Corefile has no `forward` (see dns.corefile-no-forward): CoreDNS answers its \
+             cluster zone and nothing else, so every name outside the cluster fails."
+                .to_owned()
+        } else {
+            "CoreDNS answers the names it serves itself, but gets no answer for the others from \
+             the upstream servers of its `forward`: they are down or unreachable from the CoreDNS \
+             pods (an egress firewall or NetworkPolicy, no route out of the cluster), refuse \
+             CoreDNS, or `forward . /etc/resolv.conf` hands the names to a node resolver that \
+             fails. An upstream or forwarding problem, not CoreDNS itself."
+                .to_owned()
+        };
+        out.push(
+            Finding::new(
+                "dns.upstream-failing",
+                Severity::Critical,
+                format!(
+                    "CoreDNS's upstream ({upstream}) fails: names outside the cluster fail from \
+                     most nodes while cluster names resolve: {}",
+                    list_some(&external_failing, 4)
+                ),
+            )
+            .evidence(evidence)
             .cause(cause)
-            .next(format!("`kubectl -n {DNS_NAMESPACE} logs -l k8s-app=kube-dns --tail=50`; check the Corefile's forward targets.")),
+            .next(format!(
+                "Read the Corefile's `forward` (`kubectl -n {DNS_NAMESPACE} get configmap coredns \
+                 -o yaml`); from the node of a CoreDNS pod, ask the upstream directly (`dig \
+                 @UPSTREAM {}`); check egress to UDP and TCP 53 from the CoreDNS pods, and the \
+                 dns.log-upstream-timeout lines. An offline cluster without an upstream: change \
+                 or drop the external name in the chart's `config.dns.queries`.",
+                external_failing[0].trim_end_matches('.')
+            )),
+        );
+    } else {
+        out.push(
+            Finding::new(
+                "dns.resolution-failing",
+                Severity::Critical,
+                format!(
+                    "DNS lookups fail from most nodes, through every server: {}",
+                    list_some(&everywhere, 4)
+                ),
+            )
+            .evidence(everywhere.iter().flat_map(evidence_of))
+            .cause(
+                "Only names outside the cluster are probed, and they fail on every CoreDNS pod: \
+                 most likely CoreDNS cannot get answers from its upstream servers, but with no \
+                 cluster name to compare, CoreDNS itself is not ruled out.",
+            )
+            .next(format!(
+                "`kubectl -n {DNS_NAMESPACE} logs -l k8s-app=kube-dns --tail=50`; check the \
+                 Corefile's forward targets; add a cluster name \
+                 (kubernetes.default.svc.cluster.local) to `dns.queries` to tell the two apart."
+            )),
+        );
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// DNS latency (the lookup-duration histograms of the kube-netprobe pods)
+
+/// Answered lookups a (node, server) needs before its latency is compared: about two minutes of
+/// one server at the chart's 15 s interval and three names. Fewer say little about a p99.
+pub const MIN_LOOKUPS: f64 = 20.0;
+/// Share of lookups answered in (4.5, 5.5] s from which a (node, server) shows the 5 s
+/// signature, and the least number of such lookups. A healthy node has none (each needs a lost
+/// packet and libc's 5 s retry). Half the DNSLookupsAtFiveSeconds alert's 2 %: diagnose reads
+/// counts since the pod started, which dilute a recent fault, not a 15-minute rate.
+pub const FIVE_SECOND_SHARE: f64 = 0.01;
+pub const FIVE_SECOND_MIN: f64 = 5.0;
+/// "Much slower than the others": at least this many times the median of the others' p99 (or
+/// mean), and above the floor below. The buckets grow by about 2x from 0.1 s to 1 s, so 4x is
+/// clear of interpolation noise between two neighbouring buckets.
+pub const SLOW_RATIO: f64 = 4.0;
+/// Floors: a p99 under half a second or a mean under 100 ms is not worth a page at 3 a.m., however
+/// it compares (DNSLatencyHigh fires at a p99 of 1 s).
+pub const SLOW_P99: f64 = 0.5;
+pub const SLOW_MEAN: f64 = 0.1;
+
+/// A lookup-duration histogram: cumulative buckets, count and sum.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Histogram {
+    /// (upper bound, cumulative count), in order of the bound; +Inf last.
+    buckets: Vec<(f64, f64)>,
+    count: f64,
+    sum: f64,
+}
+
+impl Histogram {
+    fn add_bucket(&mut self, le: f64, n: f64) {
+        match self.buckets.iter_mut().find(|b| b.0 == le) {
+            Some(b) => b.1 += n,
+            None => {
+                self.buckets.push((le, n));
+                self.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+            }
+        }
+    }
+
+    fn merge(&mut self, other: &Histogram) {
+        for (le, n) in &other.buckets {
+            self.add_bucket(*le, *n);
+        }
+        self.count += other.count;
+        self.sum += other.sum;
+    }
+
+    fn cumulative(&self, le: f64) -> Option<f64> {
+        self.buckets.iter().find(|b| b.0 == le).map(|b| b.1)
+    }
+
+    /// Lookups answered in (lo, hi], when both are bucket bounds.
+    fn between(&self, lo: f64, hi: f64) -> Option<f64> {
+        Some(self.cumulative(hi)? - self.cumulative(lo)?)
+    }
+
+    fn mean(&self) -> Option<f64> {
+        (self.count > 0.0).then(|| self.sum / self.count)
+    }
+
+    /// The q-quantile as Prometheus's histogram_quantile estimates it: linear within the bucket
+    /// it falls in; in the +Inf bucket, the largest finite bound.
+    fn quantile(&self, q: f64) -> Option<f64> {
+        let total = self.buckets.last()?.1;
+        if total <= 0.0 {
+            return None;
+        }
+        let rank = q * total;
+        let mut lower = (0.0, 0.0);
+        for &(le, cum) in &self.buckets {
+            if cum >= rank {
+                if le.is_infinite() {
+                    return Some(lower.0);
+                }
+                let in_bucket = cum - lower.1;
+                let fraction = if in_bucket > 0.0 {
+                    (rank - lower.1) / in_bucket
+                } else {
+                    1.0
+                };
+                return Some(lower.0 + (le - lower.0) * fraction);
+            }
+            lower = (le, cum);
+        }
+        Some(lower.0)
+    }
+}
+
+/// Per node, per server: the lookup-duration histogram over every name and type, and the
+/// lookups by rcode.
+#[derive(Debug, Default)]
+struct DnsLatency {
+    histograms: BTreeMap<String, BTreeMap<String, Histogram>>,
+    /// node -> server -> (TIMEOUT lookups, all lookups)
+    timeouts: BTreeMap<String, BTreeMap<String, (f64, f64)>>,
+    /// node -> family (ipv4: the A query, ipv6: the AAAA beside it) -> (TIMEOUT, all), for the
+    /// `system` lookups that ask both together as getaddrinfo does.
+    families: BTreeMap<String, BTreeMap<String, (f64, f64)>>,
+}
+
+impl DnsLatency {
+    fn of(s: &Snapshot) -> DnsLatency {
+        let mut d = DnsLatency::default();
+        for (node, samples) in readable_scrapes(s) {
+            let per_server = d.histograms.entry(node.to_owned()).or_default();
+            for x in &samples {
+                let Some(part) = x.name.strip_prefix("netprobe_dns_lookup_duration_seconds_")
+                else {
+                    if x.name == "netprobe_dns_family_queries_total"
+                        && x.label("server") == "system"
+                        && x.value.is_finite()
+                    {
+                        let t = d
+                            .families
+                            .entry(node.to_owned())
+                            .or_default()
+                            .entry(x.label("family").to_owned())
+                            .or_default();
+                        t.1 += x.value;
+                        if x.label("rcode") == "TIMEOUT" {
+                            t.0 += x.value;
+                        }
+                    }
+                    if x.name == "netprobe_dns_lookups_total" && x.value.is_finite() {
+                        let t = d
+                            .timeouts
+                            .entry(node.to_owned())
+                            .or_default()
+                            .entry(x.label("server").to_owned())
+                            .or_default();
+                        t.1 += x.value;
+                        if x.label("rcode") == "TIMEOUT" {
+                            t.0 += x.value;
+                        }
+                    }
+                    continue;
+                };
+                if !x.value.is_finite() {
+                    continue;
+                }
+                let h = per_server.entry(x.label("server").to_owned()).or_default();
+                match part {
+                    "bucket" => {
+                        let le = match x.label("le") {
+                            "+Inf" | "Inf" => f64::INFINITY,
+                            le => match le.parse() {
+                                Ok(le) => le,
+                                Err(_) => continue,
+                            },
+                        };
+                        h.add_bucket(le, x.value);
+                    }
+                    "count" => h.count += x.value,
+                    "sum" => h.sum += x.value,
+                    _ => {}
+                }
+            }
+        }
+        d
+    }
+}
+
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    Some(if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    })
+}
+
+fn seconds(v: f64) -> String {
+    if v >= 1.0 {
+        format!("{v:.1} s")
+    } else if v >= 0.001 {
+        format!("{:.0} ms", v * 1000.0)
+    } else {
+        format!("{:.2} ms", v * 1000.0)
+    }
+}
+
+fn percent(v: f64) -> String {
+    if v >= 0.1 {
+        format!("{:.0} %", v * 100.0)
+    } else {
+        format!("{:.1} %", v * 100.0)
+    }
+}
+
+/// How one (node, server) or server compares with the others: `Some(line)` when much slower.
+fn much_slower(what: &str, h: &Histogram, others: &[&Histogram]) -> Option<(f64, String)> {
+    let (p99, mean) = (h.quantile(0.99)?, h.mean()?);
+    let med_p99 = median(others.iter().filter_map(|o| o.quantile(0.99)).collect())?;
+    let med_mean = median(others.iter().filter_map(|o| o.mean()).collect())?;
+    let by_p99 = p99 >= SLOW_P99 && p99 >= SLOW_RATIO * med_p99;
+    let by_mean = mean >= SLOW_MEAN && mean >= SLOW_RATIO * med_mean;
+    if !(by_p99 || by_mean) {
+        return None;
+    }
+    let ratio = if by_p99 {
+        p99 / med_p99.max(1e-6)
+    } else {
+        mean / med_mean.max(1e-6)
+    };
+    Some((
+        ratio,
+        format!(
+            "{what}: p99 {}, mean {} over {:.0} lookups; the others' median: p99 {}, mean {}",
+            seconds(p99),
+            seconds(mean),
+            h.count,
+            seconds(med_p99),
+            seconds(med_mean)
+        ),
+    ))
+}
+
+/// Lookups at 5 s (the lost-first-packet signature), a node much slower than the others, a
+/// server much slower than the others: from the histograms as they stand (since each
+/// kube-netprobe pod started).
+pub fn dns_latency(s: &Snapshot) -> Vec<Finding> {
+    let d = DnsLatency::of(s);
+    let reporting = d
+        .histograms
+        .values()
+        .filter(|per| per.values().any(|h| h.count >= MIN_LOOKUPS))
+        .count();
+    let mut out = Vec::new();
+
+    // 1. Lookups at 5 s, per node.
+    // node -> [(server, lookups at 5 s, answered lookups)]
+    let mut at_five: BTreeMap<&str, Vec<(&str, f64, f64)>> = BTreeMap::new();
+    for (node, per) in &d.histograms {
+        for (server, h) in per {
+            if h.count < MIN_LOOKUPS {
+                continue;
+            }
+            let Some(n) = h.between(4.5, 5.5) else {
+                continue;
+            };
+            if n >= FIVE_SECOND_MIN && n >= FIVE_SECOND_SHARE * h.count {
+                at_five
+                    .entry(node.as_str())
+                    .or_default()
+                    .push((server.as_str(), n, h.count));
+            }
+        }
+    }
+    if !at_five.is_empty() {
+        let nodes: Vec<String> = at_five.keys().map(|n| n.to_string()).collect();
+        let mut evidence = Vec::new();
+        // Direct queries (no libc retry: a lost packet is a TIMEOUT) from the same nodes.
+        let mut direct_lost = Vec::new();
+        let mut direct_clean = 0;
+        // One family's queries lost while the other's, sent beside them, are answered.
+        let mut one_family_lost = Vec::new();
+        for (node, rows) in &at_five {
+            let shares: BTreeMap<&str, f64> = d
+                .families
+                .get(*node)
+                .into_iter()
+                .flatten()
+                .filter(|(_, (_, all))| *all >= MIN_LOOKUPS)
+                .map(|(family, (timeouts, all))| (family.as_str(), timeouts / all))
+                .collect();
+            for (family, share) in &shares {
+                evidence.push(format!(
+                    "node {node}, server system: {} of the {} queries timed out",
+                    percent(*share),
+                    if *family == "ipv6" { "AAAA" } else { "A" }
+                ));
+            }
+            if let (Some(v4), Some(v6)) = (shares.get("ipv4"), shares.get("ipv6")) {
+                let (lost, kept) = if v6 >= v4 { (v6, v4) } else { (v4, v6) };
+                if *lost >= FIVE_SECOND_SHARE && *kept * 2.0 < *lost {
+                    one_family_lost.push(node.to_string());
+                }
+            }
+            for (server, n, count) in rows {
+                evidence.push(format!(
+                    "node {node}, server {server}: {} of {count:.0} answered lookups took 4.5-5.5 s ({})",
+                    *n as u64,
+                    percent(n / count)
+                ));
+            }
+            for (server, (timeouts, all)) in d.timeouts.get(*node).into_iter().flatten() {
+                if server == "system" || *all < MIN_LOOKUPS {
+                    continue;
+                }
+                let share = timeouts / all;
+                evidence.push(format!(
+                    "node {node}, server {server} (one query, no retry): {} of {all:.0} lookups timed out",
+                    percent(share)
+                ));
+                if share >= FIVE_SECOND_SHARE {
+                    direct_lost.push(format!("{node} to {server}"));
+                } else {
+                    direct_clean += 1;
+                }
+            }
+        }
+        let mut cause = String::from(
+            "The first query of these lookups got no answer and the resolver retried after its 5 s \
+             timeout (resolv.conf `options timeout`): a packet lost between the pod and CoreDNS. ",
+        );
+        if !one_family_lost.is_empty() {
+            cause.push_str(&format!(
+                "On {} the queries of one family (A or AAAA) time out while the other's, sent \
+                 beside them from the same socket, are answered: the conntrack race itself (both \
+                 packets DNAT'ed to the kube-dns Service at once, one conntrack insert loses and \
+                 its packet is dropped). ",
+                list_some(&one_family_lost, 3)
+            ));
+        }
+        if !direct_lost.is_empty() {
+            cause.push_str(&format!(
+                "Single queries sent straight to the DNS servers time out too ({}): packets are \
+                 lost on the node's path to CoreDNS (a saturated or faulty link, the conntrack \
+                 table full), not only in the Service's DNAT.",
+                list_some(&direct_lost, 3)
+            ));
+        } else if !one_family_lost.is_empty() {
+            if direct_clean > 0 {
+                cause.push_str(
+                    "Single queries sent straight to the DNS servers from the same nodes are \
+                     answered.",
+                );
+            }
+        } else if direct_clean > 0 {
+            cause.push_str(
+                "Single queries sent straight to the DNS servers from the same nodes are \
+                 answered: the loss is in the lookups libc makes through the kube-dns Service, \
+                 the signature of the conntrack race (A and AAAA sent in parallel from one \
+                 socket, both DNAT'ed at once, one conntrack insert loses and its packet is \
+                 dropped), or the conntrack table full on the node.",
+            );
+        } else {
+            cause.push_str(
+                "Classic cause: the conntrack race (A and AAAA sent in parallel from one socket \
+                 to the Service IP, one conntrack insert loses and its packet is dropped), or the \
+                 conntrack table full on the node.",
+            );
+        }
+        if at_five.len() >= 2 && at_five.len() * 2 > reporting {
+            cause.push_str(
+                " It shows on most nodes at once: look at what they share (kernel version, a \
+                 CoreDNS replica dropping queries) before any one node.",
+            );
+        }
+        let title = if nodes.len() == 1 {
+            let (server, n, count) = at_five.values().next().expect("one node")[0];
+            format!(
+                "DNS lookups from node {} take 5 s (first packet lost, retried): {} of lookups through {server}",
+                nodes[0],
+                percent(n / count)
+            )
+        } else {
+            format!(
+                "DNS lookups take 5 s (first packet lost, retried) from {}: {}",
+                plural(nodes.len(), "node", "nodes"),
+                list_some(&nodes, 4)
+            )
+        };
+        out.push(
+            Finding::new("dns.lookups-at-five-seconds", Severity::Warning, title)
+                .evidence(evidence)
+                .cause(cause)
+                .next(format!(
+                    "On {}: `conntrack -S` (insert_failed growing: the race) and `dmesg | grep \
+                     conntrack` (table full). Fix: NodeLocal DNSCache (queries to a link-local \
+                     address, not tracked), or `options single-request-reopen` in the pods' \
+                     dnsConfig, a kernel with the conntrack race fixes, a larger nf_conntrack_max. \
+                     Runbook: DNSLookupsAtFiveSeconds (docs/runbooks.md).",
+                    nodes[0]
+                )),
+        );
+    }
+    let at_five_pairs: BTreeSet<(&str, &str)> = at_five
+        .iter()
+        .flat_map(|(node, rows)| rows.iter().map(move |(server, _, _)| (*node, *server)))
+        .collect();
+
+    // 2. A node much slower than the others, per server (the 5 s ones are explained above).
+    let servers: BTreeSet<&str> = d
+        .histograms
+        .values()
+        .flat_map(|per| per.keys().map(String::as_str))
+        .collect();
+    // node -> [(ratio, server, line)]
+    let mut slow_nodes: BTreeMap<&str, Vec<(f64, &str, String)>> = BTreeMap::new();
+    for server in &servers {
+        let rows: Vec<(&str, &Histogram)> = d
+            .histograms
+            .iter()
+            .filter_map(|(node, per)| Some((node.as_str(), per.get(*server)?)))
+            .filter(|(node, h)| {
+                h.count >= MIN_LOOKUPS && !at_five_pairs.contains(&(*node, *server))
+            })
+            .collect();
+        if rows.len() < 2 {
+            continue;
+        }
+        for (node, h) in &rows {
+            let others: Vec<&Histogram> = rows
+                .iter()
+                .filter(|(n, _)| n != node)
+                .map(|(_, h)| *h)
+                .collect();
+            if let Some((ratio, line)) =
+                much_slower(&format!("node {node}, server {server}"), h, &others)
+            {
+                slow_nodes
+                    .entry(node)
+                    .or_default()
+                    .push((ratio, server, line));
+            }
+        }
+    }
+    for (node, mut rows) in slow_nodes {
+        rows.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let only_system = rows.iter().all(|(_, server, _)| *server == "system");
+        let direct_fast = only_system
+            && d.histograms[node]
+                .iter()
+                .any(|(server, h)| server != "system" && h.count >= MIN_LOOKUPS);
+        let worst = rows[0].1;
+        let h = &d.histograms[node][worst];
+        out.push(
+            Finding::new(
+                "dns.node-slow",
+                Severity::Warning,
+                format!(
+                    "DNS lookups from node {node} are much slower than from the other nodes: p99 {} through {worst}",
+                    seconds(h.quantile(0.99).unwrap_or_default())
+                ),
+            )
+            .evidence(rows.into_iter().map(|(_, _, line)| line))
+            .cause(if direct_fast {
+                "Only lookups through the pod's resolver (`system`) are slow on this node, while \
+                 single queries straight to the DNS servers from it are not: its resolv.conf (a \
+                 dead first nameserver, a longer search list, a different ndots) or the path \
+                 through the kube-dns Service on this node (kube-proxy, conntrack)."
+            } else {
+                "Lookups from this node are slow while the other nodes get quick answers from \
+                 the same servers: the node's network path (packet loss, a saturated NIC or CPU) \
+                 or its conntrack table near full."
+            })
+            .next(format!(
+                "On {node}: `dmesg | grep conntrack`, the node's CPU and network saturation \
+                 (`kubectl top node {node}`), `cat /etc/resolv.conf` in a pod there. Runbook: \
+                 DNSLatencyHigh (docs/runbooks.md)."
+            )),
+        );
+    }
+
+    // 3. A server much slower than the others: the direct servers (one query each, no search
+    // list, no retry) across every node; `system` is a different kind of lookup.
+    let mut per_server: BTreeMap<&str, Histogram> = BTreeMap::new();
+    for per in d.histograms.values() {
+        for (server, h) in per.iter().filter(|(s, _)| *s != "system") {
+            per_server.entry(server.as_str()).or_default().merge(h);
+        }
+    }
+    per_server.retain(|_, h| h.count >= MIN_LOOKUPS);
+    for (server, h) in &per_server {
+        let others: Vec<&Histogram> = per_server
+            .iter()
+            .filter(|(s, _)| s != &server)
+            .map(|(_, h)| h)
+            .collect();
+        if others.is_empty() {
+            continue;
+        }
+        let Some((_, line)) = much_slower(&format!("server {server}, every node"), h, &others)
+        else {
+            continue;
+        };
+        let p99 = seconds(h.quantile(0.99).unwrap_or_default());
+        let (title, cause, next) = match server.strip_prefix("coredns/") {
+            Some(pod) => (
+                format!(
+                    "CoreDNS pod {pod} answers much more slowly than the other DNS servers: p99 {p99}"
+                ),
+                "One replica is slow for every node: it is CPU-throttled or overloaded, its node \
+                 is busy, or its own upstream connections are slow. A share of every client's \
+                 lookups waits for it."
+                    .to_owned(),
+                format!(
+                    "`kubectl -n {DNS_NAMESPACE} top pod {pod}` (CPU at its limit?), its node, \
+                     `kubectl -n {DNS_NAMESPACE} logs {pod}`; if nothing explains it, delete \
+                     it. Runbook: DNSLatencyHigh (docs/runbooks.md)."
+                ),
+            ),
+            None => (
+                format!(
+                    "DNS server {server} answers much more slowly than the other DNS servers: p99 {p99}"
+                ),
+                "Every node waits longer for this server than for the others: the server is \
+                 overloaded, or the path to it is (through the kube-dns Service: kube-proxy and \
+                 conntrack; outside the cluster: the route there)."
+                    .to_owned(),
+                format!(
+                    "Compare with `dig @{} kubernetes.default.svc.cluster.local` from a node; \
+                     if it is the kube-dns Service IP, look at the CoreDNS replicas behind it. \
+                     Runbook: DNSLatencyHigh (docs/runbooks.md).",
+                    host_of(server)
+                ),
+            ),
+        };
+        out.push(
+            Finding::new("dns.server-slow", Severity::Warning, title)
+                .evidence([line])
+                .cause(cause)
+                .next(next),
         );
     }
     out
@@ -2192,16 +3137,25 @@ fn storage_result_meaning(result: &str) -> (&'static str, &'static str) {
 }
 
 pub fn storage_probes(s: &Snapshot) -> Vec<Finding> {
-    // result -> lines
-    let mut by_result: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for scrape in &s.probe_scrapes {
-        let Some(text) = &scrape.text else { continue };
-        let samples: Vec<Sample> = scrape::parse(text);
+    // (result, volume) -> (nodes, evidence lines)
+    let mut by: BTreeMap<(String, String), (Vec<String>, Vec<String>)> = BTreeMap::new();
+    for (node, samples) in readable_scrapes(s) {
         for failing in samples
             .iter()
             .filter(|x| x.name == "netprobe_storage_probe_success" && x.value < 1.0)
         {
             let volume = failing.label("volume");
+            // Storage failures are not start-up artefacts (a full or read-only volume is so
+            // from the first run), and runs are a minute apart: judged from the first result,
+            // but not before it.
+            if completed(
+                &samples,
+                "netprobe_storage_probes_total",
+                &[("volume", volume)],
+            ) < 1.0
+            {
+                continue;
+            }
             let results: Vec<(&str, f64)> = samples
                 .iter()
                 .filter(|x| {
@@ -2217,9 +3171,10 @@ pub fn storage_probes(s: &Snapshot) -> Vec<Finding> {
                 .max_by(|a, b| a.1.total_cmp(&b.1))
                 .map(|(r, _)| r.to_string())
                 .unwrap_or_else(|| "error".into());
-            by_result.entry(dominant).or_default().push(format!(
-                "node {} volume {volume}: failing; results so far: {}",
-                scrape.node,
+            let entry = by.entry((dominant, volume.to_owned())).or_default();
+            entry.0.push(node.to_owned());
+            entry.1.push(format!(
+                "node {node} volume {volume}: failing; results so far: {}",
                 results
                     .iter()
                     .map(|(r, n)| format!("{r}={n}"))
@@ -2228,9 +3183,8 @@ pub fn storage_probes(s: &Snapshot) -> Vec<Finding> {
             ));
         }
     }
-    by_result
-        .into_iter()
-        .map(|(result, lines)| {
+    by.into_iter()
+        .map(|((result, volume), (nodes, lines))| {
             let (cause, next) = storage_result_meaning(&result);
             Finding::new(
                 "storage.probe-failing",
@@ -2239,14 +3193,22 @@ pub fn storage_probes(s: &Snapshot) -> Vec<Finding> {
                 } else {
                     Severity::Critical
                 },
-                format!(
-                    "Storage probe failing ({result}) on {}",
-                    plural(lines.len(), "volume", "volumes")
-                ),
+                if nodes.len() == 1 {
+                    format!(
+                        "Storage probe failing ({result}) on volume {volume} of node {}",
+                        nodes[0]
+                    )
+                } else {
+                    format!(
+                        "Storage probe failing ({result}) on volume {volume} of {}: {}",
+                        plural(nodes.len(), "node", "nodes"),
+                        list_some(&nodes, 4)
+                    )
+                },
             )
             .evidence(lines)
             .cause(cause)
-            .next(next)
+            .next(format!("On node {}: {}", nodes[0], lower_first(next)))
         })
         .collect()
 }
@@ -2850,13 +3812,28 @@ mod tests {
         assert!(f[1].evidence[0].starts_with("node node-b: Ready=Unknown"));
     }
 
-    /// /metrics text as a kube-netprobe pod serves it (peer, DNS and storage families).
+    /// /metrics text as a kube-netprobe pod serves it (peer, DNS and storage families), each peer
+    /// probed 10 times.
     fn metrics(peers: &[(&str, &str, bool)], extra: &str) -> String {
+        let peers: Vec<_> = peers.iter().map(|(t, p, up)| (*t, *p, *up, 10)).collect();
+        metrics_probed(&peers, extra)
+    }
+
+    /// As [`metrics`], with the completed probes of each peer: `netprobe_peer_requests_total`
+    /// (the last one's result as `up` says; none at all for 0).
+    fn metrics_probed(peers: &[(&str, &str, bool, u64)], extra: &str) -> String {
         let mut t = String::from("# TYPE netprobe_peer_up gauge\n");
-        for (target, protocol, up) in peers {
+        for (target, protocol, up, _) in peers {
             t.push_str(&format!(
                 "netprobe_peer_up{{target_node=\"{target}\",protocol=\"{protocol}\",family=\"ipv4\"}} {}\n",
                 u8::from(*up)
+            ));
+        }
+        t.push_str("# TYPE netprobe_peer_requests_total counter\n");
+        for (target, protocol, up, probes) in peers.iter().filter(|p| p.3 > 0) {
+            t.push_str(&format!(
+                "netprobe_peer_requests_total{{target_node=\"{target}\",protocol=\"{protocol}\",result=\"{}\"}} {probes}\n",
+                if *up { "success" } else { "timeout" }
             ));
         }
         t.push_str(extra);
@@ -2960,7 +3937,9 @@ mod tests {
             text: Some(metrics(
                 &[],
                 &format!(
-                    "netprobe_apiserver_up{{path=\"direct\"}} {direct}\nnetprobe_apiserver_up{{path=\"dns\"}} {dns}\n"
+                    "netprobe_apiserver_up{{path=\"direct\"}} {direct}\nnetprobe_apiserver_up{{path=\"dns\"}} {dns}\n\
+                     netprobe_apiserver_requests_total{{path=\"direct\",result=\"success\"}} 10\n\
+                     netprobe_apiserver_requests_total{{path=\"dns\",result=\"timeout\"}} 10\n"
                 ),
             )),
             error: None,
@@ -2990,12 +3969,20 @@ mod tests {
         assert!(f[1].title.contains("node-c"));
     }
 
+    /// DNS probe results, each after 10 lookups (the last one's rcode as `ok` says).
     fn dns_scrape(node: &str, rows: &[(&str, &str, bool)]) -> ProbeScrape {
+        let rows: Vec<_> = rows.iter().map(|(s, n, ok)| (*s, *n, *ok, 10)).collect();
+        dns_scrape_probed(node, &rows)
+    }
+
+    fn dns_scrape_probed(node: &str, rows: &[(&str, &str, bool, u64)]) -> ProbeScrape {
         let mut extra = String::from("# TYPE netprobe_dns_probe_success gauge\n");
-        for (server, name, ok) in rows {
+        for (server, name, ok, lookups) in rows {
             extra.push_str(&format!(
-                "netprobe_dns_probe_success{{server=\"{server}\",name=\"{name}\",qtype=\"A\"}} {}\n",
-                u8::from(*ok)
+                "netprobe_dns_probe_success{{server=\"{server}\",name=\"{name}\",qtype=\"A\"}} {}\n\
+                 netprobe_dns_lookups_total{{server=\"{server}\",name=\"{name}\",qtype=\"A\",rcode=\"{}\"}} {lookups}\n",
+                u8::from(*ok),
+                if *ok { "NOERROR" } else { "SERVFAIL" }
             ));
         }
         ProbeScrape {
@@ -3171,7 +4158,660 @@ mod tests {
         }];
         let f = analyse(&s);
         assert_eq!(ids(&f), ["storage.probe-failing"]);
-        assert_eq!(f[0].title, "Storage probe failing (erofs) on 1 volume");
+        assert_eq!(
+            f[0].title,
+            "Storage probe failing (erofs) on volume scratch of node node-a"
+        );
+    }
+
+    #[test]
+    fn storage_probe_titles_name_node_and_volume() {
+        let scrape = |node: &str, volume: &str, result: &str| ProbeScrape {
+            pod: format!("netprobe-{node}"),
+            node: node.into(),
+            text: Some(metrics(
+                &[],
+                &format!(
+                    "netprobe_storage_probe_success{{volume=\"{volume}\"}} 0\n\
+                     netprobe_storage_probes_total{{volume=\"{volume}\",result=\"success\"}} 4\n\
+                     netprobe_storage_probes_total{{volume=\"{volume}\",result=\"{result}\"}} 2\n"
+                ),
+            )),
+            error: None,
+        };
+        let mut s = healthy();
+        s.probe_scrapes = vec![
+            scrape("node-a", "scratch", "enospc"),
+            scrape("node-b", "scratch", "enospc"),
+            scrape("node-b", "data", "eio"),
+        ];
+        let f = storage_probes(&s);
+        let titles: Vec<&str> = f.iter().map(|f| f.title.as_str()).collect();
+        assert_eq!(
+            titles,
+            [
+                "Storage probe failing (eio) on volume data of node node-b",
+                "Storage probe failing (enospc) on volume scratch of 2 nodes: node-a, node-b",
+            ]
+        );
+        assert!(
+            f[0].next_step.starts_with("On node node-b: check"),
+            "{}",
+            f[0].next_step
+        );
+        // A volume not probed yet (the series exist, no run has finished): nothing.
+        s.probe_scrapes = vec![ProbeScrape {
+            pod: "netprobe-a".into(),
+            node: "node-a".into(),
+            text: Some(metrics(
+                &[],
+                "netprobe_storage_probe_success{volume=\"scratch\"} 0\n\
+                 netprobe_storage_probes_total{volume=\"scratch\",result=\"success\"} 0\n",
+            )),
+            error: None,
+        }];
+        assert_eq!(storage_probes(&s), vec![]);
+    }
+
+    // --- fresh and partial data ----------------------------------------------------------
+
+    /// A 4-node mesh over http and tcp where node-c's kube-netprobe pod was just replaced:
+    /// its own probes and its peers' probes of its new address have 0 or 1 results, all
+    /// failing (the new pod was not serving yet), while the rest is healthy.
+    fn replaced_pod_mesh(own_series: bool) -> Vec<ProbeScrape> {
+        NODES
+            .iter()
+            .map(|src| {
+                let mut peers = Vec::new();
+                for t in NODES.iter().filter(|t| *t != src) {
+                    for p in ["http", "tcp"] {
+                        if *src == "node-c" {
+                            if own_series {
+                                peers.push((*t, p, false, 1));
+                            }
+                        } else if *t == "node-c" {
+                            peers.push((*t, p, false, 1));
+                        } else {
+                            peers.push((*t, p, true, 40));
+                        }
+                    }
+                }
+                ProbeScrape {
+                    pod: format!("netprobe-{src}"),
+                    node: src.to_string(),
+                    text: Some(metrics_probed(&peers, "")),
+                    error: None,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fresh_pod_gives_no_critical_finding() {
+        for own_series in [true, false] {
+            let mut s = healthy();
+            s.probe_scrapes = replaced_pod_mesh(own_series);
+            let f = analyse(&s);
+            assert_eq!(ids(&f), ["network.peers-too-fresh"], "{f:#?}");
+            assert_eq!(f[0].severity, Severity::Info);
+            assert!(f[0].title.contains("node node-c"), "{}", f[0].title);
+            assert_eq!(super::super::report::exit_code(&f), 0);
+        }
+        // The same failures after 3 probes each are judged: node-c is cut off.
+        let mut s = healthy();
+        s.probe_scrapes = mesh(&NODES, |s, t, _| s == "node-c" || t == "node-c");
+        assert_eq!(ids(&analyse(&s)), ["network.node-isolated"]);
+    }
+
+    #[test]
+    fn a_success_counts_from_the_first_probe() {
+        // node-d is new and reaches everyone at once; everyone reaches it at once: healthy.
+        let scrapes: Vec<ProbeScrape> = NODES
+            .iter()
+            .map(|src| {
+                let peers: Vec<_> = NODES
+                    .iter()
+                    .filter(|t| *t != src)
+                    .flat_map(|t| {
+                        let n = if *src == "node-d" || *t == "node-d" {
+                            1
+                        } else {
+                            40
+                        };
+                        ["http", "tcp"].map(|p| (*t, p, true, n))
+                    })
+                    .collect();
+                ProbeScrape {
+                    pod: format!("netprobe-{src}"),
+                    node: src.to_string(),
+                    text: Some(metrics_probed(&peers, "")),
+                    error: None,
+                }
+            })
+            .collect();
+        assert_eq!(matrix_ids(scrapes), vec![]);
+    }
+
+    /// node-c's network cut: its peers' probes of it fail (long since), and its own /metrics
+    /// cannot be read through the API server.
+    fn cut_node_unread() -> Vec<ProbeScrape> {
+        let mut scrapes = mesh(&NODES, |_, t, _| t == "node-c");
+        let c = scrapes.iter_mut().find(|x| x.node == "node-c").unwrap();
+        c.text = None;
+        c.error = Some("timed out".into());
+        scrapes
+    }
+
+    #[test]
+    fn unreadable_node_metrics_make_no_claim_about_what_it_reaches() {
+        let mut s = healthy();
+        s.probe_scrapes = cut_node_unread();
+        let f = analyse(&s);
+        assert_eq!(ids(&f), ["network.node-unreachable"], "{f:#?}");
+        assert_eq!(f[0].severity, Severity::Warning);
+        assert_eq!(
+            f[0].title,
+            "Node node-c is unreachable: no peer reaches it; its own view could not be read"
+        );
+        assert!(!f[0].title.contains("reaches them"));
+        assert!(!f[0].cause.contains("reaches them"), "{}", f[0].cause);
+        assert!(
+            f[0].evidence
+                .iter()
+                .any(|e| e.contains("node-c") && e.contains("could not be read: timed out")),
+            "{:?}",
+            f[0].evidence
+        );
+        let m = Matrix::from_snapshot(&s);
+        assert_eq!(m.unread, ["node-c"]);
+        // With its own view read, and reaching its peers: the critical finding, and the claim.
+        s.probe_scrapes = mesh(&NODES, |_, t, _| t == "node-c");
+        let f = analyse(&s);
+        assert_eq!(ids(&f), ["network.node-unreachable"]);
+        assert_eq!(f[0].severity, Severity::Critical);
+        assert!(f[0].title.ends_with("no peer reaches it, it reaches them"));
+        // Read, but its own probes all too fresh: no claim either.
+        let mut scrapes = mesh(&NODES, |_, t, _| t == "node-c");
+        let c = scrapes.iter_mut().find(|x| x.node == "node-c").unwrap();
+        c.text = Some(metrics_probed(
+            &[("node-a", "http", false, 1), ("node-b", "http", true, 1)],
+            "",
+        ));
+        s.probe_scrapes = scrapes;
+        let f = analyse(&s);
+        assert_eq!(
+            ids(&f),
+            ["network.node-unreachable", "network.peers-too-fresh"]
+        );
+        assert_eq!(f[0].severity, Severity::Warning);
+        assert!(
+            f[0].title.ends_with("its own view is too fresh to judge"),
+            "{}",
+            f[0].title
+        );
+    }
+
+    #[test]
+    fn a_rollout_leaves_the_node_read() {
+        // The old pod is terminating (not read), the new one is read: the node is not unread.
+        let mut scrapes = mesh(&NODES, |_, _, _| false);
+        scrapes.push(ProbeScrape {
+            pod: "netprobe-node-c-old".into(),
+            node: "node-c".into(),
+            text: None,
+            error: Some("pod not running (or terminating)".into()),
+        });
+        let s = Snapshot {
+            probe_scrapes: scrapes,
+            ..Snapshot::default()
+        };
+        let m = Matrix::from_snapshot(&s);
+        assert!(m.unread.is_empty(), "{:?}", m.unread);
+        assert_eq!(live_matrix(&m), vec![]);
+    }
+
+    #[test]
+    fn egress_claim_needs_the_peers_view() {
+        // node-d reaches nobody; the peers' probes of it are all fresh and failing.
+        let scrapes: Vec<ProbeScrape> = NODES
+            .iter()
+            .map(|src| {
+                let peers: Vec<_> = NODES
+                    .iter()
+                    .filter(|t| *t != src)
+                    .flat_map(|t| {
+                        let (up, n) = match (*src, *t) {
+                            ("node-d", _) => (false, 30),
+                            (_, "node-d") => (false, 2),
+                            _ => (true, 30),
+                        };
+                        ["http", "tcp"].map(|p| (*t, p, up, n))
+                    })
+                    .collect();
+                ProbeScrape {
+                    pod: format!("netprobe-{src}"),
+                    node: src.to_string(),
+                    text: Some(metrics_probed(&peers, "")),
+                    error: None,
+                }
+            })
+            .collect();
+        let f = matrix_ids(scrapes);
+        assert_eq!(
+            ids(&f),
+            ["network.node-egress-broken", "network.peers-too-fresh"]
+        );
+        assert_eq!(f[0].severity, Severity::Warning);
+        assert!(
+            !f[0].title.contains("though peers reach it"),
+            "{}",
+            f[0].title
+        );
+    }
+
+    #[test]
+    fn fresh_dns_and_apiserver_failures_are_not_judged() {
+        let name = "kubernetes.default.svc.cluster.local";
+        let mut s = healthy();
+        // A CoreDNS pod that just appeared fails its first lookup from every node.
+        s.probe_scrapes = ["node-a", "node-b", "node-c"]
+            .iter()
+            .map(|n| {
+                dns_scrape_probed(
+                    n,
+                    &[
+                        ("system", name, true, 40),
+                        ("coredns/coredns-a", name, true, 40),
+                        ("coredns/coredns-new", name, false, 1),
+                    ],
+                )
+            })
+            .collect();
+        assert_eq!(analyse(&s), vec![]);
+        // A new kube-netprobe pod whose API-server paths have not finished a probe yet.
+        s.probe_scrapes = vec![ProbeScrape {
+            pod: "netprobe-a".into(),
+            node: "node-a".into(),
+            text: Some(metrics(
+                &[],
+                "netprobe_apiserver_up{path=\"direct\"} 0\nnetprobe_apiserver_up{path=\"dns\"} 0\n\
+                 netprobe_apiserver_requests_total{path=\"direct\",result=\"success\"} 0\n",
+            )),
+            error: None,
+        }];
+        assert_eq!(analyse(&s), vec![]);
+    }
+
+    // --- names outside the cluster -------------------------------------------------------
+
+    fn dns_everywhere(rows: &[(&str, &str, bool)]) -> Vec<ProbeScrape> {
+        ["node-a", "node-b", "node-c"]
+            .iter()
+            .map(|n| dns_scrape(n, rows))
+            .collect()
+    }
+
+    #[test]
+    fn external_names_failing_while_cluster_names_resolve_is_upstream() {
+        let cluster = "kubernetes.default.svc.cluster.local";
+        let mut s = healthy();
+        s.probe_scrapes = dns_everywhere(&[
+            ("system", cluster, true),
+            ("coredns/coredns-a", cluster, true),
+            ("coredns/coredns-bb", cluster, true),
+            ("system", "example.com", false),
+            ("coredns/coredns-a", "example.com", false),
+            ("coredns/coredns-bb", "example.com", false),
+        ]);
+        let f = analyse(&s);
+        assert_eq!(ids(&f), ["dns.upstream-failing"], "{f:#?}");
+        assert_eq!(f[0].severity, Severity::Critical);
+        assert_eq!(
+            f[0].title,
+            "CoreDNS's upstream (/etc/resolv.conf) fails: names outside the cluster fail from \
+             most nodes while cluster names resolve: example.com"
+        );
+        assert!(f[0].cause.contains("upstream"), "{}", f[0].cause);
+        assert!(f[0].next_step.contains("dig @UPSTREAM example.com"));
+        assert!(
+            f[0].evidence
+                .iter()
+                .any(|e| e == "Corefile: forward . /etc/resolv.conf {"),
+            "{:?}",
+            f[0].evidence
+        );
+        assert!(
+            f[0].evidence
+                .iter()
+                .any(|e| e.contains("example.com through system, lookups since")
+                    && e.contains("SERVFAIL 30")),
+            "{:?}",
+            f[0].evidence
+        );
+        // The same with the Corefile's forward gone: the cause says so.
+        s.corefile = Some(Some(".:53 {\n    kubernetes cluster.local\n}\n".into()));
+        let f = analyse(&s);
+        assert_eq!(ids(&f), ["dns.upstream-failing", "dns.corefile-no-forward"]);
+        assert!(
+            f[0].title.contains("(none: the Corefile has no forward)"),
+            "{}",
+            f[0].title
+        );
+        assert!(f[0].cause.contains("no `forward`"), "{}", f[0].cause);
+    }
+
+    #[test]
+    fn cluster_names_failing_too_is_coredns_itself() {
+        let cluster = "kubernetes.default.svc.cluster.local";
+        let mut s = healthy();
+        s.probe_scrapes = dns_everywhere(&[
+            ("system", cluster, false),
+            ("coredns/coredns-a", cluster, false),
+            ("system", "example.com", false),
+            ("coredns/coredns-a", "example.com", false),
+        ]);
+        let f = analyse(&s);
+        assert_eq!(ids(&f), ["dns.resolution-failing"]);
+        assert!(f[0].title.contains(cluster), "{}", f[0].title);
+        assert!(f[0].cause.contains("CoreDNS itself"), "{}", f[0].cause);
+        assert!(f[0].cause.contains("not its upstream"), "{}", f[0].cause);
+        // Cluster zones come from the Corefile: a cluster named corp.internal.
+        s.corefile = Some(Some(
+            ".:53 {\n    kubernetes corp.internal in-addr.arpa {\n    }\n    forward . 10.0.0.2\n}\n".into(),
+        ));
+        s.probe_scrapes = dns_everywhere(&[
+            ("system", "api.default.corp.internal", true),
+            ("system", "example.com", false),
+        ]);
+        assert_eq!(ids(&analyse(&s)), ["dns.upstream-failing"]);
+        assert!(
+            analyse(&s)[0]
+                .title
+                .starts_with("CoreDNS's upstream (10.0.0.2) fails")
+        );
+    }
+
+    // --- DNS latency -----------------------------------------------------------------------
+
+    /// A lookup-duration histogram for (server, name): `lookups` of (seconds, how many).
+    fn histogram(server: &str, name: &str, lookups: &[(f64, u64)]) -> String {
+        let labels = format!("server=\"{server}\",name=\"{name}\",qtype=\"A\"");
+        let mut t = String::new();
+        for le in crate::metrics::DNS_BUCKETS
+            .iter()
+            .copied()
+            .chain([f64::INFINITY])
+        {
+            let n: u64 = lookups
+                .iter()
+                .filter(|(s, _)| *s <= le)
+                .map(|(_, n)| n)
+                .sum();
+            let le = if le.is_infinite() {
+                "+Inf".to_owned()
+            } else {
+                format!("{le:?}")
+            };
+            t.push_str(&format!(
+                "netprobe_dns_lookup_duration_seconds_bucket{{{labels},le=\"{le}\"}} {n}\n"
+            ));
+        }
+        let count: u64 = lookups.iter().map(|(_, n)| n).sum();
+        let sum: f64 = lookups.iter().map(|(s, n)| s * *n as f64).sum();
+        t.push_str(&format!(
+            "netprobe_dns_lookup_duration_seconds_sum{{{labels}}} {sum}\n\
+             netprobe_dns_lookup_duration_seconds_count{{{labels}}} {count}\n\
+             netprobe_dns_lookups_total{{{labels},rcode=\"NOERROR\"}} {count}\n"
+        ));
+        t
+    }
+
+    /// Four nodes; `system(node)` and `direct(node, pod)` give each one's lookups.
+    fn latency_scrapes(
+        system: impl Fn(&str) -> Vec<(f64, u64)>,
+        direct: impl Fn(&str, &str) -> Vec<(f64, u64)>,
+    ) -> Vec<ProbeScrape> {
+        let name = "kubernetes.default.svc.cluster.local";
+        NODES
+            .iter()
+            .map(|node| {
+                let mut extra = histogram("system", name, &system(node));
+                for pod in ["coredns-a", "coredns-bb"] {
+                    extra.push_str(&histogram(
+                        &format!("coredns/{pod}"),
+                        name,
+                        &direct(node, pod),
+                    ));
+                }
+                ProbeScrape {
+                    pod: format!("netprobe-{node}"),
+                    node: node.to_string(),
+                    text: Some(metrics(&[], &extra)),
+                    error: None,
+                }
+            })
+            .collect()
+    }
+
+    fn fast(_: &str) -> Vec<(f64, u64)> {
+        vec![(0.002, 95), (0.004, 5)]
+    }
+
+    fn fast_direct(_: &str, _: &str) -> Vec<(f64, u64)> {
+        vec![(0.001, 100)]
+    }
+
+    #[test]
+    fn histogram_quantiles_as_prometheus_estimates_them() {
+        let text = histogram("system", "x", &[(0.002, 50), (0.2, 49), (5.2, 1)]);
+        let mut h = Histogram::default();
+        for x in scrape::parse(&text) {
+            if x.name.ends_with("_bucket") {
+                let le = if x.label("le") == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    x.label("le").parse().unwrap()
+                };
+                h.add_bucket(le, x.value);
+            } else if x.name.ends_with("_count") {
+                h.count = x.value;
+            } else if x.name.ends_with("_sum") {
+                h.sum = x.value;
+            }
+        }
+        // Half at 2 ms: the median is the top of the (1 ms, 2.5 ms] bucket's share.
+        assert!(
+            (h.quantile(0.5).unwrap() - 0.0025).abs() < 1e-9,
+            "{:?}",
+            h.quantile(0.5)
+        );
+        // The 99th of 100 lookups is in (0.1, 0.25].
+        let p99 = h.quantile(0.99).unwrap();
+        assert!(p99 > 0.1 && p99 <= 0.25, "{p99}");
+        assert_eq!(h.between(4.5, 5.5), Some(1.0));
+        assert!((h.mean().unwrap() - (0.1 + 9.8 + 5.2) / 100.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn healthy_latency_raises_nothing() {
+        let mut s = healthy();
+        s.probe_scrapes = latency_scrapes(fast, fast_direct);
+        assert_eq!(analyse(&s), vec![]);
+    }
+
+    #[test]
+    fn lookups_at_five_seconds_on_one_node() {
+        let mut s = healthy();
+        // Every lookup from node-b through the Service: first packet lost, retry answered.
+        s.probe_scrapes = latency_scrapes(
+            |n| {
+                if n == "node-b" {
+                    vec![(5.003, 100)]
+                } else {
+                    fast(n)
+                }
+            },
+            fast_direct,
+        );
+        let f = analyse(&s);
+        assert_eq!(ids(&f), ["dns.lookups-at-five-seconds"], "{f:#?}");
+        assert_eq!(f[0].severity, Severity::Warning);
+        assert_eq!(
+            f[0].title,
+            "DNS lookups from node node-b take 5 s (first packet lost, retried): 100 % of lookups through system"
+        );
+        assert!(f[0].cause.contains("conntrack race"), "{}", f[0].cause);
+        assert!(
+            f[0].cause
+                .contains("straight to the DNS servers from the same nodes are answered")
+        );
+        assert!(
+            f[0].next_step.starts_with("On node-b: `conntrack -S`"),
+            "{}",
+            f[0].next_step
+        );
+        // Below the share (1 in 200): nothing; too few lookups: nothing.
+        s.probe_scrapes = latency_scrapes(
+            |n| {
+                if n == "node-b" {
+                    vec![(0.002, 199), (5.003, 1)]
+                } else {
+                    fast(n)
+                }
+            },
+            fast_direct,
+        );
+        assert_eq!(analyse(&s), vec![]);
+        s.probe_scrapes = latency_scrapes(
+            |n| {
+                if n == "node-b" {
+                    vec![(5.003, 10)]
+                } else {
+                    fast(n)
+                }
+            },
+            fast_direct,
+        );
+        assert_eq!(analyse(&s), vec![]);
+    }
+
+    #[test]
+    fn aaaa_lost_beside_answered_a_is_the_race_itself() {
+        let mut s = healthy();
+        s.probe_scrapes = latency_scrapes(
+            |n| {
+                if n == "node-b" {
+                    vec![(5.003, 100)]
+                } else {
+                    fast(n)
+                }
+            },
+            fast_direct,
+        );
+        let b = s
+            .probe_scrapes
+            .iter_mut()
+            .find(|x| x.node == "node-b")
+            .unwrap();
+        let labels = "server=\"system\",name=\"kubernetes.default.svc.cluster.local\",qtype=\"A\"";
+        let text = b.text.take().unwrap().replace(
+            "# EOF\n",
+            &format!(
+                "netprobe_dns_family_queries_total{{{labels},family=\"ipv4\",rcode=\"NOERROR\"}} 100\n\
+                 netprobe_dns_family_queries_total{{{labels},family=\"ipv6\",rcode=\"NOERROR\"}} 0\n\
+                 netprobe_dns_family_queries_total{{{labels},family=\"ipv6\",rcode=\"TIMEOUT\"}} 100\n# EOF\n"
+            ),
+        );
+        b.text = Some(text);
+        let f = analyse(&s);
+        assert_eq!(ids(&f), ["dns.lookups-at-five-seconds"]);
+        assert!(
+            f[0].cause.contains("the conntrack race itself"),
+            "{}",
+            f[0].cause
+        );
+        assert!(
+            f[0].evidence.contains(
+                &"node node-b, server system: 100 % of the AAAA queries timed out".to_owned()
+            ),
+            "{:?}",
+            f[0].evidence
+        );
+    }
+
+    #[test]
+    fn five_seconds_everywhere_points_at_what_nodes_share() {
+        let mut s = healthy();
+        s.probe_scrapes = latency_scrapes(|_| vec![(0.002, 80), (5.01, 20)], fast_direct);
+        let f = analyse(&s);
+        assert_eq!(ids(&f), ["dns.lookups-at-five-seconds"]);
+        assert!(
+            f[0].title
+                .ends_with("from 4 nodes: node-a, node-b, node-c, node-d"),
+            "{}",
+            f[0].title
+        );
+        assert!(f[0].cause.contains("most nodes at once"), "{}", f[0].cause);
+    }
+
+    #[test]
+    fn one_node_much_slower_than_the_others() {
+        let mut s = healthy();
+        s.probe_scrapes = latency_scrapes(
+            |n| {
+                if n == "node-c" {
+                    vec![(0.8, 60), (1.8, 40)]
+                } else {
+                    fast(n)
+                }
+            },
+            fast_direct,
+        );
+        let f = analyse(&s);
+        assert_eq!(ids(&f), ["dns.node-slow"], "{f:#?}");
+        assert!(
+            f[0].title.starts_with(
+                "DNS lookups from node node-c are much slower than from the other nodes: p99 "
+            ),
+            "{}",
+            f[0].title
+        );
+        assert!(f[0].title.ends_with("through system"), "{}", f[0].title);
+        // Direct queries from node-c are fast: its resolv.conf or the Service path.
+        assert!(f[0].cause.contains("resolv.conf"), "{}", f[0].cause);
+        // Slow, but not 4 times the others: nothing.
+        s.probe_scrapes = latency_scrapes(
+            |n| {
+                if n == "node-c" {
+                    vec![(0.3, 100)]
+                } else {
+                    vec![(0.2, 100)]
+                }
+            },
+            fast_direct,
+        );
+        assert_eq!(analyse(&s), vec![]);
+    }
+
+    #[test]
+    fn one_coredns_pod_much_slower_than_the_others() {
+        let mut s = healthy();
+        s.probe_scrapes = latency_scrapes(fast, |_, pod| {
+            if pod == "coredns-bb" {
+                vec![(0.002, 50), (0.9, 50)]
+            } else {
+                vec![(0.001, 100)]
+            }
+        });
+        let f = analyse(&s);
+        assert_eq!(ids(&f), ["dns.server-slow"], "{f:#?}");
+        assert!(
+            f[0].title
+                .starts_with("CoreDNS pod coredns-bb answers much more slowly"),
+            "{}",
+            f[0].title
+        );
+        assert!(f[0].next_step.contains("top pod coredns-bb"));
     }
 
     #[test]

@@ -275,6 +275,8 @@ pub fn markdown(report: &Report) -> String {
                         " {} |",
                         match cell {
                             Some(c) if c.up => "up",
+                            // Too fresh to judge (fewer than MIN_PROBES probes): not counted.
+                            Some(c) if !c.judged() => "down (new)",
                             Some(_) => "**DOWN**",
                             None => "",
                         }

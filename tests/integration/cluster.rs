@@ -39,9 +39,10 @@ const DOWN_FOR: (&str, &str) = ("netprobeDownFor", "2m");
 const WAIT: Duration = Duration::from_secs(180);
 const EVERY: Duration = Duration::from_secs(1);
 /// The default queries of the chart.
-const QUERIES: [&str; 2] = [
+const QUERIES: [&str; 3] = [
     "kubernetes.default.svc.cluster.local",
     "does-not-exist.invalid",
+    "example.com",
 ];
 const PROTOCOLS: [&str; 4] = ["http", "tcp", "bulk", "icmp"];
 
@@ -1005,8 +1006,9 @@ fn drain_raises_nothing(cluster: &Cluster, prom: &Prometheus) {
     let mut left = false;
     nothing_fires(prom, "a drain", Duration::from_secs(30), || {
         left = others.iter().all(|ip| {
+            // The requests counter exists from the moment a peer is a target until it goes.
             scrape(*ip).is_ok_and(|m| {
-                m.series("netprobe_peer_up", &[("target_node", &node)])
+                m.series("netprobe_peer_requests_total", &[("target_node", &node)])
                     .is_empty()
             })
         });
