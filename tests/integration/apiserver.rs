@@ -17,7 +17,6 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -191,28 +190,7 @@ impl Apiserver {
 
     /// Runs `kubectl` with `kubeconfig`, optionally feeding `stdin`; never panics on exit status.
     pub fn kubectl_with(&self, kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut child = Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(kubeconfig)
-            .args(args)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn kubectl");
-        if let Some(input) = stdin {
-            child
-                .stdin
-                .take()
-                .expect("kubectl stdin")
-                .write_all(input.as_bytes())
-                .expect("write kubectl stdin");
-        }
-        child.wait_with_output().expect("wait for kubectl")
+        crate::util::kubectl(kubeconfig, args, stdin)
     }
 
     /// `kubectl ARGS` as admin; panics with stderr on failure.

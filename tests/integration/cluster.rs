@@ -102,29 +102,9 @@ impl Cluster {
     }
 
     fn kubectl_in(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut child = Command::new("kubectl")
-            .arg(format!("--kubeconfig={}", self.kubeconfig()))
-            .arg("--request-timeout=20s")
-            .args(args)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run kubectl");
-        if let Some(text) = stdin {
-            use std::io::Write;
-            child
-                .stdin
-                .take()
-                .expect("stdin")
-                .write_all(text.as_bytes())
-                .expect("write kubectl stdin");
-        }
-        child.wait_with_output().expect("kubectl output")
+        let mut all = vec!["--request-timeout=20s"];
+        all.extend_from_slice(args);
+        crate::util::kubectl(Path::new(self.kubeconfig()), &all, stdin)
     }
 
     /// kubectl; panics with its stderr when it fails.
@@ -177,6 +157,18 @@ impl Cluster {
             .into_iter()
             .flatten()
             .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    }
+
+    /// Waits until the API says `node` is Ready (`true`) or not.
+    fn wait_node_ready(&self, node: &str, ready: bool) {
+        let want = if ready { "Ready" } else { "NotReady" };
+        poll_every(&format!("{node} {want}"), WAIT, EVERY, || {
+            if self.node_ready(node) == ready {
+                Ok(())
+            } else {
+                Err(format!("not {want}"))
+            }
+        });
     }
 
     /// The kube-netprobe pods: node → (pod name, pod IP).
@@ -1103,13 +1095,7 @@ fn isolated_node_is_named(cluster: &Cluster, prom: &Prometheus, earlier: &[Strin
         || cluster.script(&["heal", &index]),
     );
     let cut_at = Instant::now();
-    poll_every(&format!("{node} NotReady"), WAIT, EVERY, || {
-        if cluster.node_ready(&node) {
-            Err("Ready".into())
-        } else {
-            Ok(())
-        }
-    });
+    cluster.wait_node_ready(&node, false);
     log(format!("{node} NotReady after {:.0?}", cut_at.elapsed()));
     let not_ready_at = Instant::now();
     let alerts = wait_firing(prom, "NetworkNodeUnreachable", &[("target_node", &node)]);
@@ -1136,13 +1122,7 @@ fn isolated_node_is_named(cluster: &Cluster, prom: &Prometheus, earlier: &[Strin
     );
     checks.finish("a node's network cut");
     drop(fault);
-    poll_every(&format!("{node} Ready again"), WAIT, EVERY, || {
-        if cluster.node_ready(&node) {
-            Ok(())
-        } else {
-            Err("NotReady".into())
-        }
-    });
+    cluster.wait_node_ready(&node, true);
     wait_green(cluster, "the node's network restored");
     let mut culprits: Vec<&str> = earlier.iter().map(String::as_str).collect();
     culprits.push(&node);

@@ -71,6 +71,32 @@ pub fn poll_every<T>(
     }
 }
 
+/// Runs `kubectl` with `kubeconfig`, optionally feeding `stdin`; never panics on exit status.
+pub fn kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    let mut child = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn kubectl");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("kubectl stdin")
+            .write_all(input.as_bytes())
+            .expect("write kubectl stdin");
+    }
+    child.wait_with_output().expect("wait for kubectl")
+}
+
 /// Collects failed expectations so a test can report all of them at once.
 #[derive(Default)]
 pub struct Checks {
