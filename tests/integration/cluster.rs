@@ -35,6 +35,11 @@ const SHORT_FOR: &str = "20s";
 /// But KubeNetprobeDown's (shipped: 10m): a pod being replaced stays a scrape target until the
 /// kubelet has finished it, and on these kubelets that took more than 20 s in one rollout.
 const DOWN_FOR: (&str, &str) = ("netprobeDownFor", "2m");
+/// And the SLO burn-rate alerts' (`sloPageFor` 2m, `sloTicketFor` 15m) stay as shipped: their
+/// windows (5 minutes to 3 days) hold only the minutes this Prometheus has run, so a few slow
+/// lookups while a pod starts weigh as if they were days of them (seen once: the 3-day
+/// DNS-latency ticket fired during a rollout with `for: 20s`).
+const KEPT_FOR: &[&str] = &["sloPageFor", "sloTicketFor"];
 /// Bound on each wait: DaemonSet ready, probes green (storage runs every 60 s), alerts firing.
 const WAIT: Duration = Duration::from_secs(180);
 const EVERY: Duration = Duration::from_secs(1);
@@ -273,7 +278,7 @@ fn helm_upgrade(cluster: &Cluster, extra: &[&str]) {
 }
 
 /// The rules of the chart's PrometheusRule as a Prometheus rule file (its `spec`), with every
-/// `*For` parameter set to [`SHORT_FOR`] (but [`DOWN_FOR`]).
+/// `*For` parameter set to [`SHORT_FOR`] (but [`DOWN_FOR`], and [`KEPT_FOR`] as shipped).
 fn chart_rules() -> String {
     let values: Value = serde_saphyr::from_str(
         &std::fs::read_to_string(repo().join("helm/kube-netprobe/values.yaml")).expect("values"),
@@ -288,7 +293,10 @@ fn chart_rules() -> String {
     let parameters = values["prometheusRule"]["parameters"]
         .as_object()
         .expect("prometheusRule.parameters");
-    for key in parameters.keys().filter(|k| k.ends_with("For")) {
+    for key in parameters
+        .keys()
+        .filter(|k| k.ends_with("For") && !KEPT_FOR.contains(&k.as_str()))
+    {
         let value = if key == DOWN_FOR.0 {
             DOWN_FOR.1
         } else {
