@@ -55,3 +55,4 @@ bench:
 	scripts/bench-vs-blackbox
 	scripts/bench-discovery
 	scripts/bench-storage
+	scripts/bench-cluster
