@@ -598,7 +598,9 @@ fn wait_firing(prom: &Prometheus, name: &str, labels: &[(&str, &str)]) -> Vec<Ac
 /// burn-rate alerts (windows of 5 minutes to 3 days: the budget spent stays spent) and the
 /// [`WINDOWED`] alerts naming a culprit of this or an earlier scenario (DNSLookupsAtFiveSeconds
 /// keeps counting the lookups that took 5 s during the fault for 15 minutes).
-fn wait_quiet(prom: &Prometheus, after: &str, culprits: &[&str]) {
+fn wait_quiet(prom: &Prometheus, after: &str, earlier: &[String], culprit: &str) {
+    let mut culprits: Vec<&str> = earlier.iter().map(String::as_str).collect();
+    culprits.push(culprit);
     poll_every(
         &format!("every alert to resolve after {after}"),
         WAIT,
@@ -607,7 +609,7 @@ fn wait_quiet(prom: &Prometheus, after: &str, culprits: &[&str]) {
             let now: Vec<Active> = firing(prom)
                 .into_iter()
                 .filter(|a| {
-                    let tail = WINDOWED.contains(&a.name.as_str()) && names(a, culprits);
+                    let tail = WINDOWED.contains(&a.name.as_str()) && names(a, &culprits);
                     !(a.slo || tail)
                 })
                 .collect();
@@ -1045,7 +1047,7 @@ fn dns_pod_refusing_is_named(cluster: &Cluster, prom: &Prometheus) -> String {
     );
     checks.finish("a DNS pod refusing");
     drop(fault);
-    wait_quiet(prom, "the DNS pod healed", &[&server]);
+    wait_quiet(prom, "the DNS pod healed", &[], &server);
     log(format!("{pod}: named by the alert and diagnose, healed"));
     server
 }
@@ -1085,9 +1087,7 @@ fn kube_proxy_down_is_named(cluster: &Cluster, prom: &Prometheus, earlier: &[Str
     checks.finish("kube-proxy down on one node");
     drop(fault);
     wait_green(cluster, "kube-proxy restarted");
-    let mut culprits: Vec<&str> = earlier.iter().map(String::as_str).collect();
-    culprits.push(&node);
-    wait_quiet(prom, "kube-proxy restarted", &culprits);
+    wait_quiet(prom, "kube-proxy restarted", earlier, &node);
     log(format!("{node}: named by the alerts and diagnose, healed"));
     node
 }
@@ -1132,9 +1132,7 @@ fn isolated_node_is_named(cluster: &Cluster, prom: &Prometheus, earlier: &[Strin
     drop(fault);
     cluster.wait_node_ready(&node, true);
     wait_green(cluster, "the node's network restored");
-    let mut culprits: Vec<&str> = earlier.iter().map(String::as_str).collect();
-    culprits.push(&node);
-    wait_quiet(prom, "the node's network restored", &culprits);
+    wait_quiet(prom, "the node's network restored", earlier, &node);
     log(format!("{node}: named by the alert and diagnose, healed"));
 }
 

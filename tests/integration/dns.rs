@@ -59,6 +59,28 @@ fn with<'a>(base: [(&'a str, &'a str); 3], extra: (&'a str, &'a str)) -> [(&'a s
     [base[0], base[1], base[2], extra]
 }
 
+/// Every lookup of the target `labels` ended with `rcode`, and its success gauge reads `success`.
+fn check_outcome(
+    checks: &mut Checks,
+    m: &Metrics,
+    labels: [(&str, &str); 3],
+    rcode: &str,
+    success: f64,
+) {
+    let name = labels[1].1;
+    let all = m.sum(LOOKUPS, &labels);
+    checks.eq(
+        &format!("{name}: lookups with rcode {rcode} (= all {all} lookups)"),
+        m.get_exact(LOOKUPS, &with(labels, ("rcode", rcode))),
+        Some(all),
+    );
+    checks.eq(
+        &format!("{name}: probe_success"),
+        m.get_exact(SUCCESS, &labels),
+        Some(success),
+    );
+}
+
 /// Waits until every (server, name) pair has completed at least `n` lookups.
 fn wait_for_lookups(daemon: &mut Daemon, pairs: &[(&str, &str)], n: f64) -> Metrics {
     let what = format!("at least {n} lookups for each of {pairs:?}");
@@ -137,17 +159,7 @@ fn fault_matrix_over_an_explicit_server() {
     let mut checks = Checks::default();
     for &(name, _, rcode, success) in matrix {
         let labels = probe(s, name);
-        let all = m.sum(LOOKUPS, &labels);
-        checks.eq(
-            &format!("{name}: lookups with rcode {rcode} (= all {all} lookups)"),
-            m.get_exact(LOOKUPS, &with(labels, ("rcode", rcode))),
-            Some(all),
-        );
-        checks.eq(
-            &format!("{name}: probe_success"),
-            m.get_exact(SUCCESS, &labels),
-            Some(success),
-        );
+        check_outcome(&mut checks, &m, labels, rcode, success);
     }
 
     // Any response, any rcode, is observed; no response, no observation.
@@ -639,17 +651,7 @@ fn system_resolver_judges_answers_as_an_application_does() {
     let mut checks = Checks::default();
     for &(name, rcode, success, messages) in matrix {
         let labels = probe("system", name);
-        let all = m.sum(LOOKUPS, &labels);
-        checks.eq(
-            &format!("{name}: lookups with rcode {rcode} (= all {all} lookups)"),
-            m.get_exact(LOOKUPS, &with(labels, ("rcode", rcode))),
-            Some(all),
-        );
-        checks.eq(
-            &format!("{name}: probe_success"),
-            m.get_exact(SUCCESS, &labels),
-            Some(success),
-        );
+        check_outcome(&mut checks, &m, labels, rcode, success);
         checks.eq(
             &format!("{name}: lookup_queries"),
             m.get_exact(LOOKUP_QUERIES, &labels),
