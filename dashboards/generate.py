@@ -414,13 +414,6 @@ PEER_ALL = (f"sum by (node, target_node) (increase(netprobe_peer_requests_total{
             f"[$__range]))")
 
 
-# Per target node, over every checker: checkers whose http probe fails on some IP family, and
-# checkers reporting, as NetworkNodeUnreachable counts them.
-HTTP_MIN = f'min without (family) (netprobe_peer_up{{{C}, protocol="http"}})'
-HTTP_DOWN = f"count by (cluster, target_node) ({HTTP_MIN} == 0)"
-HTTP_CHECKERS = f"count by (cluster, target_node) ({HTTP_MIN})"
-
-
 def peer_quantile(q, by, sel):
     return (f"histogram_quantile({q}, sum by ({by}, le) "
             f"(rate(netprobe_peer_request_duration_seconds_bucket{{{sel}}}[{RI}])))")
@@ -454,20 +447,26 @@ def network():
             table("Unreachable peers now", f"netprobe_peer_up{{{CN}}} == 0",
                   "Every (checker, target, protocol, family) whose last probe failed.",
                   hide=("Value",)),
-            timeseries("Share of its checkers failing, per target node (http)", [target(
-                f"({HTTP_DOWN} or {HTTP_CHECKERS} * 0) / on (cluster, target_node) "
-                f"(max by (cluster, target_node) (last_over_time("
-                f"netprobe_peer_checkers_expected{{{C}}}[1h])) or {HTTP_CHECKERS})",
-                "{{target_node}}")], "percentunit",
-                "Failing checkers of each node over the number that should probe it, from every "
-                "checker (the node variable does not apply). NetworkNodeUnreachable fires at 50 %: "
-                "the node is isolated, not its peers.",
+            timeseries("Ingress blame per target node (http)", [target(
+                f"netprobe_network:ingress_blame:http{{{C}}}", "{{target_node}}")], "percentunit",
+                "Share of each node's voting checkers (those reaching most of their other peers) "
+                "that fail to reach it, from every checker (the node variable does not apply). "
+                "NetworkNodeUnreachable fires above 50 %: the node is isolated or drops incoming "
+                "traffic, not its checkers.",
                 th=thresholds((None, "green"), (0.5, "red")), minv=0, maxv=1),
-            timeseries("Share of its neighbours reached, per checker node (http)", [target(
-                f'avg by (node) (min without (family) (netprobe_peer_up{{{CN}, '
-                f'protocol="http"}}))', "{{node}}")], "percentunit",
-                "NetworkNodeEgressFailing fires below 50 %: the node's own egress is broken.",
-                th=thresholds((None, "red"), (0.5, "green")), minv=0, maxv=1),
+            timeseries("Egress blame per checker node (http)", [target(
+                f"netprobe_network:egress_blame:http{{{CN}}}", "{{node}}")], "percentunit",
+                "Share of each node's voting neighbours (those its other checkers reach) that it "
+                "fails to reach. NetworkNodeEgressFailing fires above 50 %: the node's own egress "
+                "is broken.",
+                th=thresholds((None, "green"), (0.5, "red")), minv=0, maxv=1),
+            table("Blocked pairs now (http)",
+                  f"netprobe_network:path_failed:http{{{CN}}} == 1 "
+                  f"and netprobe_network:checker_reaches_others:http == 1 "
+                  f"and netprobe_network:target_reached_by_others:http == 1",
+                  "Failed paths that neither end explains: the checker reaches its other peers "
+                  "and the target's other checkers reach it (NetworkPairBlocked, unless a node "
+                  "is blamed as a whole).", hide=("Value",)),
             timeseries("Failed probes by result", [target(
                 f'sum by (protocol, result) (rate(netprobe_peer_requests_total{{{PEER}, '
                 f'result!="success"}}[{RI}]))', "{{protocol}} {{result}}")], "reqps",

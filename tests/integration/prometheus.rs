@@ -5,11 +5,10 @@
 //!
 //! | fault | alert that must fire |
 //! | --- | --- |
-//! | server `good` answers SERVFAIL for one name | DNSProbeFailing for that (server, name) |
-//! | server `dead` drops every query (timeouts) | DNSProbeFailing for each of its names |
-//! | peer `peer-refused`: nothing listens | NetworkNodeUnreachable for that target_node |
+//! | server `good` answers SERVFAIL for one name, server `dead` drops every query (timeouts) | one DNSProbeFailing for the node (two names fail), without a name |
+//! | peer `peer-refused`: nothing listens | NetworkNodeUnreachable for that target_node (its one checker reaches its other peer) |
 //! | volume `readonly`: a read-only bind mount (root only) | StorageProbeFailing, result erofs |
-//! | a second node, `e2e-node-b`, looks up one name through `dead` | DNSProbeFailing with its node |
+//! | a second node, `e2e-node-b`, looks up one name through `dead` | DNSProbeFailing with its node and that name; DNSFailingClusterWide for that name (it fails on both nodes) |
 //! | (second test) CoreDNS pod `coredns-b`, found through a real kube-apiserver, SERVFAILs | CoreDNSReplicaFailing for that pod only |
 //!
 //! Healthy counterparts run alongside (`good` answering `ok.cluster.local`, `peer-ok` = the
@@ -227,26 +226,21 @@ const VALUES: &[ValueCheck] = &[
         0.0,
         0.0,
     ),
-    // One checker (this node); nothing says how many should probe peer-refused, so the
-    // checkers reporting count: 1 of 1 fails.
+    // One checker (this node), which reaches its other peer, so its vote counts: 1 of 1 fails.
+    // peer-ok has no series: its one checker fails its other path, so it has no vote.
     (
         "kube-netprobe-network",
-        "Share of its checkers failing, per target node (http)",
+        "Ingress blame per target node (http)",
         &[("target_node", "peer-refused")],
         1.0,
         1.0,
     ),
+    // One of its two peers fails, and no other checker says whether it answers (a single
+    // checker's target counts as reached by others): exactly NetworkNodeEgressFailing's
+    // boundary (silent).
     (
         "kube-netprobe-network",
-        "Share of its checkers failing, per target node (http)",
-        &[("target_node", "peer-ok")],
-        0.0,
-        0.0,
-    ),
-    // One of its two peers answers: exactly NetworkNodeEgressFailing's boundary (silent).
-    (
-        "kube-netprobe-network",
-        "Share of its neighbours reached, per checker node (http)",
+        "Egress blame per checker node (http)",
         &[("node", NODE)],
         0.5,
         0.5,
@@ -865,25 +859,36 @@ fn alerts_fire_and_dashboard_queries_run_against_a_real_prometheus() {
         l
     };
     let target_labels = |extra: &[(&'static str, String)]| labels_of(false, extra);
-    let dns_failing_on = |b: bool, server: &str, name: &str| Expected {
-        name: "DNSProbeFailing",
-        labels: labels_of(
-            b,
-            &[
-                ("severity", "critical".into()),
-                ("server", server.into()),
-                ("name", name.into()),
-                ("qtype", "A".into()),
-            ],
-        ),
-        exact: true,
-    };
-    let dns_failing = |server: &str, name: &str| dns_failing_on(false, server, name);
+    // One DNSProbeFailing per node: NODE fails two names (through `good` and `dead`), so its
+    // alert has no name; NODE_B fails one. ok.cluster.local fails on both nodes probing, which
+    // is cluster-wide.
     let mut expected = vec![
-        dns_failing(&good_s, "servfail.cluster.local"),
-        dns_failing(&dead_s, "ok.cluster.local"),
-        dns_failing(&dead_s, "servfail.cluster.local"),
-        dns_failing_on(true, &dead_s, "ok.cluster.local"),
+        Expected {
+            name: "DNSProbeFailing",
+            labels: labels_of(false, &[("severity", "critical".into())]),
+            exact: true,
+        },
+        Expected {
+            name: "DNSProbeFailing",
+            labels: labels_of(
+                true,
+                &[
+                    ("severity", "critical".into()),
+                    ("name", "ok.cluster.local".into()),
+                ],
+            ),
+            exact: true,
+        },
+        Expected {
+            name: "DNSFailingClusterWide",
+            labels: vec![
+                ("severity", "critical".into()),
+                ("job", JOB.into()),
+                ("namespace", NAMESPACE.into()),
+                ("name", "ok.cluster.local".into()),
+            ],
+            exact: true,
+        },
         Expected {
             name: "NetworkNodeUnreachable",
             labels: vec![
