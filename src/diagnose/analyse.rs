@@ -567,39 +567,108 @@ pub fn live_matrix(m: &Matrix) -> Vec<Finding> {
     let pair = |(s, t): &(&str, &str)| format!("{s} -> {t}");
     let mut out = Vec::new();
     let mut explained: BTreeSet<(&str, &str)> = BTreeSet::new();
+    let mut blamed_nodes: Vec<Finding> = Vec::new();
+    // Blame by votes, the rule of alerts/network.yaml: a failed path counts against its target
+    // only when its checker fails at most half of its other paths, and against its checker only
+    // when the target's other checkers fail at most half of their paths to it. A node is blamed
+    // one way when more than half of that way's valid votes fail. So a healthy node whose
+    // probes include two broken nodes is not blamed, however few peers it has.
+    let share_failing = |paths: &mut dyn Iterator<Item = bool>| -> Option<f64> {
+        let (mut n, mut failed) = (0usize, 0usize);
+        for up in paths {
+            n += 1;
+            failed += usize::from(!up);
+        }
+        (n > 0).then(|| failed as f64 / n as f64)
+    };
+    let checker_sound = |checker: &str, target: &str| {
+        share_failing(
+            &mut basic
+                .iter()
+                .filter(|((s, t), _)| *s == checker && *t != target)
+                .map(|(_, up)| *up),
+        )
+        .is_none_or(|f| f <= 0.5)
+    };
+    let target_answers_others = |checker: &str, target: &str| {
+        share_failing(
+            &mut basic
+                .iter()
+                .filter(|((s, t), _)| *t == target && *s != checker)
+                .map(|(_, up)| *up),
+        )
+        .is_none_or(|f| f <= 0.5)
+    };
     for node in &m.nodes {
         let node = node.as_str();
         let inbound: Vec<_> = basic.iter().filter(|((_, t), _)| *t == node).collect();
         let outbound: Vec<_> = basic.iter().filter(|((s, _), _)| *s == node).collect();
-        let others: Vec<_> = basic
+        // Votes each way: (valid, failing among them).
+        let in_votes: Vec<bool> = inbound
             .iter()
-            .filter(|((s, t), _)| *s != node && *t != node)
+            .filter(|((c, _), _)| checker_sound(c, node))
+            .map(|(_, up)| **up)
             .collect();
-        // Only blame one node when the rest of the mesh mostly works.
-        let others_ok = others.iter().filter(|(_, up)| **up).count();
-        if others.is_empty() || (others_ok as f64) < 0.75 * others.len() as f64 {
-            continue;
-        }
+        let out_votes: Vec<bool> = outbound
+            .iter()
+            .filter(|((_, t), _)| target_answers_others(node, t))
+            .map(|(_, up)| **up)
+            .collect();
+        let blamed = |votes: &[bool]| {
+            let failing = votes.iter().filter(|up| !**up).count();
+            !votes.is_empty() && failing * 2 > votes.len()
+        };
         // Each way, at least 2 judged pairs before anything is said about that way.
         let in_known = inbound.len() >= 2;
         let out_known = outbound.len() >= 2;
-        let in_dead = in_known && inbound.iter().all(|(_, up)| !**up);
-        let out_dead = out_known && outbound.iter().all(|(_, up)| !**up);
+        let in_dead = in_known && blamed(&in_votes);
+        let out_dead = out_known && blamed(&out_votes);
+        if !in_dead && !out_dead {
+            continue;
+        }
+        let votes_line = |way: &str, votes: &[bool], all: usize| {
+            format!(
+                "{way}: {} of the {} valid votes fail ({} of {all} paths judged; a vote is \
+                 valid when the other end works with the rest of the mesh)",
+                votes.iter().filter(|up| !**up).count(),
+                votes.len(),
+                all
+            )
+        };
         let mut evidence: Vec<String> = inbound
             .iter()
             .chain(outbound.iter())
             .filter(|(_, up)| !**up)
             .map(|(k, _)| format!("{} failing", pair(k)))
-            .chain([format!(
-                "{others_ok} of {} pairs not involving {node} are up",
-                others.len()
-            )])
+            .chain([
+                votes_line(&format!("into {node}"), &in_votes, inbound.len()),
+                votes_line(&format!("out of {node}"), &out_votes, outbound.len()),
+            ])
             .collect();
+        // "no peer reaches it" when every judged path in fails, else how many.
+        let in_failing = inbound.iter().filter(|(_, up)| !**up).count();
+        let reaches_it = if in_failing == inbound.len() {
+            "no peer reaches it".to_owned()
+        } else {
+            format!(
+                "{in_failing} of the {} peers probing it cannot reach it",
+                inbound.len()
+            )
+        };
+        let out_reached = outbound.iter().filter(|(_, up)| **up).count();
         let (id, severity, title, cause, next) = if in_dead && out_dead {
             (
                 "network.node-isolated",
                 Severity::Critical,
-                format!("Node {node} is cut off: it reaches no peer and no peer reaches it"),
+                if out_reached == 0 {
+                    format!("Node {node} is cut off: it reaches no peer and {reaches_it}")
+                } else {
+                    format!(
+                        "Node {node} is cut off: it reaches {out_reached} of the {} peers it \
+                         probes and {reaches_it}",
+                        outbound.len()
+                    )
+                },
                 "Pod networking on this one node is down (CNI agent, routes, host firewall, or \
                  the node's uplink) while the rest of the mesh works."
                     .to_owned(),
@@ -609,15 +678,14 @@ pub fn live_matrix(m: &Matrix) -> Vec<Finding> {
                 ),
             )
         } else if in_dead && out_known {
-            let reached = outbound.iter().filter(|(_, up)| **up).count();
             (
                 "network.node-unreachable",
                 Severity::Critical,
-                if reached == outbound.len() {
-                    format!("Node {node} is unreachable: no peer reaches it, it reaches them")
+                if out_reached == outbound.len() {
+                    format!("Node {node} is unreachable: {reaches_it}, it reaches them")
                 } else {
                     format!(
-                        "Node {node} is unreachable: no peer reaches it, it reaches {reached} of \
+                        "Node {node} is unreachable: {reaches_it}, it reaches {out_reached} of \
                          the {} it probes",
                         outbound.len()
                     )
@@ -638,7 +706,7 @@ pub fn live_matrix(m: &Matrix) -> Vec<Finding> {
             (
                 "network.node-unreachable",
                 Severity::Warning,
-                format!("Node {node} is unreachable: no peer reaches it; {phrase}"),
+                format!("Node {node} is unreachable: {reaches_it}; {phrase}"),
                 "Every peer's probes of the kube-netprobe pod on this node fail. Without its \
                  own view it cannot be told whether only traffic into the node is dropped \
                  (host firewall, overlay port) or the node is cut off altogether; when its \
@@ -657,7 +725,15 @@ pub fn live_matrix(m: &Matrix) -> Vec<Finding> {
             (
                 "network.node-egress-broken",
                 Severity::Critical,
-                format!("Node {node} reaches no peer, though peers reach it"),
+                if out_reached == 0 {
+                    format!("Node {node} reaches no peer, though peers reach it")
+                } else {
+                    format!(
+                        "Node {node} reaches only {out_reached} of the {} peers it probes, though \
+                         the others reach them",
+                        outbound.len()
+                    )
+                },
                 "Egress from pods on this node is broken: an egress firewall rule, a stale \
                  route, or the CNI's outbound encapsulation on this node."
                     .to_owned(),
@@ -675,7 +751,12 @@ pub fn live_matrix(m: &Matrix) -> Vec<Finding> {
             (
                 "network.node-egress-broken",
                 Severity::Warning,
-                format!("Node {node} reaches no peer; whether peers reach it is not known yet"),
+                format!(
+                    "Node {node} fails to reach {} of the {} peers it probes; whether peers reach \
+                     it is not known yet",
+                    outbound.len() - out_reached,
+                    outbound.len()
+                ),
                 "Every probe from this node to its peers fails. The peers' probes of it are too \
                  fresh or missing, so it cannot be told whether only its egress is broken or \
                  the node is cut off."
@@ -688,17 +769,29 @@ pub fn live_matrix(m: &Matrix) -> Vec<Finding> {
         } else {
             continue;
         };
-        for (k, up) in inbound.iter().chain(outbound.iter()) {
+        let ways = [(in_dead, &inbound), (out_dead, &outbound)];
+        for (k, up) in ways
+            .iter()
+            .filter(|(dead, _)| *dead)
+            .flat_map(|(_, w)| w.iter())
+        {
             if !**up {
                 explained.insert(**k);
             }
         }
-        out.push(
+        blamed_nodes.push(
             Finding::new(id, severity, title)
                 .evidence(evidence)
                 .cause(cause)
                 .next(next),
         );
+    }
+    // Votes blaming more than a third of the nodes (and more than one) describe a mesh broken
+    // as a whole, not nodes: said once, below, as failing pairs.
+    if blamed_nodes.len() > 1 && blamed_nodes.len() * 3 > m.nodes.len() {
+        explained.clear();
+    } else {
+        out.append(&mut blamed_nodes);
     }
     let rest: Vec<(&str, &str)> = failing.difference(&explained).copied().collect();
     if !rest.is_empty() {
@@ -3910,6 +4003,86 @@ mod tests {
         let f = matrix_ids(mesh(&NODES, |s, t, _| s == "node-a" && t == "node-b"));
         assert_eq!(ids(&f), ["network.pairs-failing"]);
         assert_eq!(f[0].severity, Severity::Warning);
+    }
+
+    /// A ring where node i probes the next `k` nodes, over http only.
+    fn ring(n: usize, k: usize, fail: impl Fn(usize, usize) -> bool) -> Vec<ProbeScrape> {
+        (0..n)
+            .map(|src| {
+                let names: Vec<String> = (1..=k).map(|d| format!("n{}", (src + d) % n)).collect();
+                let peers: Vec<(&str, &str, bool)> = names
+                    .iter()
+                    .enumerate()
+                    .map(|(d, t)| (t.as_str(), "http", !fail(src, (src + d + 1) % n)))
+                    .collect();
+                ProbeScrape {
+                    pod: format!("netprobe-n{src}"),
+                    node: format!("n{src}"),
+                    text: Some(metrics(&peers, "")),
+                    error: None,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn matrix_votes_name_two_isolated_nodes_and_no_bystander() {
+        // 8 nodes probing 3 neighbours each; n2 and n3 cut off. n0 and n1 probe both (2 of their
+        // 3 paths fail), n4 is probed only by n1, n2 and n3: none of them may be named.
+        let f = matrix_ids(ring(8, 3, |s, t| {
+            [2, 3].contains(&s) || [2, 3].contains(&t)
+        }));
+        assert_eq!(
+            ids(&f),
+            ["network.node-isolated", "network.node-isolated"],
+            "{f:#?}"
+        );
+        assert!(f[0].title.contains("Node n2 "), "{}", f[0].title);
+        assert!(f[1].title.contains("Node n3 "), "{}", f[1].title);
+        // On 5 nodes the two are more than a third of the cluster: the mesh is broken as a
+        // whole, said once.
+        let f = matrix_ids(ring(5, 3, |s, t| {
+            [2, 3].contains(&s) || [2, 3].contains(&t)
+        }));
+        assert_eq!(ids(&f), ["network.many-pairs-failing"], "{f:#?}");
+    }
+
+    #[test]
+    fn matrix_blocked_pair_names_both_nodes_and_blames_neither() {
+        let f = matrix_ids(ring(8, 3, |s, t| (s, t) == (1, 3)));
+        assert_eq!(ids(&f), ["network.pairs-failing"], "{f:#?}");
+        assert!(f[0].title.contains("n1 -> n3"), "{}", f[0].title);
+        let f = matrix_ids(mesh(&NODES, |s, t, _| {
+            (s, t) == ("node-a", "node-b") || (s, t) == ("node-b", "node-a")
+        }));
+        assert_eq!(ids(&f), ["network.pairs-failing"], "{f:#?}");
+        assert!(
+            f[0].title.contains("node-a -> node-b") && f[0].title.contains("node-b -> node-a"),
+            "{}",
+            f[0].title
+        );
+    }
+
+    #[test]
+    fn matrix_votes_egress_beside_ingress() {
+        // n5 cannot reach anyone; n1 cannot be reached. n5 probes n1 (its failure there is
+        // explained twice): each is named for its own way only.
+        let f = matrix_ids(ring(8, 3, |s, t| s == 5 || t == 1));
+        let mut got = ids(&f);
+        got.sort();
+        assert_eq!(
+            got,
+            ["network.node-egress-broken", "network.node-unreachable"],
+            "{f:#?}"
+        );
+        assert!(
+            f.iter()
+                .any(|x| x.id == "network.node-egress-broken" && x.title.contains("Node n5 "))
+        );
+        assert!(
+            f.iter()
+                .any(|x| x.id == "network.node-unreachable" && x.title.contains("Node n1 "))
+        );
     }
 
     #[test]

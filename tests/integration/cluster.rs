@@ -24,14 +24,24 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::alertmanager::Alertmanager;
 use crate::prometheus::{Active, Prometheus, rules_state};
 use crate::util::{Checks, Metrics, bin, http_get, poll_every};
 
 const NAMESPACE: &str = "kube-netprobe";
 const RELEASE: &str = "kube-netprobe";
-/// Every `*For` parameter of the chart's alerts, for this test: long enough that a probe
-/// failing once during a rollout does not fire, short enough to keep the test in minutes.
-const SHORT_FOR: &str = "20s";
+/// Every `*For` parameter of the chart's alerts is its shipped default divided by this (3m
+/// becomes 30 s, 5m 50 s), at least [`MIN_FOR`]: long enough that a probe failing once during a
+/// rollout does not fire, short enough to keep the test in minutes, and in the shipped order
+/// (an alert naming a culprit never waits longer than the symptoms it explains).
+const FOR_SCALE: u64 = 6;
+const MIN_FOR: u64 = 20;
+/// Alertmanager's timers (the shipped example) over production's: rules evaluate every 2 s
+/// here, every 30 s in a typical Prometheus, so group_wait (30 s) spans one evaluation in both.
+const AM_SCALE: f64 = 1.0 / 15.0;
+/// The shipped group_interval (5m) scaled: a group's later alerts are sent at most this long
+/// after its first notification.
+const GROUP_INTERVAL: Duration = Duration::from_secs(20);
 /// But KubeNetprobeDown's (shipped: 10m): a pod being replaced stays a scrape target until the
 /// kubelet has finished it, and on these kubelets that took more than 20 s in one rollout.
 const DOWN_FOR: (&str, &str) = ("netprobeDownFor", "2m");
@@ -278,7 +288,7 @@ fn helm_upgrade(cluster: &Cluster, extra: &[&str]) {
 }
 
 /// The rules of the chart's PrometheusRule as a Prometheus rule file (its `spec`), with every
-/// `*For` parameter set to [`SHORT_FOR`] (but [`DOWN_FOR`], and [`KEPT_FOR`] as shipped).
+/// `*For` parameter scaled by [`FOR_SCALE`] (but [`DOWN_FOR`], and [`KEPT_FOR`] as shipped).
 fn chart_rules() -> String {
     let values: Value = serde_saphyr::from_str(
         &std::fs::read_to_string(repo().join("helm/kube-netprobe/values.yaml")).expect("values"),
@@ -293,14 +303,15 @@ fn chart_rules() -> String {
     let parameters = values["prometheusRule"]["parameters"]
         .as_object()
         .expect("prometheusRule.parameters");
-    for key in parameters
-        .keys()
-        .filter(|k| k.ends_with("For") && !KEPT_FOR.contains(&k.as_str()))
+    for (key, default) in parameters
+        .iter()
+        .filter(|(k, _)| k.ends_with("For") && !KEPT_FOR.contains(&k.as_str()))
     {
         let value = if key == DOWN_FOR.0 {
-            DOWN_FOR.1
+            DOWN_FOR.1.to_string()
         } else {
-            SHORT_FOR
+            let default = default.as_str().expect("a *For parameter is a duration");
+            format!("{}s", (seconds(default) / FOR_SCALE).max(MIN_FOR))
         };
         args.push("--set".into());
         args.push(format!("prometheusRule.parameters.{key}={value}"));
@@ -322,6 +333,18 @@ fn chart_rules() -> String {
         .expect("the PrometheusRule parses");
     assert_eq!(rule["kind"], "PrometheusRule");
     serde_json::to_string_pretty(&rule["spec"]).expect("rule file")
+}
+
+/// Seconds of a one-unit duration as the chart's values write them (`30s`, `5m`, `1h`).
+fn seconds(d: &str) -> u64 {
+    let (n, unit) = d.split_at(d.len() - 1);
+    let n: u64 = n.parse().unwrap_or_else(|_| panic!("duration {d:?}"));
+    match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => panic!("duration {d:?}: unit {unit:?}"),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -770,6 +793,46 @@ impl Drop for Fault<'_> {
     }
 }
 
+/// Checks (into `checks`) the notifications the Alertmanager sent for `fault`: at least one,
+/// at most 3, the first naming one of `culprits` (in `node`, `target_node` or `server`). Waits
+/// for the first, then one scaled group_interval more, so that the alerts joining a group
+/// later are counted too.
+fn pages(checks: &mut Checks, am: &Alertmanager, fault: &Fault, culprits: &[&str]) {
+    let first = poll_every("the Alertmanager's first notification", WAIT, EVERY, || {
+        am.firing_since(fault.since)
+            .first()
+            .map(|n| n.received)
+            .ok_or_else(|| "none yet".to_string())
+    });
+    let until = first + GROUP_INTERVAL.as_secs_f64() + 4.0;
+    std::thread::sleep(Duration::from_secs_f64((until - unix_now()).max(0.0)));
+    let sent = am.firing_since(fault.since);
+    let shown: Vec<String> = sent.iter().map(ToString::to_string).collect();
+    log(format!(
+        "{} notification(s):\n    {}",
+        sent.len(),
+        shown.join("\n    ")
+    ));
+    checks.that(
+        (1..=3).contains(&sent.len()),
+        format!(
+            "{} notifications, want 1 to 3:\n    {}",
+            sent.len(),
+            shown.join("\n    ")
+        ),
+    );
+    if let Some(n) = sent.first() {
+        checks.that(
+            n.alerts.iter().any(|a| {
+                ["node", "target_node", "server"]
+                    .iter()
+                    .any(|k| culprits.contains(&a.label(k)))
+            }),
+            format!("the first notification names none of {culprits:?}: {n}"),
+        );
+    }
+}
+
 fn unix_now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -923,8 +986,9 @@ fn chart_on_kubelets_green_then_faults_named_and_churn_silent() {
     let dir = tempfile::tempdir().expect("tempdir");
     let token = prometheus_token(&cluster, dir.path());
     let discovery = PodDiscovery::start(&cluster, &token);
+    let am = Alertmanager::start(AM_SCALE);
     let prom = Prometheus::start(
-        &prometheus_config(&discovery),
+        &(prometheus_config(&discovery) + &am.prometheus_alerting()),
         &[("kube-netprobe.yaml".to_string(), chart_rules())],
     );
     poll_every(
@@ -958,11 +1022,23 @@ fn chart_on_kubelets_green_then_faults_named_and_churn_silent() {
         report.stdout
     );
 
+    let churn_since = unix_now();
     rollout_raises_nothing(&cluster, &prom);
     drain_raises_nothing(&cluster, &prom);
-    let mut culprits = vec![dns_pod_refusing_is_named(&cluster, &prom)];
-    culprits.push(kube_proxy_down_is_named(&cluster, &prom, &culprits));
-    isolated_node_is_named(&cluster, &prom, &culprits);
+    let churn = am.firing_since(churn_since);
+    assert!(
+        churn.is_empty(),
+        "a rollout and a drain sent notifications:\n{}",
+        churn
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    log("the rollout and the drain sent no notification");
+    let mut culprits = vec![dns_pod_refusing_is_named(&cluster, &prom, &am)];
+    culprits.push(kube_proxy_down_is_named(&cluster, &prom, &am, &culprits));
+    isolated_node_is_named(&cluster, &prom, &am, &culprits);
     log(format!("all scenarios in {:.0?}", started.elapsed()));
 }
 
@@ -1024,7 +1100,7 @@ fn drain_raises_nothing(cluster: &Cluster, prom: &Prometheus) {
 
 /// One DNS pod answers REFUSED: CoreDNSReplicaFailing names that pod, and so does diagnose.
 /// Returns the culprit as alerts name it (`coredns/<pod>`).
-fn dns_pod_refusing_is_named(cluster: &Cluster, prom: &Prometheus) -> String {
+fn dns_pod_refusing_is_named(cluster: &Cluster, prom: &Prometheus, am: &Alertmanager) -> String {
     let (pod, _) = cluster.dns_pods().into_iter().next().expect("a DNS pod");
     log(format!("fault: {pod} refuses"));
     let exec = |word: &str| {
@@ -1045,6 +1121,7 @@ fn dns_pod_refusing_is_named(cluster: &Cluster, prom: &Prometheus) -> String {
         report.has("dns.replica-failing", &pod),
         format!("diagnose names {pod}:\n{}", report.findings().join("\n")),
     );
+    pages(&mut checks, am, &fault, &[&server]);
     checks.finish("a DNS pod refusing");
     drop(fault);
     wait_quiet(prom, "the DNS pod healed", &[], &server);
@@ -1054,7 +1131,12 @@ fn dns_pod_refusing_is_named(cluster: &Cluster, prom: &Prometheus) -> String {
 
 /// kube-proxy stopped and its rules flushed on one node: Services (kube-dns, kubernetes) fail
 /// from that node only, while the DNS pods answer it directly. Returns the culprit node.
-fn kube_proxy_down_is_named(cluster: &Cluster, prom: &Prometheus, earlier: &[String]) -> String {
+fn kube_proxy_down_is_named(
+    cluster: &Cluster,
+    prom: &Prometheus,
+    am: &Alertmanager,
+    earlier: &[String],
+) -> String {
     let node = cluster.nodes[1].clone();
     let index = cluster.index(&node);
     log(format!("fault: kube-proxy stopped on {node}"));
@@ -1062,12 +1144,9 @@ fn kube_proxy_down_is_named(cluster: &Cluster, prom: &Prometheus, earlier: &[Str
         || cluster.script(&["kube-proxy", &index, "stop"]),
         || cluster.script(&["kube-proxy", &index, "start"]),
     );
-    wait_firing(prom, "APIServerUnreachableFromNode", &[("node", &node)]);
-    let alerts = wait_firing(
-        prom,
-        "DNSProbeFailing",
-        &[("node", &node), ("server", "system")],
-    );
+    // One alert names the cause: Service IPs fail on the node while the DNS pods answer it
+    // by pod IP. (Its DNS and API-server alerts fire too; the Alertmanager holds them back.)
+    let alerts = wait_firing(prom, "ServiceNetworkFailing", &[("node", &node)]);
     let mut checks = Checks::default();
     only_culprits_named(&mut checks, &fault, &alerts, &[&node], earlier);
     let report = diagnose(cluster, &[]);
@@ -1084,6 +1163,7 @@ fn kube_proxy_down_is_named(cluster: &Cluster, prom: &Prometheus, earlier: &[Str
         report.critical_naming(&healthy),
         Vec::<String>::new(),
     );
+    pages(&mut checks, am, &fault, &[&node]);
     checks.finish("kube-proxy down on one node");
     drop(fault);
     wait_green(cluster, "kube-proxy restarted");
@@ -1094,7 +1174,12 @@ fn kube_proxy_down_is_named(cluster: &Cluster, prom: &Prometheus, earlier: &[Str
 
 /// A node's network cut: it goes NotReady, and its peers keep probing its pod, so
 /// NetworkNodeUnreachable names it after the API marks it NotReady too.
-fn isolated_node_is_named(cluster: &Cluster, prom: &Prometheus, earlier: &[String]) {
+fn isolated_node_is_named(
+    cluster: &Cluster,
+    prom: &Prometheus,
+    am: &Alertmanager,
+    earlier: &[String],
+) {
     let node = cluster.nodes[2].clone();
     let index = cluster.index(&node);
     log(format!("fault: {node}'s network cut"));
@@ -1128,6 +1213,7 @@ fn isolated_node_is_named(cluster: &Cluster, prom: &Prometheus, earlier: &[Strin
         report.critical_naming(&healthy),
         Vec::<String>::new(),
     );
+    pages(&mut checks, am, &fault, &[&node]);
     checks.finish("a node's network cut");
     drop(fault);
     cluster.wait_node_ready(&node, true);

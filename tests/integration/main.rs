@@ -2,6 +2,7 @@
 //! list below is the index of what is covered; shared fixtures live in `util` and `dns_server`.
 
 // Fixtures.
+mod alertmanager;
 mod apiserver;
 mod dns_server;
 mod netns;
@@ -9,6 +10,7 @@ mod util;
 mod volume;
 
 // Suites.
+mod blame;
 mod chart;
 mod cluster;
 mod config;

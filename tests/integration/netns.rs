@@ -400,6 +400,27 @@ impl Cluster {
         ]);
     }
 
+    /// Node `i` drops new incoming connections from other nodes (conntrack state NEW), while
+    /// its own connections out and their replies pass: its ingress is broken, its egress works.
+    /// Replaces any earlier iptables fault on that node.
+    pub fn drop_ingress(&self, i: usize) {
+        self.nodes[i].set_fault(&["-m conntrack --ctstate NEW -j DROP"]);
+    }
+
+    /// Node `i` drops the replies to the connections it opens (conntrack direction REPLY),
+    /// while connections to it work: its egress is broken, its ingress works. Replaces any
+    /// earlier iptables fault on that node.
+    pub fn drop_egress(&self, i: usize) {
+        self.nodes[i].set_fault(&["-m conntrack --ctdir REPLY -j DROP"]);
+    }
+
+    /// Nodes `i` and `j` cannot reach each other (node `i` drops every packet from `j`), while
+    /// each reaches everyone else. Replaces any earlier iptables fault on node `i`.
+    pub fn block_pair(&self, i: usize, j: usize) {
+        let from = self.nodes[j].ip;
+        self.nodes[i].set_fault(&[&format!("-s {from} -j DROP")]);
+    }
+
     /// An overlay-style MTU black hole on node `i`: frames larger than `mtu` (IP bytes) to or
     /// from node `i` are dropped silently at its bridge port, without ICMP, while node `i`'s
     /// own eth0 keeps MTU 1500 (so both ends still advertise MSS 1460 and TCP does not adapt).

@@ -464,7 +464,7 @@ fn urlencode(s: &str) -> String {
 
 /// The rule file with every `for: <duration>` line replaced by `for: 1s`, so alerts fire
 /// within seconds of their condition; expressions, windows, labels and annotations unchanged.
-fn shorten_for(text: &str) -> String {
+pub fn shorten_for(text: &str) -> String {
     text.lines()
         .map(|line| {
             let trimmed = line.trim_start();
@@ -480,7 +480,7 @@ fn shorten_for(text: &str) -> String {
         + "\n"
 }
 
-fn repo() -> &'static Path {
+pub fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
