@@ -193,7 +193,12 @@ fn diagnose(a: DiagnoseArgs) -> ExitCode {
 fn check_config(file: &std::path::Path) -> ExitCode {
     match Config::load(file) {
         Ok(config) => {
-            print!("{}", config.to_yaml());
+            // A YAML comment, so that the output stays a config file `run` accepts.
+            println!(
+                "{}# {}",
+                config.to_yaml(),
+                config.memory_estimate().describe()
+            );
             ExitCode::from(exit::OK)
         }
         Err(e) => {

@@ -33,7 +33,7 @@ use crate::discovery::coredns::CorednsPod;
 use crate::metrics::{DnsLabels, DnsMetrics};
 use crate::probe::{Health, Transition};
 use crate::resolv_conf::{PairMode, ResolvConf};
-use crate::scheduler::{RunFuture, Target};
+use crate::scheduler::{RunFuture, Target, later};
 
 /// How a lookup ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -606,7 +606,7 @@ impl Try {
         let start = Instant::now();
         let mut tried = Try::default();
         if ask.options.tcp_only {
-            let deadline = ask.deadline.min(start + ask.wait);
+            let deadline = ask.deadline.min(later(start, ask.wait));
             tried.over_tcp(ask, questions, deadline).await;
             return tried.stamped(start);
         }
@@ -618,7 +618,7 @@ impl Try {
             }
         };
         loop {
-            let wait_deadline = ask.deadline.min(Instant::now() + ask.wait);
+            let wait_deadline = ask.deadline.min(later(Instant::now(), ask.wait));
             let waited = Wait::run(ask.server, socket, requests, *mode, wait_deadline).await;
             tried.udp += waited.udp;
             if waited.truncated {
@@ -1034,6 +1034,11 @@ impl DnsTarget {
         }
     }
 
+    /// The labels of this target's series.
+    pub fn labels(&self) -> &DnsLabels {
+        &self.labels
+    }
+
     /// Removes this target's series (its pod went away).
     pub fn forget(&self) {
         self.metrics.remove_target(&self.labels);
@@ -1059,7 +1064,7 @@ impl DnsTarget {
                     _ => 1,
                 };
                 let budget = conf.worst_case(conf.candidates(name).len(), waits);
-                let deadline = deadline.min(Instant::now() + budget);
+                let deadline = deadline.min(later(Instant::now(), budget));
                 let lookup = lookup_system(&conf, name, qtype, deadline).await;
                 (lookup.observation, lookup.family_queries)
             }
