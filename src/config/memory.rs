@@ -4,8 +4,9 @@
 //! schedules (each with its series, and their share of a `/metrics` encode) and the storage
 //! probes' buffers. Every count and size in the config is capped, so every accepted config has an
 //! upper bound; a config whose bound passes [`MEMORY_CEILING`] is refused, naming the storage
-//! volume that takes it over (the only part large enough to). `check-config` prints the bound,
-//! so a container limit can be set from it.
+//! volume that takes it over (the only part large enough to). `check-config` prints the bound
+//! and the daemon exports it (`netprobe_memory_estimate_bytes`), so a container limit can be set
+//! from it.
 
 use super::{Config, DnsServer, PeerDiscovery, StorageVolume};
 

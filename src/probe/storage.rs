@@ -981,6 +981,16 @@ impl StorageTarget {
         }
     }
 
+    /// Takes over the probe thread of the target this one replaces (same volume, new settings,
+    /// after a config reload): a thread still blocked on the volume keeps the volume's one
+    /// permit, so the new target waits for it instead of starting a second, and the stuck gauge
+    /// keeps following it.
+    pub fn succeed(mut self, previous: &StorageTarget) -> Self {
+        self.thread = previous.thread.clone();
+        self.clock = previous.clock.clone();
+        self
+    }
+
     /// Removes what a crashed predecessor left, on the volume's one thread (a hung volume hangs
     /// it, the stuck gauge shows it, and the first runs wait for it and count as `timeout`).
     /// Call it before the target is scheduled.

@@ -385,18 +385,28 @@ fn run_serves_metrics_on_every_config_check_config_accepts_and_stops_cleanly() {
             String::from_utf8_lossy(&out.stderr)
         );
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            stdout
-                .lines()
-                .last()
-                .is_some_and(|l| l.starts_with("# peak memory estimate: ")),
-            "{name}: no estimate in\n{stdout}"
-        );
+        let estimate = stdout
+            .lines()
+            .last()
+            .and_then(|l| l.strip_prefix("# peak memory estimate: "))
+            .unwrap_or_else(|| panic!("{name}: no estimate in\n{stdout}"));
         // `start_with` fails the test if the daemon exits (a panic is exit 101) before it
         // announces its listener.
         let mut daemon = crate::util::Daemon::start_with(&yaml, &["--listen", "127.0.0.1:0"]);
         let metrics = daemon.scrape();
-        assert_eq!(metrics.get("netprobe_build_info", &[]), Some(1.0), "{name}");
+        let bytes = metrics
+            .get("netprobe_memory_estimate_bytes", &[])
+            .unwrap_or_else(|| panic!("{name}: no estimate in /metrics"));
+        let mib: f64 = estimate.split(' ').next().unwrap().parse().unwrap();
+        assert!(
+            (bytes / f64::from(1 << 20) - mib).abs() < 0.05,
+            "{name}: /metrics says {bytes} bytes, check-config {estimate}"
+        );
+        assert_eq!(
+            metrics.get("netprobe_config_reload_success", &[]),
+            Some(1.0),
+            "{name}"
+        );
         assert!(daemon.is_running(), "{name}: exited after serving /metrics");
         let (status, _) = daemon.terminate();
         assert_eq!(status.code(), Some(0), "{name}: {status}");
