@@ -8,6 +8,8 @@
 
 mod duration;
 mod expand;
+#[cfg(test)]
+mod fuzz;
 mod memory;
 mod peers;
 mod size;
