@@ -4,6 +4,7 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_kube-netprobe");
 
@@ -411,4 +412,59 @@ fn run_serves_metrics_on_every_config_check_config_accepts_and_stops_cleanly() {
         let (status, _) = daemon.terminate();
         assert_eq!(status.code(), Some(0), "{name}: {status}");
     }
+}
+
+/// `VmHWM` (peak resident set) of a process, in bytes.
+fn peak_rss(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status");
+    kib * 1024.0
+}
+
+/// The largest block a volume may have: the daemon's peak memory over a probe stays under the
+/// estimate check-config prints, and is what the probe's doc says it holds (two blocks, both
+/// touched once a run has three blocks or more).
+#[test]
+fn a_storage_probe_with_the_largest_blocks_stays_within_the_estimate() {
+    let volume = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "node_name: node-a\ndns:\n  servers: []\npeers:\n  discovery: none\napiserver:\n  enabled: false\ncsi:\n  enabled: false\n\
+         storage:\n  interval: 10s\n  timeout: 9s\n  reserve: 0\n  sync_writes: 0\n  volumes:\n\
+         \x20   - {{ name: big, path: {}, size: 192MiB, block_size: 64MiB, direct_io: false }}\n",
+        volume.path().display()
+    );
+    let mut daemon = crate::util::Daemon::start_with(&yaml, &["--listen", "127.0.0.1:0"]);
+    let m = daemon.wait_for(
+        "netprobe_storage_probes_total",
+        &[("volume", "big"), ("result", "success")],
+        "at least 1",
+        Duration::from_secs(40),
+        |v| v >= 1.0,
+    );
+    let estimate = m.get("netprobe_memory_estimate_bytes", &[]).unwrap();
+    let peak = peak_rss(daemon.pid());
+    let block = f64::from(64 << 20);
+    assert!(
+        peak <= estimate,
+        "peak RSS {:.1} MiB over the estimate {:.1} MiB",
+        peak / block * 64.0,
+        estimate / block * 64.0
+    );
+    assert!(
+        peak >= 2.0 * block,
+        "peak RSS {:.1} MiB: the probe holds less than the two blocks its doc says",
+        peak / block * 64.0
+    );
+    eprintln!(
+        "64MiB blocks: peak RSS {:.1} MiB, estimate {:.1} MiB",
+        peak / block * 64.0,
+        estimate / block * 64.0
+    );
+    let (status, _) = daemon.terminate();
+    assert_eq!(status.code(), Some(0));
 }
