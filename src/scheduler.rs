@@ -119,14 +119,20 @@ impl Drop for Scheduler {
     }
 }
 
-/// A random first start within one interval.
+/// A random first start within one interval (within a day: what the config allows at most; a
+/// float product near `Duration::MAX` could round past it and panic).
 fn spread(interval: Duration) -> Duration {
-    interval.mul_f64(rand::random::<f64>())
+    interval
+        .min(crate::config::MAX_INTERVAL)
+        .mul_f64(rand::random::<f64>())
 }
 
 /// Up to ±5 % of the interval (at most ±1 s) around each tick.
 fn jitter(interval: Duration) -> Duration {
-    interval.mul_f64(0.05).min(Duration::from_secs(1))
+    interval
+        .min(crate::config::MAX_INTERVAL)
+        .mul_f64(0.05)
+        .min(Duration::from_secs(1))
 }
 
 /// The longest a run may take and still be over before the next tick, jitter and the cut-off
@@ -339,6 +345,24 @@ mod tests {
         assert!(runs <= 4, "{runs} runs");
         assert!(skipped >= 5, "{text}");
         scheduler.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod bounds_tests {
+    use super::*;
+
+    #[test]
+    fn time_arithmetic_saturates_instead_of_panicking() {
+        let now = Instant::now();
+        assert!(later(now, Duration::MAX) > now);
+        assert_eq!(
+            later(now, Duration::from_secs(1)),
+            now + Duration::from_secs(1)
+        );
+        assert!(spread(Duration::MAX) <= crate::config::MAX_INTERVAL);
+        assert_eq!(jitter(Duration::MAX), Duration::from_secs(1));
+        assert!(run_budget(Duration::MAX) > Duration::ZERO);
     }
 }
 
