@@ -139,6 +139,8 @@ struct CsiSection {
 
 struct ApiserverSection {
     config: ApiserverConfig,
+    /// The `dns` path resolves through the pod's resolver: a new resolv.conf path restarts it.
+    resolv_conf: PathBuf,
     targets: Vec<(TaskId, &'static str)>,
 }
 
@@ -376,7 +378,7 @@ impl Probes {
         if self
             .apiserver
             .as_ref()
-            .is_some_and(|a| a.config == *apiserver)
+            .is_some_and(|a| a.config == *apiserver && a.resolv_conf == self.resolv_conf)
         {
             return;
         }
@@ -407,6 +409,7 @@ impl Probes {
         }
         self.apiserver = Some(ApiserverSection {
             config: apiserver.clone(),
+            resolv_conf: self.resolv_conf.clone(),
             targets: next,
         });
     }
