@@ -126,6 +126,15 @@ enum ProbeCommand {
     },
 }
 
+/// A duration from 0s to a day, like every interval in the config.
+fn parse_check_interval(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d > crate::config::MAX_INTERVAL {
+        return Err(format!("{s} is too long, the maximum is 1day"));
+    }
+    Ok(d)
+}
+
 fn parse_size(s: &str) -> Result<u64, String> {
     crate::config::ByteSize::parse(s).map(|b| b.0)
 }
@@ -138,6 +147,16 @@ struct RunArgs {
     /// Listen address, overriding `listen` in the config.
     #[arg(long)]
     listen: Option<std::net::SocketAddr>,
+    /// How often the config file is read to see whether it changed (a Kubernetes ConfigMap
+    /// volume swaps its files in place); a change is applied as SIGHUP applies it. 0s: only on
+    /// SIGHUP.
+    #[arg(
+        long,
+        default_value = "10s",
+        value_parser = parse_check_interval,
+        env = "NETPROBE_CONFIG_CHECK_INTERVAL"
+    )]
+    config_check_interval: std::time::Duration,
     /// Log line format.
     #[arg(long, value_enum, default_value = "text", env = "NETPROBE_LOG_FORMAT")]
     log_format: LogFormat,
@@ -193,7 +212,12 @@ fn diagnose(a: DiagnoseArgs) -> ExitCode {
 fn check_config(file: &std::path::Path) -> ExitCode {
     match Config::load(file) {
         Ok(config) => {
-            print!("{}", config.to_yaml());
+            // A YAML comment, so that the output stays a config file `run` accepts.
+            println!(
+                "{}# {}",
+                config.to_yaml(),
+                config.memory_estimate().describe()
+            );
             ExitCode::from(exit::OK)
         }
         Err(e) => {
@@ -204,24 +228,8 @@ fn check_config(file: &std::path::Path) -> ExitCode {
 }
 
 fn run(args: RunArgs) -> ExitCode {
-    // The config is checked before anything else happens, so a bad one never binds a port.
-    let mut config = match &args.config {
-        Some(path) => match Config::load(path) {
-            Ok(config) => config,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(exit::USAGE);
-            }
-        },
-        None => Config::default(),
-    };
-    if let Some(listen) = args.listen {
-        config.listen = listen;
-    }
-    if let Err(e) = logging::init(args.log_format, &args.log_level) {
-        eprintln!("error: {e}");
-        return ExitCode::from(exit::USAGE);
-    }
+    // The signal handlers come first: from here on SIGTERM is a clean stop (exit 0), even while
+    // the config is still loading, and SIGHUP never kills the daemon.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -233,7 +241,59 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(exit::CANNOT_RUN);
         }
     };
-    let result = runtime.block_on(crate::daemon::run(config));
+    let mut signals = match runtime.block_on(async { crate::daemon::Signals::install() }) {
+        Ok(signals) => signals,
+        Err(e) => {
+            eprintln!("error: cannot install the signal handlers: {e}");
+            return ExitCode::from(exit::CANNOT_RUN);
+        }
+    };
+    if let Err(e) = logging::init(args.log_format, &args.log_level) {
+        eprintln!("error: {e}");
+        return ExitCode::from(exit::USAGE);
+    }
+    // The config is checked before anything else happens, so a bad one never binds a port. It
+    // loads on a blocking thread, so that a stop signal is answered even while it reads.
+    let path = args.config.clone();
+    let loading = runtime.spawn_blocking(move || match path {
+        Some(path) => Config::read(&path).and_then(|text| {
+            Config::parse(&text, &path.display().to_string()).map(|c| (c, Some((path, text))))
+        }),
+        None => Ok((Config::default(), None)),
+    });
+    let loaded = runtime.block_on(async {
+        tokio::select! {
+            name = signals.stop() => Err(name),
+            loaded = loading => Ok(loaded),
+        }
+    });
+    let (mut config, file) = match loaded {
+        Err(name) => {
+            tracing::info!("{name} received while loading the config, stopping");
+            // The read may be stuck in the kernel; it must not hold the exit.
+            runtime.shutdown_background();
+            return ExitCode::from(exit::OK);
+        }
+        Ok(Err(join)) => {
+            eprintln!("error: loading the config failed: {join}");
+            return ExitCode::from(exit::CANNOT_RUN);
+        }
+        Ok(Ok(Err(e))) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(exit::USAGE);
+        }
+        Ok(Ok(Ok(loaded))) => loaded,
+    };
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    let source = file.map(|(path, text)| crate::daemon::ConfigSource {
+        path,
+        text,
+        listen: args.listen,
+        check_every: args.config_check_interval,
+    });
+    let result = runtime.block_on(crate::daemon::run(config, signals, source));
     // Probes still in flight must not hold the exit.
     runtime.shutdown_timeout(std::time::Duration::from_millis(500));
     match result {

@@ -224,10 +224,39 @@ pub const STORAGE_DIRECT_IO: FamilyDoc = FamilyDoc {
     help: "1 if the last probe read past the page cache with O_DIRECT, 0 if it dropped the cache with posix_fadvise(DONTNEED) instead (direct_io off, or the filesystem refuses O_DIRECT)",
 };
 
+pub const CONFIG_RELOAD_SUCCESS: FamilyDoc = FamilyDoc {
+    name: "netprobe_config_reload_success",
+    kind: "gauge",
+    labels: &[],
+    help: "1 if the last load of the config file (at start, on SIGHUP, or after its content changed) succeeded, 0 if it failed and the previous config keeps running",
+};
+pub const CONFIG_RELOADS: FamilyDoc = FamilyDoc {
+    name: "netprobe_config_reloads_total",
+    kind: "counter",
+    labels: &["result"],
+    help: "Reloads of the config file, on SIGHUP or after its content changed, by result: success, or failure (unreadable or invalid; logged with the reason, and the previous config keeps running)",
+};
+pub const CONFIG_LAST_SUCCESS: FamilyDoc = FamilyDoc {
+    name: "netprobe_config_last_reload_success_timestamp_seconds",
+    kind: "gauge",
+    labels: &[],
+    help: "Unix time of the last successful load of the config (the start included)",
+};
+pub const MEMORY_ESTIMATE: FamilyDoc = FamilyDoc {
+    name: "netprobe_memory_estimate_bytes",
+    kind: "gauge",
+    labels: &[],
+    help: "Upper bound of this process's memory for the running config, as check-config prints it (base, targets, storage buffers); a container memory limit below it risks an OOM kill",
+};
+
 /// Every family, in the order of docs/metrics.md.
 pub const FAMILIES: &[FamilyDoc] = &[
     BUILD_INFO,
     PROBE_OVERRUNS,
+    CONFIG_RELOAD_SUCCESS,
+    CONFIG_RELOADS,
+    CONFIG_LAST_SUCCESS,
+    MEMORY_ESTIMATE,
     DNS_DURATION,
     DNS_LOOKUPS,
     DNS_SUCCESS,
@@ -755,6 +784,17 @@ impl ApiserverMetrics {
         });
     }
 
+    /// Removes every series of a path that is no longer probed.
+    pub fn remove_path(&self, path: &'static str) {
+        self.up.remove(&PathLabels { path });
+        for result in crate::probe::apiserver::RESULTS {
+            self.requests.remove(&PathResultLabels { path, result });
+        }
+        for phase in ["dns", "connect", "tls", "first_byte", "total"] {
+            self.duration.remove(&PathPhaseLabels { path, phase });
+        }
+    }
+
     pub fn record(&self, path: &'static str, result: &'static str, phases: &[(&'static str, f64)]) {
         self.requests
             .get_or_create(&PathResultLabels { path, result })
@@ -992,10 +1032,82 @@ impl ProbeMetrics {
     }
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+/// The config file's loads and what the running config costs.
+#[derive(Debug, Clone)]
+pub struct ConfigMetrics {
+    reload_success: Gauge,
+    reloads: Family<ResultLabels, Counter>,
+    last_success: Gauge<f64, std::sync::atomic::AtomicU64>,
+    memory_estimate: Gauge,
+}
+
+impl ConfigMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let this = Self {
+            reload_success: Gauge::default(),
+            reloads: Family::default(),
+            last_success: Gauge::default(),
+            memory_estimate: Gauge::default(),
+        };
+        for result in ["success", "failure"] {
+            let _ = this.reloads.get_or_create(&ResultLabels { result });
+        }
+        register(
+            registry,
+            &CONFIG_RELOAD_SUCCESS,
+            this.reload_success.clone(),
+        );
+        register(registry, &CONFIG_RELOADS, this.reloads.clone());
+        register_with_unit(
+            registry,
+            &CONFIG_LAST_SUCCESS,
+            Unit::Seconds,
+            this.last_success.clone(),
+        );
+        register_with_unit(
+            registry,
+            &MEMORY_ESTIMATE,
+            Unit::Bytes,
+            this.memory_estimate.clone(),
+        );
+        this
+    }
+
+    /// A config is running: the one loaded at start, or a reload that succeeded (`reload`).
+    pub fn loaded(&self, estimate_bytes: u64, reload: bool) {
+        self.reload_success.set(1);
+        if reload {
+            self.reloads
+                .get_or_create(&ResultLabels { result: "success" })
+                .inc();
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.last_success.set(now);
+        self.memory_estimate
+            .set(i64::try_from(estimate_bytes).unwrap_or(i64::MAX));
+    }
+
+    /// A reload failed; the previous config keeps running.
+    pub fn reload_failed(&self) {
+        self.reload_success.set(0);
+        self.reloads
+            .get_or_create(&ResultLabels { result: "failure" })
+            .inc();
+    }
+}
+
 /// The registry and every family in it.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    pub config: ConfigMetrics,
     pub dns: DnsMetrics,
     pub peers: PeerMetrics,
     pub apiserver: ApiserverMetrics,
@@ -1027,6 +1139,7 @@ impl Metrics {
         register(&mut registry, &BUILD_INFO, build_info);
         let overruns = Family::default();
         register(&mut registry, &PROBE_OVERRUNS, overruns.clone());
+        let config = ConfigMetrics::register(&mut registry);
         let dns = DnsMetrics::register(&mut registry);
         let peers = PeerMetrics::register(&mut registry);
         let apiserver = ApiserverMetrics::register(&mut registry);
@@ -1034,6 +1147,7 @@ impl Metrics {
         let storage = StorageMetrics::register(&mut registry);
         Self {
             registry,
+            config,
             dns,
             peers,
             apiserver,

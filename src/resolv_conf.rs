@@ -132,8 +132,13 @@ impl ResolvConf {
     /// name may be sent `attempts` times to every nameserver, each try waiting `timeout` up to
     /// `waits_per_try` times (more than once only for an A and AAAA pair: [`PairMode::waits`]).
     pub fn worst_case(&self, candidates: usize, waits_per_try: u32) -> Duration {
-        let tries = candidates as u32 * self.attempts * self.nameservers.len() as u32;
-        self.timeout * tries * waits_per_try
+        // Saturating: the file is the pod's, and its lists are not ours to bound.
+        let tries = u32::try_from(candidates)
+            .unwrap_or(u32::MAX)
+            .saturating_mul(self.attempts)
+            .saturating_mul(u32::try_from(self.nameservers.len()).unwrap_or(u32::MAX))
+            .saturating_mul(waits_per_try);
+        self.timeout.saturating_mul(tries)
     }
 }
 

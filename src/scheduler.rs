@@ -39,6 +39,16 @@ pub trait Target: Send + Sync + 'static {
     fn cut_off(&self);
 }
 
+/// `at + d` without the panic of `Instant + Duration` on overflow: a time past what the clock
+/// can represent is as good as never, so it becomes a year from `at`. Config durations are
+/// bounded far below that; this keeps the arithmetic safe whatever feeds it.
+pub fn later(at: Instant, d: Duration) -> Instant {
+    at.checked_add(d).unwrap_or_else(|| {
+        at.checked_add(Duration::from_secs(365 * 24 * 3600))
+            .unwrap_or(at)
+    })
+}
+
 /// How much later than the prober's own deadline the scheduler cuts a run off: the prober
 /// reports its own timeout (with what it knows, like messages sent) unless it is truly stuck.
 const CUT_OFF_GRACE: Duration = Duration::from_millis(250);
@@ -68,7 +78,7 @@ impl Scheduler {
     pub fn spawn(&self, target: Arc<dyn Target>) -> TaskId {
         self.metrics.add_probe(target.probe());
         let metrics = self.metrics.clone();
-        let start = Instant::now() + spread(target.interval());
+        let start = later(Instant::now(), spread(target.interval()));
         let task = tokio::spawn(drive(target, metrics, start));
         let id = TaskId(self.next_id.fetch_add(1, Ordering::Relaxed));
         self.lock().insert(id, task.abort_handle());
@@ -109,14 +119,20 @@ impl Drop for Scheduler {
     }
 }
 
-/// A random first start within one interval.
+/// A random first start within one interval (within a day: what the config allows at most; a
+/// float product near `Duration::MAX` could round past it and panic).
 fn spread(interval: Duration) -> Duration {
-    interval.mul_f64(rand::random::<f64>())
+    interval
+        .min(crate::config::MAX_INTERVAL)
+        .mul_f64(rand::random::<f64>())
 }
 
 /// Up to ±5 % of the interval (at most ±1 s) around each tick.
 fn jitter(interval: Duration) -> Duration {
-    interval.mul_f64(0.05).min(Duration::from_secs(1))
+    interval
+        .min(crate::config::MAX_INTERVAL)
+        .mul_f64(0.05)
+        .min(Duration::from_secs(1))
 }
 
 /// The longest a run may take and still be over before the next tick, jitter and the cut-off
@@ -125,7 +141,11 @@ fn jitter(interval: Duration) -> Duration {
 /// the interval itself would overlap the next run whenever the jitter brings it forward.
 pub fn run_budget(interval: Duration) -> Duration {
     interval
-        .saturating_sub(jitter(interval) * 2 + CUT_OFF_GRACE)
+        .saturating_sub(
+            jitter(interval)
+                .saturating_mul(2)
+                .saturating_add(CUT_OFF_GRACE),
+        )
         .max(interval / 2)
 }
 
@@ -146,12 +166,12 @@ async fn drive(target: Arc<dyn Target>, metrics: ProbeMetrics, start: Instant) {
     loop {
         let offset = max_jitter.mul_f64(rand::random::<f64>());
         let at = if rand::random::<bool>() {
-            tick + offset
+            later(tick, offset)
         } else {
             tick.checked_sub(offset).unwrap_or(tick)
         };
         tokio::time::sleep_until(at).await;
-        tick += interval;
+        tick = later(tick, interval);
 
         if let Some((_, handle)) = &in_flight
             && !handle.is_finished()
@@ -160,11 +180,11 @@ async fn drive(target: Arc<dyn Target>, metrics: ProbeMetrics, start: Instant) {
             tracing::debug!(target = %target.describe(), "previous run still going; skipped");
             continue;
         }
-        let deadline = Instant::now() + target.deadline();
+        let deadline = later(Instant::now(), target.deadline());
         let run = target.clone().run(deadline);
         let watched = target.clone();
         let handle = tokio::spawn(async move {
-            if tokio::time::timeout_at(deadline + CUT_OFF_GRACE, run)
+            if tokio::time::timeout_at(later(deadline, CUT_OFF_GRACE), run)
                 .await
                 .is_err()
             {
@@ -325,6 +345,24 @@ mod tests {
         assert!(runs <= 4, "{runs} runs");
         assert!(skipped >= 5, "{text}");
         scheduler.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod bounds_tests {
+    use super::*;
+
+    #[test]
+    fn time_arithmetic_saturates_instead_of_panicking() {
+        let now = Instant::now();
+        assert!(later(now, Duration::MAX) > now);
+        assert_eq!(
+            later(now, Duration::from_secs(1)),
+            now + Duration::from_secs(1)
+        );
+        assert!(spread(Duration::MAX) <= crate::config::MAX_INTERVAL);
+        assert_eq!(jitter(Duration::MAX), Duration::from_secs(1));
+        assert!(run_budget(Duration::MAX) > Duration::ZERO);
     }
 }
 

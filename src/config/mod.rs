@@ -8,6 +8,9 @@
 
 mod duration;
 mod expand;
+#[cfg(test)]
+mod fuzz;
+mod memory;
 mod peers;
 mod size;
 mod storage;
@@ -24,12 +27,17 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use duration::HumanDuration;
 pub use expand::expand_env;
+pub use memory::{MEMORY_CEILING, MemoryEstimate};
 pub use peers::{
     ApiserverConfig, CsiConfig, KubernetesDiscovery, MAX_PING_BYTES, PeerDiscovery, PeerProtocol,
     PeersConfig, StaticPeer,
 };
 pub use size::ByteSize;
 pub use storage::{StorageConfig, StorageVolume};
+
+/// The largest config file read: parsing costs memory in proportion to the text, and every
+/// config the limits allow fits in a small fraction of this.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
 /// Address the daemon listens on when the config does not say.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:9753";
@@ -430,12 +438,34 @@ pub enum ConfigError {
 impl Config {
     /// Reads, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = Self::read(path)?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Reads a config file's text, refusing one over [`MAX_CONFIG_BYTES`] before parsing it.
+    pub fn read(path: &Path) -> Result<String, ConfigError> {
+        use std::io::Read;
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let read_error = |source| ConfigError::Read {
             file: file.clone(),
             source,
-        })?;
-        Self::parse(&text, &file)
+        };
+        let mut text = String::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(MAX_CONFIG_BYTES + 1).read_to_string(&mut text))
+            .map_err(read_error)?;
+        if text.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(ConfigError::Invalid {
+                file,
+                key: String::new(),
+                location: None,
+                message: format!(
+                    "the file is larger than {}; a config this size is a mistake",
+                    ByteSize(MAX_CONFIG_BYTES)
+                ),
+            });
+        }
+        Ok(text)
     }
 
     /// Parses and validates config text; `file` names it in errors.
@@ -474,10 +504,18 @@ impl Config {
         Ok(config)
     }
 
-    /// Checks what no single value can: relations between keys.
+    /// Checks what no single value can: relations between keys, and the bounds of every list
+    /// (each entry costs memory: see `memory`).
     fn validate(&self) -> Result<(), (String, String)> {
         let dns = &self.dns;
         check_timing("dns", dns.interval, dns.timeout)?;
+        check_count("dns.servers", dns.servers.len(), MAX_DNS_SERVERS)?;
+        check_count("dns.queries", dns.queries.len(), MAX_DNS_QUERIES)?;
+        check_count(
+            "csi.ignore_drivers",
+            self.csi.ignore_drivers.len(),
+            MAX_IGNORED_DRIVERS,
+        )?;
         check_timing("peers", self.peers.interval, self.peers.timeout)?;
         check_timing("apiserver", self.apiserver.interval, self.apiserver.timeout)?;
         self.validate_peers()?;
@@ -535,11 +573,23 @@ impl Config {
                 "is empty: give at least one name to look up, or set `servers: []` to turn DNS probing off".into(),
             ));
         }
-        Ok(())
+        self.check_memory()
     }
 
     fn validate_peers(&self) -> Result<(), (String, String)> {
         let peers = &self.peers;
+        if peers.neighbours > MAX_NEIGHBOURS {
+            return Err((
+                "peers.neighbours".into(),
+                format!(
+                    "{} is more than {MAX_NEIGHBOURS}; 0 probes every other node",
+                    peers.neighbours
+                ),
+            ));
+        }
+        if let PeerDiscovery::Static(list) = &peers.discovery {
+            check_count("peers.discovery.static", list.len(), MAX_STATIC_PEERS)?;
+        }
         if peers.bulk_bytes.0 == 0 || peers.bulk_bytes.0 > MAX_PING_BYTES {
             return Err((
                 "peers.bulk_bytes".into(),
@@ -583,17 +633,50 @@ impl Config {
     }
 }
 
-/// A section's interval and timeout: a sane interval, and a timeout that ends a run before the
-/// next one starts.
+/// Most entries of `dns.servers`.
+pub const MAX_DNS_SERVERS: usize = 16;
+/// Most entries of `dns.queries`: every one is asked of every server.
+pub const MAX_DNS_QUERIES: usize = 64;
+/// Most `peers.neighbours` (0, every other node, is allowed too).
+pub const MAX_NEIGHBOURS: usize = 1000;
+/// Most entries of `peers.discovery.static`.
+pub const MAX_STATIC_PEERS: usize = 5000;
+/// Most entries of `csi.ignore_drivers`.
+pub const MAX_IGNORED_DRIVERS: usize = 256;
+
+fn check_count(key: &str, len: usize, max: usize) -> Result<(), (String, String)> {
+    if len > max {
+        return Err((
+            key.into(),
+            format!("has {len} entries, at most {max} are allowed"),
+        ));
+    }
+    Ok(())
+}
+
+/// The shortest interval of any section.
+pub const MIN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+/// The longest interval of any section: a probe that runs less than daily tells nobody anything
+/// in time, and with this bound no deadline or tick the scheduler computes can overflow.
+pub const MAX_INTERVAL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// A section's interval and timeout: an interval from [`MIN_INTERVAL`] to [`MAX_INTERVAL`], and
+/// a timeout that ends a run before the next one starts (so it is bounded too).
 fn check_timing(
     section: &str,
     interval: HumanDuration,
     timeout: HumanDuration,
 ) -> Result<(), (String, String)> {
-    if interval.get() < std::time::Duration::from_millis(100) {
+    if interval.get() < MIN_INTERVAL {
         return Err((
             format!("{section}.interval"),
             format!("{interval} is too short, the minimum is 100ms"),
+        ));
+    }
+    if interval.get() > MAX_INTERVAL {
+        return Err((
+            format!("{section}.interval"),
+            format!("{interval} is too long, the maximum is 1day"),
         ));
     }
     if timeout.get().is_zero() {
@@ -666,6 +749,60 @@ mod tests {
         assert_eq!(
             err("dns:\n  interval: 2s\n  timeout: 2s\n"),
             "c.yaml: dns.timeout: 2s must be shorter than dns.interval (2s), so that a probe ends before the next one starts"
+        );
+    }
+
+    #[test]
+    fn durations_sizes_and_counts_are_bounded() {
+        // The longest interval is accepted, and so is a timeout just under it.
+        assert!(Config::parse("dns:\n  interval: 1day\n  timeout: 23h\n", "c.yaml").is_ok());
+        for section in ["dns", "peers", "apiserver", "storage"] {
+            assert_eq!(
+                err(&format!("{section}:\n  interval: 584000000000y\n")),
+                format!(
+                    "c.yaml: {section}.interval: 584000000000years is too long, the maximum is 1day"
+                )
+            );
+        }
+        assert_eq!(
+            err("dns:\n  interval: 25h\n"),
+            "c.yaml: dns.interval: 1day 1h is too long, the maximum is 1day"
+        );
+        let queries: String = (0..65)
+            .map(|i| format!("    - {{ name: q{i}.example }}\n"))
+            .collect();
+        assert_eq!(
+            err(&format!("dns:\n  queries:\n{queries}")),
+            "c.yaml: dns.queries: has 65 entries, at most 64 are allowed"
+        );
+        assert_eq!(
+            err("peers:\n  neighbours: 1001\n"),
+            "c.yaml: peers.neighbours: 1001 is more than 1000; 0 probes every other node"
+        );
+        assert_eq!(
+            err("storage:\n  reserve: 2TiB\n"),
+            "c.yaml: storage.reserve: 2TiB is more than 1TiB"
+        );
+        assert_eq!(
+            err("storage:\n  volumes:\n    - { name: v, path: /v, size: 2GiB }\n"),
+            "c.yaml: storage.volumes[0].size: 2GiB is more than 1GiB"
+        );
+    }
+
+    #[test]
+    fn a_config_file_over_the_size_limit_is_refused_unparsed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.yaml");
+        // Valid YAML (a comment) that no parser needs to see.
+        let mut text = "#".repeat(MAX_CONFIG_BYTES as usize);
+        text.push('\n');
+        std::fs::write(&path, text).unwrap();
+        assert_eq!(
+            Config::load(&path).unwrap_err().to_string(),
+            format!(
+                "{}: the file is larger than 1MiB; a config this size is a mistake",
+                path.display()
+            )
         );
     }
 

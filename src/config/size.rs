@@ -9,6 +9,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub struct ByteSize(pub u64);
 
 const UNITS: &[(&str, u64)] = &[
+    ("TiB", 1 << 40),
     ("GiB", 1 << 30),
     ("MiB", 1 << 20),
     ("KiB", 1 << 10),
@@ -39,7 +40,7 @@ impl ByteSize {
 
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (unit, m) in &UNITS[..3] {
+        for (unit, m) in &UNITS[..4] {
             if self.0 >= *m && self.0.is_multiple_of(*m) {
                 return write!(f, "{}{unit}", self.0 / m);
             }
@@ -83,5 +84,11 @@ mod tests {
         assert!(ByteSize::parse("-1KiB").is_err());
         assert_eq!(ByteSize(65_536).to_string(), "64KiB");
         assert_eq!(ByteSize(1500).to_string(), "1500B");
+        assert_eq!(ByteSize(1 << 40).to_string(), "1TiB");
+        assert_eq!(ByteSize::parse("2TiB"), Ok(ByteSize(2 << 40)));
+        assert!(
+            ByteSize::parse("99999999999TiB").is_err(),
+            "overflow is an error"
+        );
     }
 }

@@ -71,8 +71,18 @@ fn default_direct_io() -> bool {
 /// every device in use (512e and 4Kn alike).
 pub const DIRECT_IO_ALIGN: u64 = 4096;
 
-/// The largest `block_size`: one buffer of it is held per volume while probing.
+/// The largest `block_size`. A volume holds two buffers of it while it is probed (the block in
+/// the system call and the next one being filled or checksummed); the memory estimate counts both.
 pub const MAX_BLOCK_SIZE: u64 = 64 << 20;
+
+/// The largest `size`: what one run writes and reads back.
+pub const MAX_SIZE: u64 = 1 << 30;
+
+/// The largest `reserve`.
+pub const MAX_RESERVE: u64 = 1 << 40;
+
+/// Most `volumes`.
+pub const MAX_VOLUMES: usize = 16;
 
 /// Most `sync_writes`: each is a device round trip, and the pass must fit in the timeout.
 pub const MAX_SYNC_WRITES: u32 = 10_000;
@@ -80,6 +90,13 @@ pub const MAX_SYNC_WRITES: u32 = 10_000;
 impl StorageConfig {
     pub(super) fn validate(&self) -> Result<(), (String, String)> {
         check_timing("storage", self.interval, self.timeout)?;
+        super::check_count("storage.volumes", self.volumes.len(), MAX_VOLUMES)?;
+        if self.reserve.0 > MAX_RESERVE {
+            return Err((
+                "storage.reserve".into(),
+                format!("{} is more than {}", self.reserve, ByteSize(MAX_RESERVE)),
+            ));
+        }
         if self.sync_writes > MAX_SYNC_WRITES {
             return Err((
                 "storage.sync_writes".into(),
@@ -125,6 +142,12 @@ impl StorageConfig {
                         "{} must be a multiple of 4096 with direct_io (O_DIRECT needs aligned blocks)",
                         v.block_size
                     ),
+                ));
+            }
+            if size > MAX_SIZE {
+                return Err((
+                    key("size"),
+                    format!("{} is more than {}", v.size, ByteSize(MAX_SIZE)),
                 ));
             }
             if size == 0 || !size.is_multiple_of(block) {

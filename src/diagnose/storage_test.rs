@@ -235,7 +235,7 @@ async fn wait_for_job(
     r: &Request,
     outcome: &mut Outcome,
 ) -> &'static str {
-    let deadline = Instant::now() + r.timeout;
+    let deadline = crate::scheduler::later(tokio::time::Instant::now(), r.timeout).into_std();
     loop {
         if let Ok(Ok(job)) = tokio::time::timeout(r.call_timeout, jobs.get(&r.name)).await {
             let status = job.status.unwrap_or_default();
@@ -286,7 +286,12 @@ pub fn probe_once(path: &std::path::Path, size: u64, timeout: Duration) -> bool 
         sync_writes: 16,
     };
     let clock = crate::probe::storage::OpClock::default();
-    let obs = crate::probe::storage::probe_volume(&spec, &clock, Instant::now() + timeout, 0x5eed);
+    let obs = crate::probe::storage::probe_volume(
+        &spec,
+        &clock,
+        crate::scheduler::later(tokio::time::Instant::now(), timeout).into_std(),
+        0x5eed,
+    );
     let map =
         |v: &[(&'static str, f64)]| -> BTreeMap<&'static str, f64> { v.iter().copied().collect() };
     let line = serde_json::json!({

@@ -30,6 +30,8 @@ pub struct Mesh {
     scheduler: Arc<Scheduler>,
     metrics: PeerMetrics,
     active: BTreeMap<String, NodeProbes>,
+    /// What discovery said last: a mesh that replaces this one (config reload) starts from it.
+    last: Vec<Peer>,
 }
 
 impl Mesh {
@@ -49,6 +51,39 @@ impl Mesh {
             scheduler,
             metrics,
             active: BTreeMap::new(),
+            last: Vec::new(),
+        }
+    }
+
+    /// The peers discovery reported last.
+    pub fn last_peers(&self) -> &[Peer] {
+        &self.last
+    }
+
+    /// Stops this mesh's probes in favour of `next` (built from a reloaded config and already
+    /// given [`Mesh::last_peers`]): series of probes that `next` runs too are kept, so their
+    /// counters go on; the rest are removed.
+    pub fn hand_over(&mut self, next: Option<&Mesh>) {
+        for (node, probes) in std::mem::take(&mut self.active) {
+            let kept = next
+                .and_then(|n| n.active.get(&node))
+                .filter(|n| n.addrs == probes.addrs);
+            let Some(kept) = kept else {
+                self.retire(probes);
+                continue;
+            };
+            let still: BTreeSet<(&str, &str)> =
+                kept.targets.iter().map(|(_, t)| t.series()).collect();
+            let protocols: BTreeSet<&str> = still.iter().map(|(p, _)| *p).collect();
+            for (id, target) in &probes.targets {
+                self.scheduler.remove(*id);
+                let (protocol, family) = target.series();
+                if !still.contains(&(protocol, family)) {
+                    // The node's counters are shared by its families: only when the protocol
+                    // is gone altogether.
+                    target.retire(!protocols.contains(protocol));
+                }
+            }
         }
     }
 
@@ -59,6 +94,7 @@ impl Mesh {
 
     /// Brings the probes in line with the latest discovered peers (this node may be among them).
     pub fn apply(&mut self, peers: &[Peer]) {
+        self.last = peers.to_vec();
         let by_node: BTreeMap<&str, &Peer> = peers.iter().map(|p| (p.node.as_str(), p)).collect();
         let mut ring: BTreeSet<&str> = by_node.keys().copied().collect();
         ring.insert(&self.me);
@@ -163,7 +199,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::metrics::Metrics;
+    use crate::metrics::{Metrics, PeerKey};
 
     fn peer(node: &str, ip: &str) -> Peer {
         Peer {
@@ -242,5 +278,46 @@ mod tests {
             .collect();
         assert_ne!(before, after);
         assert_eq!(scheduler.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_hand_over_keeps_the_series_of_probes_the_next_mesh_runs() {
+        let metrics = Metrics::new();
+        let scheduler = Arc::new(Scheduler::new(metrics.probes.clone()));
+        let mut old = mesh(&metrics, scheduler.clone(), 0);
+        old.apply(&[peer("node-1", "127.0.0.2"), peer("node-2", "127.0.0.3")]);
+        for node in ["node-1", "node-2"] {
+            let key = PeerKey {
+                target_node: node.into(),
+                protocol: "tcp",
+                family: "ipv4",
+            };
+            metrics.peers.record(&key, "success", &[("connect", 0.001)]);
+        }
+        // The reloaded config drops http, and only one neighbour is kept.
+        let mut next = Mesh::new(
+            "node-0",
+            1,
+            vec![PeerProtocol::Tcp],
+            old.settings.clone(),
+            scheduler.clone(),
+            metrics.peers.clone(),
+        );
+        next.apply(old.last_peers());
+        let kept = next.targets()[0].to_owned();
+        old.hand_over(Some(&next));
+        drop(old);
+        assert_eq!(scheduler.len(), 1, "only the next mesh's probe runs");
+        let text = metrics.encode_openmetrics();
+        let gone = if kept == "node-1" { "node-2" } else { "node-1" };
+        assert!(!text.contains(&format!("\"{gone}\"")), "{text}");
+        assert!(!text.contains("protocol=\"http\""), "{text}");
+        let counter = format!(
+            r#"netprobe_peer_requests_total{{target_node="{kept}",protocol="tcp",result="success"}} "#
+        );
+        assert!(
+            text.contains(&format!("{counter}1\n")),
+            "{counter}1 missing:\n{text}"
+        );
     }
 }

@@ -33,7 +33,7 @@ use crate::discovery::coredns::CorednsPod;
 use crate::metrics::{DnsLabels, DnsMetrics};
 use crate::probe::{Health, Transition};
 use crate::resolv_conf::{PairMode, ResolvConf};
-use crate::scheduler::{RunFuture, Target};
+use crate::scheduler::{RunFuture, Target, later};
 
 /// How a lookup ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -459,20 +459,7 @@ impl Wait {
             let Ok(read) = tokio::time::timeout_at(deadline, socket.recv(&mut buf)).await else {
                 return Ok(());
             };
-            let datagram = &buf[..read?];
-            // Not the answer to a query still waiting (a stray or spoofed datagram, or a second
-            // copy): keep waiting, as libc does.
-            let Some(i) = waiting_for(datagram, requests, &self.replies) else {
-                continue;
-            };
-            match DnsResponse::from_buffer(datagram.to_vec()) {
-                Ok(response) if response.queries != requests[i].request.queries => {}
-                Ok(response) => {
-                    self.truncated = response.metadata.truncation;
-                    self.replies[i] = Reply::Answer(response);
-                }
-                Err(e) => self.replies[i] = Reply::Failed(e.to_string()),
-            }
+            self.truncated = file_datagram(&buf[..read?], requests, &mut self.replies);
         }
         Ok(())
     }
@@ -496,6 +483,28 @@ impl Wait {
                 .replies
                 .iter()
                 .any(|r| matches!(r, Reply::Lost | Reply::Unsent))
+    }
+}
+
+/// Files a datagram that arrived during a wait as the reply to the query still waiting whose ID
+/// and question it carries; anything else (a stray or spoofed datagram, a second copy) is
+/// ignored and the wait goes on, as libc does. Returns whether the reply is truncated. Whatever
+/// the bytes, this decides without panicking (the fuzz tests hold it to that).
+fn file_datagram(datagram: &[u8], requests: &[Request], replies: &mut [Reply]) -> bool {
+    let Some(i) = waiting_for(datagram, requests, replies) else {
+        return false;
+    };
+    match DnsResponse::from_buffer(datagram.to_vec()) {
+        Ok(response) if response.queries != requests[i].request.queries => false,
+        Ok(response) => {
+            let truncated = response.metadata.truncation;
+            replies[i] = Reply::Answer(response);
+            truncated
+        }
+        Err(e) => {
+            replies[i] = Reply::Failed(e.to_string());
+            false
+        }
     }
 }
 
@@ -606,7 +615,7 @@ impl Try {
         let start = Instant::now();
         let mut tried = Try::default();
         if ask.options.tcp_only {
-            let deadline = ask.deadline.min(start + ask.wait);
+            let deadline = ask.deadline.min(later(start, ask.wait));
             tried.over_tcp(ask, questions, deadline).await;
             return tried.stamped(start);
         }
@@ -618,7 +627,7 @@ impl Try {
             }
         };
         loop {
-            let wait_deadline = ask.deadline.min(Instant::now() + ask.wait);
+            let wait_deadline = ask.deadline.min(later(Instant::now(), ask.wait));
             let waited = Wait::run(ask.server, socket, requests, *mode, wait_deadline).await;
             tried.udp += waited.udp;
             if waited.truncated {
@@ -1034,6 +1043,11 @@ impl DnsTarget {
         }
     }
 
+    /// The labels of this target's series.
+    pub fn labels(&self) -> &DnsLabels {
+        &self.labels
+    }
+
     /// Removes this target's series (its pod went away).
     pub fn forget(&self) {
         self.metrics.remove_target(&self.labels);
@@ -1059,7 +1073,7 @@ impl DnsTarget {
                     _ => 1,
                 };
                 let budget = conf.worst_case(conf.candidates(name).len(), waits);
-                let deadline = deadline.min(Instant::now() + budget);
+                let deadline = deadline.min(later(Instant::now(), budget));
                 let lookup = lookup_system(&conf, name, qtype, deadline).await;
                 (lookup.observation, lookup.family_queries)
             }
@@ -1499,5 +1513,130 @@ mod tests {
         let log = resolver.log.lock().unwrap().clone();
         let types: Vec<RecordType> = log.iter().map(|(t, _)| *t).collect();
         assert_eq!(types, [RecordType::AAAA, RecordType::A]);
+    }
+}
+
+/// Hostile answers: arbitrary bytes carrying a waiting query's ID, and well-formed answers to it
+/// (any rcode, records of any type owned by related names, CNAME chains and loops) cut short,
+/// flipped and padded. Filing them and judging what decodes never panics, and every outcome is
+/// labelled from the closed set.
+#[cfg(test)]
+mod fuzz {
+    use hickory_proto::op::{Message, OpCode};
+    use hickory_proto::rr::rdata::{A, AAAA, CNAME, TXT};
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::config::QUERY_TYPES;
+
+    const NAMES: &[&str] = &[
+        "svc.example.",
+        "a.svc.example.",
+        "b.example.",
+        "SVC.Example.",
+        ".",
+    ];
+
+    fn record() -> impl Strategy<Value = Record> {
+        (0..NAMES.len(), 0..NAMES.len(), 0u8..4, any::<u32>()).prop_map(|(owner, to, kind, ttl)| {
+            let (owner, to) = (
+                Name::from_ascii(NAMES[owner]).unwrap(),
+                Name::from_ascii(NAMES[to]).unwrap(),
+            );
+            let data = match kind {
+                0 => RData::A(A::new(192, 0, 2, 1)),
+                1 => RData::AAAA(AAAA::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
+                2 => RData::CNAME(CNAME(to)),
+                _ => RData::TXT(TXT::new(vec!["x".into()])),
+            };
+            Record::from_rdata(owner, ttl, data)
+        })
+    }
+
+    /// How a datagram is spoiled before it arrives.
+    #[derive(Debug, Clone)]
+    enum Spoil {
+        None,
+        Cut(usize),
+        Flip(Vec<(usize, u8)>),
+        Pad(Vec<u8>),
+    }
+
+    fn spoil() -> impl Strategy<Value = Spoil> {
+        prop_oneof![
+            Just(Spoil::None),
+            any::<usize>().prop_map(Spoil::Cut),
+            prop::collection::vec((any::<usize>(), any::<u8>()), 1..8).prop_map(Spoil::Flip),
+            prop::collection::vec(any::<u8>(), 1..64).prop_map(Spoil::Pad),
+        ]
+    }
+
+    fn judge_all(name: &Name, qtype: RecordType, replies: &[Reply]) {
+        for reply in replies {
+            if let Reply::Answer(response) = reply {
+                let outcome = judge(name, qtype, response);
+                assert!(RCODE_LABELS.contains(&outcome.rcode_label()), "{outcome:?}");
+                let _ = addresses(name, qtype, response);
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        #[test]
+        fn any_bytes_with_a_waiting_id(
+            which in 0..QUERY_TYPES.len(),
+            tail in prop::collection::vec(any::<u8>(), 0..600),
+        ) {
+            let (name, qtype) = (Name::from_ascii("svc.example.").unwrap(), QUERY_TYPES[which]);
+            let requests = encode(&questions(&name, qtype), QueryOptions::default()).unwrap();
+            for request in &requests {
+                let mut replies: Vec<Reply> = requests.iter().map(|_| Reply::Lost).collect();
+                let mut datagram = request.request.metadata.id.to_be_bytes().to_vec();
+                datagram.extend_from_slice(&tail);
+                file_datagram(&datagram, &requests, &mut replies);
+                judge_all(&name, qtype, &replies);
+            }
+        }
+
+        #[test]
+        fn well_formed_answers_spoiled(
+            which in 0..QUERY_TYPES.len(),
+            rcode in 0u16..24,
+            truncated in any::<bool>(),
+            answers in prop::collection::vec(record(), 0..12),
+            spoiled in spoil(),
+        ) {
+            let (name, qtype) = (Name::from_ascii("svc.example.").unwrap(), QUERY_TYPES[which]);
+            let requests = encode(&questions(&name, qtype), QueryOptions::default()).unwrap();
+            let request = &requests[0].request;
+            let mut message = Message::response(request.metadata.id, OpCode::Query);
+            message.queries = request.queries.clone();
+            message.metadata.response_code = ResponseCode::from_low(rcode as u8 & 0xf);
+            message.metadata.truncation = truncated;
+            message.answers = answers;
+            let mut datagram = message.to_vec().unwrap();
+            let intact = matches!(spoiled, Spoil::None);
+            match spoiled {
+                Spoil::None => {}
+                Spoil::Cut(at) => datagram.truncate(at % (datagram.len() + 1)),
+                Spoil::Flip(flips) => {
+                    let len = datagram.len();
+                    for (at, bits) in flips {
+                        datagram[at % len] ^= bits;
+                    }
+                }
+                Spoil::Pad(bytes) => datagram.extend(bytes),
+            }
+            let mut replies: Vec<Reply> = requests.iter().map(|_| Reply::Lost).collect();
+            let said_truncated = file_datagram(&datagram, &requests, &mut replies);
+            if intact {
+                // The answer to the first query is filed as such, truncation flag and all.
+                prop_assert!(matches!(replies[0], Reply::Answer(_)), "{replies:?}");
+                prop_assert_eq!(said_truncated, truncated);
+            }
+            judge_all(&name, qtype, &replies);
+        }
     }
 }

@@ -301,6 +301,11 @@ impl PeerTarget {
         }
     }
 
+    /// Its (protocol, family) labels.
+    pub fn series(&self) -> (&'static str, &'static str) {
+        (self.key.protocol, self.key.family)
+    }
+
     /// Stops recording and removes this target's own series (`up`); with `shared`, also the
     /// node's counters and histograms for this protocol.
     pub fn retire(&self, shared: bool) {

@@ -7,6 +7,10 @@
 //! O_DIRECT), compare checksums, delete; then `sync_writes` × (4 KiB write + fdatasync), the
 //! latency that breaks etcd and databases on a bad volume.
 //!
+//! Memory: a volume holds two `block_size` buffers while it is probed, in the write phase and
+//! then in the read-back (one block in the system call, the next being filled or checksummed),
+//! plus 4 KiB for the sync pass; the config's memory estimate counts exactly that.
+//!
 //! The volume is never harmed: everything happens in `<path>/.kube-netprobe/`, opened without
 //! following symlinks and removed (files and directory) after every run and at start-up.
 //!
@@ -44,7 +48,7 @@ use tokio::time::Instant;
 use crate::config::{StorageConfig, StorageVolume};
 use crate::metrics::StorageMetrics;
 use crate::probe::{Health, Transition};
-use crate::scheduler::{RunFuture, Target};
+use crate::scheduler::{RunFuture, Target, later};
 
 /// Every `result` a storage probe can have.
 pub const RESULTS: &[&str] = &[
@@ -977,6 +981,16 @@ impl StorageTarget {
         }
     }
 
+    /// Takes over the probe thread of the target this one replaces (same volume, new settings,
+    /// after a config reload): a thread still blocked on the volume keeps the volume's one
+    /// permit, so the new target waits for it instead of starting a second, and the stuck gauge
+    /// keeps following it.
+    pub fn succeed(mut self, previous: &StorageTarget) -> Self {
+        self.thread = previous.thread.clone();
+        self.clock = previous.clock.clone();
+        self
+    }
+
     /// Removes what a crashed predecessor left, on the volume's one thread (a hung volume hangs
     /// it, the stuck gauge shows it, and the first runs wait for it and count as `timeout`).
     /// Call it before the target is scheduled.
@@ -1048,8 +1062,8 @@ impl StorageTarget {
     }
 
     async fn run_once(&self) {
-        let deadline = Instant::now() + self.timeout;
-        let watchdog = deadline + WATCHDOG_GRACE;
+        let deadline = later(Instant::now(), self.timeout);
+        let watchdog = later(deadline, WATCHDOG_GRACE);
         // The volume's previous thread may still be in the kernel (or the start-up cleanup still
         // going): wait for it within this run's own time, and never start a second one.
         let permit =
@@ -1174,7 +1188,7 @@ impl Target for StorageTarget {
 
     fn deadline(&self) -> Duration {
         // A run waits at most this long, for the previous thread and then for its own.
-        self.timeout + WATCHDOG_GRACE
+        self.timeout.saturating_add(WATCHDOG_GRACE)
     }
 
     fn run(self: Arc<Self>, _deadline: Instant) -> RunFuture {

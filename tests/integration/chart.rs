@@ -698,3 +698,77 @@ fn the_charts_security_context_is_enough_for_the_daemon_icmp_included() {
         },
     );
 }
+
+/// The config the chart renders with its default values (the ConfigMap's `config.yaml`).
+fn default_config(manifests: &str) -> String {
+    let mut lines = manifests
+        .lines()
+        .skip_while(|l| l.trim() != "config.yaml: |")
+        .skip(1);
+    let first = lines.next().expect("a config.yaml in the ConfigMap");
+    let indent = first.len() - first.trim_start().len();
+    std::iter::once(first)
+        .chain(lines.take_while(|l| l.trim().is_empty() || l.starts_with(&" ".repeat(indent))))
+        .map(|l| format!("{}\n", l.get(indent..).unwrap_or("")))
+        .collect()
+}
+
+/// Mebibytes of a Kubernetes quantity as the chart writes memory (`96Mi`, `1Gi`).
+fn quantity_mib(quantity: &str) -> f64 {
+    let q = quantity.trim().trim_matches('"');
+    if let Some(n) = q.strip_suffix("Mi") {
+        n.parse().unwrap()
+    } else if let Some(n) = q.strip_suffix("Gi") {
+        n.parse::<f64>().unwrap() * 1024.0
+    } else {
+        panic!("unexpected memory quantity {q}")
+    }
+}
+
+/// The chart's default memory limit holds the peak memory estimate of the chart's default config
+/// (what `check-config` prints) with a quarter to spare.
+#[test]
+fn the_charts_default_memory_limit_covers_its_default_config() {
+    if !helm_path().exists() && !crate::util::is_root() {
+        eprintln!(
+            "SKIPPED {}: no helm at {}; `make deps` installs it, as root",
+            module_path!(),
+            helm_path().display()
+        );
+        return;
+    }
+    let manifests = render(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, default_config(&manifests)).unwrap();
+    let out = Command::new(bin())
+        .args(["check-config", config.to_str().unwrap()])
+        .env("NODE_NAME", "node-a")
+        .env("POD_NAMESPACE", NAMESPACE)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let estimate: f64 = stdout
+        .lines()
+        .last()
+        .and_then(|l| l.strip_prefix("# peak memory estimate: "))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no estimate in\n{stdout}"));
+    let limit = manifests
+        .lines()
+        .skip_while(|l| l.trim() != "limits:")
+        .find_map(|l| l.trim().strip_prefix("memory:"))
+        .map(quantity_mib)
+        .expect("a memory limit in the DaemonSet");
+    assert!(
+        estimate * 1.25 <= limit,
+        "the chart's default memory limit ({limit} MiB) leaves less than 25 % over the estimate of its default config ({estimate} MiB)"
+    );
+}

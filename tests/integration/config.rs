@@ -4,6 +4,7 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_kube-netprobe");
 
@@ -42,8 +43,16 @@ const INVALID: &[(&str, &str)] = &[
         ":3:47: dns.queries[0].expect: unknown response code `NXDOMAN`, expected one of NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED, YXDOMAIN, YXRRSET, NXRRSET, NOTAUTH, NOTZONE, BADVERS",
     ),
     (
+        "invalid-interval-too-long.yaml",
+        ": dns.interval: 584000000000years is too long, the maximum is 1day",
+    ),
+    (
         "invalid-listen.yaml",
         ":1:9: listen: `9753`: invalid socket address syntax",
+    ),
+    (
+        "invalid-memory-ceiling.yaml",
+        ": storage.volumes[3].block_size: 64MiB takes the peak memory estimate to 555.8 MiB (40.0 MiB base, 88 targets x 32 KiB, 513.0 MiB storage buffers), over the ceiling of 512.0 MiB: use smaller blocks or fewer volumes (each volume holds 2 blocks while it is probed)",
     ),
     (
         "invalid-missing-name.yaml",
@@ -64,6 +73,10 @@ const INVALID: &[(&str, &str)] = &[
     (
         "invalid-timeout-not-below-interval.yaml",
         ": dns.timeout: 5s must be shorter than dns.interval (5s), so that a probe ends before the next one starts",
+    ),
+    (
+        "invalid-too-many-servers.yaml",
+        ": dns.servers: has 17 entries, at most 16 are allowed",
     ),
     (
         "invalid-unknown-key.yaml",
@@ -245,6 +258,7 @@ storage:
     size: 16MiB
     block_size: 1MiB
     direct_io: true
+# peak memory estimate: 45.8 MiB (40.0 MiB base, 113 targets x 32 KiB, 2.2 MiB storage buffers)
 "
     );
 }
@@ -280,4 +294,177 @@ fn version_and_usage_errors() {
     assert_eq!(out.status.code(), Some(2));
     let out = netprobe(&["check-config"]);
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// Configs at the edges of what `check-config` accepts: the shortest and longest durations, the
+/// largest counts and sizes, everything off, the defaults. Every target is on loopback (the
+/// resolv.conf of `system` lookups names 127.0.0.9), so `run` sends nothing anywhere else.
+fn accepted_corpus(dir: &Path) -> Vec<(&'static str, String)> {
+    let resolv = dir.join("resolv.conf");
+    std::fs::write(
+        &resolv,
+        "nameserver 127.0.0.9\noptions timeout:1 attempts:1\n",
+    )
+    .unwrap();
+    let volume_dir = dir.join("volume");
+    std::fs::create_dir_all(&volume_dir).unwrap();
+    let (resolv, volume) = (resolv.display(), volume_dir.display());
+    let queries: String = (0..64)
+        .map(|i| format!("    - {{ name: q{i}.example, type: TXT }}\n"))
+        .collect();
+    let servers: String = (1..=16)
+        .map(|p| format!("\"127.0.0.9:{p}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let peers: String = (0..5000)
+        .map(|i| format!("\"node-{i}=127.0.0.9:{}\"", 1 + i % 60000))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let drivers: String = (0..256)
+        .map(|i| format!("d{i}.csi.example"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let small_volumes: String = (0..16)
+        .map(|i| format!("    - {{ name: v{i}, path: {volume}, size: 4096, block_size: 4096 }}\n"))
+        .collect();
+    vec![
+        ("defaults", format!("dns:\n  resolv_conf: {resolv}\n")),
+        (
+            "shortest",
+            format!(
+                "dns:\n  interval: 100ms\n  timeout: 1ns\n  resolv_conf: {resolv}\n  servers: [system, nameservers, \"127.0.0.9:53\"]\n\
+                 peers:\n  interval: 100ms\n  timeout: 1ns\n  discovery:\n    static: [\"a=127.0.0.9:9\"]\n\
+                 apiserver:\n  enabled: true\n  interval: 100ms\n  timeout: 1ns\n  direct: 127.0.0.9:1\n  dns_name: localhost\n\
+                 csi:\n  enabled: false\n\
+                 storage:\n  interval: 100ms\n  timeout: 1ns\n  reserve: 0\n  sync_writes: 0\n  volumes:\n    - {{ name: v, path: {volume}, size: 4096, block_size: 4096 }}\n"
+            ),
+        ),
+        (
+            "longest",
+            format!(
+                "dns:\n  interval: 1day\n  timeout: 23h 59m 59s 999ms\n  resolv_conf: {resolv}\n\
+                 peers:\n  interval: 1day\n  timeout: 23h\n  bulk_bytes: 1MiB\n  discovery:\n    static: [\"a=127.0.0.9:9\"]\n\
+                 apiserver:\n  enabled: true\n  interval: 1day\n  timeout: 23h\n  direct: 127.0.0.9:1\n  dns_name: localhost\n\
+                 storage:\n  interval: 1day\n  timeout: 23h 59m\n  reserve: 1TiB\n  sync_writes: 10000\n  volumes:\n\
+                 \x20   - {{ name: a, path: {volume}, size: 1GiB, block_size: 64MiB }}\n\
+                 \x20   - {{ name: b, path: {volume}, size: 1GiB, block_size: 64MiB }}\n\
+                 \x20   - {{ name: c, path: {volume}, size: 1GiB, block_size: 64MiB }}\n"
+            ),
+        ),
+        (
+            "most",
+            format!(
+                "dns:\n  interval: 1m\n  timeout: 1s\n  resolv_conf: {resolv}\n  servers: [{servers}]\n  queries:\n{queries}\
+                 peers:\n  interval: 1m\n  neighbours: 1000\n  protocols: [tcp]\n  discovery:\n    static: [{peers}]\n\
+                 csi:\n  enabled: false\n  ignore_drivers: [{drivers}]\n\
+                 storage:\n  interval: 1m\n  reserve: 0\n  volumes:\n{small_volumes}"
+            ),
+        ),
+        (
+            "every-node",
+            format!("dns:\n  resolv_conf: {resolv}\npeers:\n  neighbours: 0\n"),
+        ),
+        (
+            "all-off",
+            "dns:\n  servers: []\npeers:\n  discovery: none\napiserver:\n  enabled: false\ncsi:\n  enabled: false\n"
+                .to_owned(),
+        ),
+    ]
+}
+
+#[test]
+fn run_serves_metrics_on_every_config_check_config_accepts_and_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, yaml) in accepted_corpus(dir.path()) {
+        let path = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&path, &yaml).unwrap();
+        let out = netprobe(&["check-config", path.to_str().unwrap()]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let estimate = stdout
+            .lines()
+            .last()
+            .and_then(|l| l.strip_prefix("# peak memory estimate: "))
+            .unwrap_or_else(|| panic!("{name}: no estimate in\n{stdout}"));
+        // `start_with` fails the test if the daemon exits (a panic is exit 101) before it
+        // announces its listener.
+        let mut daemon = crate::util::Daemon::start_with(&yaml, &["--listen", "127.0.0.1:0"]);
+        let metrics = daemon.scrape();
+        let bytes = metrics
+            .get("netprobe_memory_estimate_bytes", &[])
+            .unwrap_or_else(|| panic!("{name}: no estimate in /metrics"));
+        let mib: f64 = estimate.split(' ').next().unwrap().parse().unwrap();
+        assert!(
+            (bytes / f64::from(1 << 20) - mib).abs() < 0.05,
+            "{name}: /metrics says {bytes} bytes, check-config {estimate}"
+        );
+        assert_eq!(
+            metrics.get("netprobe_config_reload_success", &[]),
+            Some(1.0),
+            "{name}"
+        );
+        assert!(daemon.is_running(), "{name}: exited after serving /metrics");
+        let (status, _) = daemon.terminate();
+        assert_eq!(status.code(), Some(0), "{name}: {status}");
+    }
+}
+
+/// `VmHWM` (peak resident set) of a process, in bytes.
+fn peak_rss(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status");
+    kib * 1024.0
+}
+
+/// The largest block a volume may have: the daemon's peak memory over a probe stays under the
+/// estimate check-config prints, and is what the probe's doc says it holds (two blocks, both
+/// touched once a run has three blocks or more).
+#[test]
+fn a_storage_probe_with_the_largest_blocks_stays_within_the_estimate() {
+    let volume = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "node_name: node-a\ndns:\n  servers: []\npeers:\n  discovery: none\napiserver:\n  enabled: false\ncsi:\n  enabled: false\n\
+         storage:\n  interval: 10s\n  timeout: 9s\n  reserve: 0\n  sync_writes: 0\n  volumes:\n\
+         \x20   - {{ name: big, path: {}, size: 192MiB, block_size: 64MiB, direct_io: false }}\n",
+        volume.path().display()
+    );
+    let mut daemon = crate::util::Daemon::start_with(&yaml, &["--listen", "127.0.0.1:0"]);
+    let m = daemon.wait_for(
+        "netprobe_storage_probes_total",
+        &[("volume", "big"), ("result", "success")],
+        "at least 1",
+        Duration::from_secs(40),
+        |v| v >= 1.0,
+    );
+    let estimate = m.get("netprobe_memory_estimate_bytes", &[]).unwrap();
+    let peak = peak_rss(daemon.pid());
+    let block = f64::from(64 << 20);
+    assert!(
+        peak <= estimate,
+        "peak RSS {:.1} MiB over the estimate {:.1} MiB",
+        peak / block * 64.0,
+        estimate / block * 64.0
+    );
+    assert!(
+        peak >= 2.0 * block,
+        "peak RSS {:.1} MiB: the probe holds less than the two blocks its doc says",
+        peak / block * 64.0
+    );
+    eprintln!(
+        "64MiB blocks: peak RSS {:.1} MiB, estimate {:.1} MiB",
+        peak / block * 64.0,
+        estimate / block * 64.0
+    );
+    let (status, _) = daemon.terminate();
+    assert_eq!(status.code(), Some(0));
 }

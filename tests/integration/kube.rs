@@ -269,6 +269,57 @@ fn discovery_and_apiserver_probes_against_a_real_apiserver() {
         "the direct path has no dns phase"
     );
 
+    // A reload that changes the peers section: the new mesh starts from the peers the old
+    // watch knew, so node-b's http counter goes on; the dropped protocol's series go; the new
+    // watch follows the deletion and the cordon below.
+    let http_ok = |m: &Metrics| {
+        m.get(
+            "netprobe_peer_requests_total",
+            &[
+                ("target_node", "node-b"),
+                ("protocol", "http"),
+                ("result", "success"),
+            ],
+        )
+        .unwrap_or(-1.0)
+    };
+    let before = http_ok(&m);
+    std::fs::write(
+        daemon.config_path(),
+        config.replace(
+            "interval: 500ms\n  timeout: 400ms\n  neighbours: 0\n  protocols: [http, tcp]",
+            "interval: 600ms\n  timeout: 400ms\n  neighbours: 0\n  protocols: [http]",
+        ),
+    )
+    .unwrap();
+    daemon.signal("HUP");
+    let m = daemon.wait_for(
+        "netprobe_config_reloads_total",
+        &[("result", "success")],
+        "1",
+        WAIT,
+        |v| v == 1.0,
+    );
+    assert!(
+        http_ok(&m) >= before,
+        "node-b http: {before} before the reload, {} after",
+        http_ok(&m)
+    );
+    assert!(
+        m.series("netprobe_peer_requests_total", &[("protocol", "tcp")])
+            .is_empty(),
+        "the tcp probes' series went with the protocol: {}",
+        m.text
+    );
+    daemon.wait_until("node-b's http counter to go on", WAIT, |m| {
+        let now = http_ok(m);
+        if now > before {
+            Ok(())
+        } else {
+            Err(format!("{now}"))
+        }
+    });
+
     // A pod deleted: every series of its node goes at once.
     api.force_delete("pod", NAMESPACE, "netprobe-c");
     daemon.wait_until("node-c's series to go", WAIT, |m| {
@@ -605,6 +656,49 @@ fn coredns_pods_are_probed_one_by_one() {
         "each pod's server was asked directly",
     );
     checks.finish(&m.text);
+
+    // A reload that changes the dns section restarts the CoreDNS watch: the pods it knew keep
+    // being probed, with their counters, and the new watch follows the changes below.
+    let answered = |m: &Metrics| {
+        m.get(
+            "netprobe_dns_lookups_total",
+            &[("server", "coredns/coredns-a"), ("rcode", "NOERROR")],
+        )
+        .unwrap_or(-1.0)
+    };
+    let before = answered(&daemon.scrape());
+    std::fs::write(
+        daemon.config_path(),
+        config.replace("interval: 1s", "interval: 800ms"),
+    )
+    .unwrap();
+    daemon.signal("HUP");
+    let m = daemon.wait_for(
+        "netprobe_config_reloads_total",
+        &[("result", "success")],
+        "1",
+        WAIT,
+        |v| v == 1.0,
+    );
+    assert!(
+        answered(&m) >= before,
+        "coredns-a's counter went from {before} to {} across the reload",
+        answered(&m)
+    );
+    let m = daemon
+        .wait_until("coredns-a to go on counting", WAIT, |m| {
+            let now = answered(m);
+            if now > before {
+                Ok(())
+            } else {
+                Err(format!("{now}, {before} before the reload"))
+            }
+        })
+        .1;
+    assert_eq!(
+        m.get("netprobe_config_reloads_total", &[("result", "failure")]),
+        Some(0.0)
+    );
 
     // The broken replica is deleted and the pending one gets an IP: the targets follow, and the
     // deleted pod's series go with it.

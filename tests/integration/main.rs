@@ -21,5 +21,6 @@ mod kube;
 mod logging;
 mod mesh;
 mod prometheus;
+mod reload;
 mod slo_report;
 mod storage;

@@ -339,10 +339,12 @@ impl Daemon {
             program.env("KUBECONFIG", dir.path().join("no-kubeconfig"));
         }
         let shown = format!("{program:?}");
+        program.arg("run");
+        // A `--config` of the test's own (a ConfigMap-like layout) replaces the harness's file.
+        if !extra_args.contains(&"--config") {
+            program.arg("--config").arg(&config_path);
+        }
         let mut child = program
-            .arg("run")
-            .arg("--config")
-            .arg(&config_path)
             .args(extra_args)
             .env("RUST_LOG", "info")
             .env_remove("KUBERNETES_SERVICE_HOST")
