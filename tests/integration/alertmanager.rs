@@ -11,15 +11,16 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use crate::util::{capture, http_get};
+use crate::prometheus::free_tcp_port;
+use crate::util::LoggedServer;
 
 /// One notification: a webhook POST from Alertmanager.
 #[derive(Debug, Clone)]
@@ -202,10 +203,9 @@ fn parse_notification(body: &[u8]) -> Option<Notification> {
 /// Alertmanager with the shipped configuration (see the module docs), on a free loopback port
 /// with its own storage and no cluster; killed and its directory removed on drop.
 pub struct Alertmanager {
-    child: Child,
+    // Field order is drop order: the process, then its webhook and its directory.
+    _server: LoggedServer,
     addr: SocketAddr,
-    log: Arc<Mutex<String>>,
-    readers: Vec<JoinHandle<()>>,
     sink: Sink,
     _dir: tempfile::TempDir,
 }
@@ -288,54 +288,21 @@ impl Alertmanager {
         // JSON is YAML: Alertmanager reads it as is.
         let config = Self::config(sink.addr, scale);
         std::fs::write(&config_path, config.to_string()).expect("write alertmanager.yml");
-        let port = {
-            let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-            l.local_addr().expect("addr").port()
-        };
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let mut child = Command::new(&binary)
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
+        let mut command = Command::new(&binary);
+        command
             .arg(format!("--config.file={}", config_path.display()))
             .arg(format!(
                 "--storage.path={}",
                 dir.path().join("data").display()
             ))
             .arg(format!("--web.listen-address={addr}"))
-            .arg("--cluster.listen-address=")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", binary.display()));
-        let log = Arc::new(Mutex::new(String::new()));
-        let readers = vec![
-            capture(child.stdout.take().expect("stdout"), log.clone()),
-            capture(child.stderr.take().expect("stderr"), log.clone()),
-        ];
-        let mut am = Self {
-            child,
+            .arg("--cluster.listen-address=");
+        Self {
+            _server: LoggedServer::start("alertmanager", command, addr, Duration::from_secs(30)),
             addr,
-            log,
-            readers,
             sink,
             _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(status)) = am.child.try_wait() {
-                panic!(
-                    "alertmanager exited ({status}) before it was ready\n{}",
-                    am.log_tail(30)
-                );
-            }
-            if http_get(addr, "/-/ready").is_ok_and(|r| r.status == 200) {
-                return am;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "alertmanager not ready on {addr} within 30s\n{}",
-                am.log_tail(30)
-            );
-            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
@@ -364,26 +331,12 @@ impl Alertmanager {
             .filter(|n| n.received >= since && n.status == "firing")
             .collect()
     }
-
-    pub fn log_tail(&self, lines: usize) -> String {
-        let log = self.log.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let all: Vec<&str> = log.lines().collect();
-        format!(
-            "--- alertmanager log (last {lines} lines) ---\n{}",
-            all[all.len().saturating_sub(lines)..].join("\n")
-        )
-    }
 }
 
 impl Drop for Alertmanager {
+    /// The notifications received, when the test failed (the server prints its log itself).
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        for r in self.readers.drain(..) {
-            let _ = r.join();
-        }
         if std::thread::panicking() {
-            eprintln!("{}", self.log_tail(30));
             for n in self.notifications() {
                 eprintln!("notification: {n}");
             }

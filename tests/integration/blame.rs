@@ -105,17 +105,12 @@ type Mesh = BTreeMap<usize, BTreeSet<usize>>;
 type Paths = BTreeSet<(usize, usize)>;
 
 fn config(cluster: &Cluster, me: usize, neighbours: usize) -> String {
-    let peers: Vec<String> = cluster
-        .nodes()
-        .iter()
-        .map(|n| format!("\"{}={}:9753\"", n.name(), n.ip()))
-        .collect();
     format!(
         "listen: 0.0.0.0:9753\nnode_name: {}\ndns: {{ servers: [] }}\napiserver: {{ enabled: false }}\n\
          peers:\n  interval: 500ms\n  timeout: 400ms\n  neighbours: {neighbours}\n  \
          protocols: [http, bulk]\n  bulk_bytes: 64KiB\n  discovery:\n    static: [{}]\n",
         cluster.node(me).name(),
-        peers.join(", ")
+        cluster.static_peers()
     )
 }
 

@@ -13,17 +13,12 @@ const NEIGHBOURS: usize = 2;
 const PROTOCOLS: [&str; 4] = ["http", "tcp", "bulk", "icmp"];
 
 fn config(cluster: &Cluster, me: usize) -> String {
-    let peers: Vec<String> = cluster
-        .nodes()
-        .iter()
-        .map(|n| format!("\"{}={}:9753\"", n.name(), n.ip()))
-        .collect();
     format!(
         "listen: 0.0.0.0:9753\nnode_name: {}\ndns: {{ servers: [] }}\napiserver: {{ enabled: false }}\n\
          peers:\n  interval: 500ms\n  timeout: 400ms\n  neighbours: {NEIGHBOURS}\n  \
          protocols: [http, tcp, bulk, icmp]\n  bulk_bytes: 64KiB\n  discovery:\n    static: [{}]\n",
         cluster.node(me).name(),
-        peers.join(", ")
+        cluster.static_peers()
     )
 }
 

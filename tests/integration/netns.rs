@@ -368,6 +368,17 @@ impl Cluster {
         self.nodes.len()
     }
 
+    /// Every node as a `peers.discovery.static` list (YAML flow items, `"name=ip:9753"`):
+    /// the daemons listen on 9753 in the tests that use it.
+    pub fn static_peers(&self) -> String {
+        let peers: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("\"{}={}:9753\"", n.name, n.ip))
+            .collect();
+        peers.join(", ")
+    }
+
     pub fn node(&self, i: usize) -> &Node {
         &self.nodes[i]
     }

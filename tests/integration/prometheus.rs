@@ -27,15 +27,13 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
 use crate::dns_server::{Behaviour, DnsServer};
-use crate::util::{Checks, Daemon, capture, http_get, is_root, poll};
+use crate::util::{Checks, Daemon, LoggedServer, http_get, is_root, poll};
 use crate::volume;
 
 /// The node the dashboards are looked at for ($node), with every fault.
@@ -300,15 +298,14 @@ const STORAGE_VALUES: &[ValueCheck] = &[
 /// Debian's `prometheus` on 127.0.0.1 with a temporary TSDB, killed (and its directory removed)
 /// on drop, also when the test panics.
 pub struct Prometheus {
-    child: Child,
+    // Field order is drop order: the process, then its directory.
+    server: LoggedServer,
     addr: SocketAddr,
-    log: Arc<Mutex<String>>,
-    readers: Vec<JoinHandle<()>>,
     _dir: tempfile::TempDir,
 }
 
 /// A loopback TCP port that nothing listens on at the moment it is returned.
-fn free_tcp_port() -> u16 {
+pub fn free_tcp_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind TCP 127.0.0.1:0");
     l.local_addr().expect("local addr").port()
 }
@@ -334,58 +331,24 @@ impl Prometheus {
         let config_path = dir.path().join("prometheus.yml");
         std::fs::write(&config_path, config).expect("write prometheus.yml");
         let addr = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
-        let mut child = Command::new(&binary)
+        let mut command = Command::new(&binary);
+        command
             .current_dir(dir.path())
             .arg(format!("--config.file={}", config_path.display()))
             .arg(format!(
                 "--storage.tsdb.path={}",
                 dir.path().join("data").display()
             ))
-            .arg(format!("--web.listen-address={addr}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", binary.display()));
-        let log = Arc::new(Mutex::new(String::new()));
-        let readers = vec![
-            capture(child.stdout.take().expect("stdout"), log.clone()),
-            capture(child.stderr.take().expect("stderr"), log.clone()),
-        ];
-        let mut prometheus = Self {
-            child,
+            .arg(format!("--web.listen-address={addr}"));
+        Self {
+            server: LoggedServer::start("prometheus", command, addr, WAIT),
             addr,
-            log,
-            readers,
             _dir: dir,
-        };
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Ok(Some(status)) = prometheus.child.try_wait() {
-                panic!(
-                    "prometheus exited ({status}) before it was ready\n{}",
-                    prometheus.log_tail(40)
-                );
-            }
-            if http_get(addr, "/-/ready").is_ok_and(|r| r.status == 200) {
-                return prometheus;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "prometheus not ready on {addr} within {WAIT:?}\n{}",
-                prometheus.log_tail(40)
-            );
-            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
     pub fn log_tail(&self, lines: usize) -> String {
-        let log = self.log.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let all: Vec<&str> = log.lines().collect();
-        format!(
-            "--- prometheus log (last {lines} lines) ---\n{}",
-            all[all.len().saturating_sub(lines)..].join("\n")
-        )
+        self.server.log_tail(lines)
     }
 
     /// GET an API path; `Ok(data)` when Prometheus says `"status": "success"`, else the error
@@ -433,20 +396,6 @@ impl Prometheus {
             step.as_secs_f64()
         ))?;
         Ok(data["result"].as_array().cloned().unwrap_or_default())
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        for r in self.readers.drain(..) {
-            let _ = r.join();
-        }
-        if std::thread::panicking() {
-            eprintln!("{}", self.log_tail(40));
-        }
-        // The TempDir (TSDB, config, rules) is removed after this.
     }
 }
 

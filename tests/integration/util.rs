@@ -788,6 +788,87 @@ fn parse_sample(line: &str) -> Result<Sample, String> {
     })
 }
 
+/// A server process of a test (Prometheus, Alertmanager): its stdout and stderr captured into
+/// one log, killed and reaped on drop (also when the test panics, then with its log's tail
+/// printed).
+pub struct LoggedServer {
+    name: &'static str,
+    child: Child,
+    log: Arc<Mutex<String>>,
+    readers: Vec<JoinHandle<()>>,
+}
+
+impl LoggedServer {
+    /// Spawns `command` (stdin closed, output captured) and waits until `GET /-/ready` on
+    /// `addr` answers 200, at most `timeout`; panics with the log's tail if it exits first or
+    /// never becomes ready.
+    pub fn start(
+        name: &'static str,
+        mut command: Command,
+        addr: SocketAddr,
+        timeout: Duration,
+    ) -> Self {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {name} ({command:?}): {e}"));
+        let log = Arc::new(Mutex::new(String::new()));
+        let readers = vec![
+            capture(child.stdout.take().expect("stdout"), log.clone()),
+            capture(child.stderr.take().expect("stderr"), log.clone()),
+        ];
+        let mut server = Self {
+            name,
+            child,
+            log,
+            readers,
+        };
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!(
+                    "{name} exited ({status}) before it was ready\n{}",
+                    server.log_tail(40)
+                );
+            }
+            if http_get(addr, "/-/ready").is_ok_and(|r| r.status == 200) {
+                return server;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} not ready on {addr} within {timeout:?}\n{}",
+                server.log_tail(40)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = self.log.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let all: Vec<&str> = log.lines().collect();
+        format!(
+            "--- {} log (last {lines} lines) ---\n{}",
+            self.name,
+            all[all.len().saturating_sub(lines)..].join("\n")
+        )
+    }
+}
+
+impl Drop for LoggedServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+        if std::thread::panicking() {
+            eprintln!("{}", self.log_tail(40));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
