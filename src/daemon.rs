@@ -6,8 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio::net::TcpListener;
-
 use std::sync::Mutex;
 
 use tokio::sync::watch;
@@ -16,7 +14,7 @@ use crate::config::{Config, DnsServer, PeerDiscovery, PeerProtocol};
 use crate::discovery::Peer;
 use crate::discovery::coredns::CorednsPod;
 use crate::discovery::mesh::Mesh;
-use crate::http::{AppState, router};
+use crate::http::AppState;
 use crate::metrics::Metrics;
 use crate::probe::apiserver::{ApiserverTarget, endpoints};
 use crate::probe::dns::{DnsTarget, SystemResolver, Via};
@@ -205,12 +203,10 @@ fn start_coredns(
 pub async fn run(config: Config) -> Result<(), RunError> {
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(RunError::Signal)?;
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| RunError::Listen {
-            addr: config.listen,
-            source,
-        })?;
+    let listener = crate::http::bind(config.listen).map_err(|source| RunError::Listen {
+        addr: config.listen,
+        source,
+    })?;
     let addr = listener.local_addr().map_err(RunError::Serve)?;
 
     let metrics = Arc::new(Metrics::new());
@@ -290,13 +286,9 @@ pub async fn run(config: Config) -> Result<(), RunError> {
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut server_stop = stop_rx.clone();
-    let server = tokio::spawn(
-        axum::serve(listener, router(state))
-            .with_graceful_shutdown(async move {
-                let _ = server_stop.wait_for(|stop| *stop).await;
-            })
-            .into_future(),
-    );
+    let server = tokio::spawn(crate::http::serve(listener, state, async move {
+        let _ = server_stop.wait_for(|stop| *stop).await;
+    }));
 
     tokio::select! {
         _ = sigterm.recv() => tracing::info!("SIGTERM received, stopping"),
@@ -306,8 +298,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let _ = stop_tx.send(true);
     scheduler.shutdown();
     match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => return Err(RunError::Serve(e)),
+        Ok(Ok(())) => {}
         Ok(Err(join)) => tracing::warn!(error = %join, "HTTP server task ended abnormally"),
         Err(_) => tracing::warn!("HTTP connections still open after the grace period; exiting"),
     }
