@@ -111,7 +111,10 @@ const LOG_REFILL: Duration = Duration::from_secs(20);
 /// `suppressed=N` on a log line.
 fn suppressed(line: &str) -> Option<u64> {
     let rest = &line[line.find("suppressed=")? + "suppressed=".len()..];
-    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
 }
 
 #[test]
