@@ -36,8 +36,12 @@ pub struct Target {
     pub netprobe_namespace: Option<String>,
     /// Port of the pods' `/metrics` when no container port is named `metrics` or `http`.
     pub netprobe_port: u16,
-    /// Per read.
+    /// `--timeout`, for messages.
     pub timeout: Duration,
+    /// When `--timeout`, counted from the start of the run, runs out: every read ends by then.
+    pub deadline: tokio::time::Instant,
+    /// `--max-response-size`, for messages (the client built by [`connect`] enforces it).
+    pub max_response: u64,
     /// Skip reading CoreDNS logs through the API (they were given as a file).
     pub skip_logs: bool,
     /// Skip the kube-netprobe pods' /metrics (given as files).
@@ -51,7 +55,8 @@ pub struct ReadError {
     pub step: String,
     /// The API call, e.g. `list pods -n kube-system -l k8s-app=kube-dns`.
     pub call: String,
-    /// `forbidden`, `unauthorized`, `not_found`, `timeout`, `unreachable` or `error`.
+    /// `forbidden`, `unauthorized`, `not_found`, `timeout`, `too_large`, `unreachable` or
+    /// `error`.
     pub reason: &'static str,
     pub message: String,
     /// The RBAC rule that allows the call, named when the call was forbidden.
@@ -122,11 +127,14 @@ pub enum ConnectError {
 }
 
 /// Builds a client from `kubeconfig` (or in-cluster config / `KUBECONFIG` / `~/.kube/config`)
-/// and checks within `timeout` that the API server answers and accepts the credentials.
-/// Unlike [`crate::discovery::kube::connect`] it never retries: a paged human needs an answer.
+/// and checks before `deadline` (`timeout` after the run started) that the API server answers
+/// and accepts the credentials. Unlike [`crate::discovery::kube::connect`] it never retries: a
+/// paged human needs an answer. The client reads no response body beyond `max_response` bytes.
 pub async fn connect(
     kubeconfig: Option<&std::path::Path>,
     timeout: Duration,
+    deadline: tokio::time::Instant,
+    max_response: u64,
 ) -> Result<(kube::Client, String), ConnectError> {
     let config = match kubeconfig {
         Some(path) => {
@@ -145,8 +153,18 @@ pub async fn connect(
     config.read_timeout = Some(timeout);
     config.write_timeout = Some(timeout);
     let server = config.cluster_url.to_string();
-    let client = kube::Client::try_from(config).map_err(|e| ConnectError::Config(e.to_string()))?;
-    match tokio::time::timeout(timeout, client.apiserver_version()).await {
+    let limit = usize::try_from(max_response).unwrap_or(usize::MAX);
+    // kube reads every answer whole into memory before parsing it; a huge list (or a hostile
+    // server) would take all of it.
+    let client = kube::client::ClientBuilder::try_from(config)
+        .map_err(|e| ConnectError::Config(e.to_string()))?
+        .with_layer(&tower::util::MapResponseLayer::new(
+            move |response: http::Response<Box<kube::client::DynBody>>| {
+                response.map(|body| http_body_util::Limited::new(body, limit))
+            },
+        ))
+        .build();
+    match tokio::time::timeout_at(deadline, client.apiserver_version()).await {
         Err(_) => Err(ConnectError::Unreachable {
             server,
             timeout,
@@ -186,11 +204,13 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 /// Records the failures of concurrent reads.
 struct Recorder {
     timeout: Duration,
+    deadline: tokio::time::Instant,
+    max_response: u64,
     errors: Mutex<Vec<ReadError>>,
 }
 
 impl Recorder {
-    /// Runs one read under the timeout; on failure records it and returns `None`.
+    /// Runs one read until the run's deadline; on failure records it and returns `None`.
     /// `rbac` is the rule that allows the call, e.g. `list pods (namespace kube-system)`.
     async fn read<T>(
         &self,
@@ -199,11 +219,17 @@ impl Recorder {
         rbac: String,
         fut: impl Future<Output = Result<T, kube::Error>>,
     ) -> Option<T> {
-        let result = tokio::time::timeout(self.timeout, fut).await;
+        let result = tokio::time::timeout_at(self.deadline, fut).await;
         let (reason, message) = match result {
             Ok(Ok(value)) => return Some(value),
-            Err(_) => ("timeout", format!("no answer within {:?}", self.timeout)),
-            Ok(Err(e)) => classify(&e),
+            Err(_) => (
+                "timeout",
+                format!(
+                    "no answer before --timeout ({}) ran out (it bounds the whole run)",
+                    humantime::format_duration(self.timeout)
+                ),
+            ),
+            Ok(Err(e)) => classify(&e, self.max_response),
         };
         let missing_rbac = (reason == "forbidden").then_some(rbac);
         self.errors.lock().expect("recorder lock").push(ReadError {
@@ -235,7 +261,18 @@ impl Recorder {
     }
 }
 
-fn classify(e: &kube::Error) -> (&'static str, String) {
+fn classify(e: &kube::Error, max_response: u64) -> (&'static str, String) {
+    let too_large = std::iter::successors(Some(e as &dyn std::error::Error), |e| e.source())
+        .any(|e| e.is::<http_body_util::LengthLimitError>());
+    if too_large {
+        return (
+            "too_large",
+            format!(
+                "the answer is larger than --max-response-size ({}); not read further",
+                crate::config::ByteSize(max_response)
+            ),
+        );
+    }
     match e {
         kube::Error::Api(status) => {
             let reason = match status.code {
@@ -276,6 +313,8 @@ pub async fn collect(
 ) -> Snapshot {
     let rec = Recorder {
         timeout: target.timeout,
+        deadline: target.deadline,
+        max_response: target.max_response,
         errors: Mutex::new(Vec::new()),
     };
     let ns = target.namespace.as_str();
@@ -677,7 +716,7 @@ async fn scrape_all(
                         .body(Vec::new())
                         .map_err(kube::Error::HttpError)?;
                     client.request_text(request).await.inspect_err(|e| {
-                        *failure.lock().expect("lock") = Some(classify(e).1);
+                        *failure.lock().expect("lock") = Some(classify(e, rec.max_response).1);
                     })
                 },
             )
