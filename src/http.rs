@@ -99,9 +99,13 @@ async fn read_body(request: Request, next: Next) -> Response {
     if !body.is_end_stream() {
         let conn = parts.extensions.get::<ConnHandle>();
         // A slow body is the client's doing, like a slow head.
-        conn.inspect(|c| c.waiting_on_client());
+        if let Some(conn) = conn {
+            conn.waiting_on_client();
+        }
         let read = axum::body::to_bytes(body, MAX_BODY_BYTES).await;
-        conn.inspect(|c| c.busy());
+        if let Some(conn) = conn {
+            conn.busy();
+        }
         if let Err(e) = read {
             // The limit error sits under one or two wrappers (tower-http's limit wraps the body
             // too), so look through the whole chain.
@@ -269,6 +273,61 @@ mod tests {
             get(state(true), "/nope", None).await.0,
             StatusCode::NOT_FOUND
         );
+    }
+
+    #[tokio::test]
+    async fn chunked_bodies_meet_the_limit_too() {
+        // A body without Content-Length, as a chunked request arrives.
+        let chunks = (0..10).map(|_| Ok::<_, std::io::Error>(vec![b'x'; 1024]));
+        let response = router(state(true))
+            .oneshot(
+                Request::get("/ping")
+                    .body(Body::from_stream(futures_util::stream::iter(chunks)))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let small = futures_util::stream::iter([Ok::<_, std::io::Error>(b"hello".to_vec())]);
+        let response = router(state(true))
+            .oneshot(
+                Request::get("/ping")
+                    .body(Body::from_stream(small))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn bulk_bodies_have_their_length_and_pattern() {
+        for n in [0u64, 1, 26, 16_380, 16_381, 100_000] {
+            let response = router(state(true))
+                .oneshot(
+                    Request::get(format!("/ping?bytes={n}"))
+                        .body(Body::empty())
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            assert_eq!(
+                HttpBody::size_hint(response.body()).exact(),
+                Some(n),
+                "bytes={n}"
+            );
+            let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            assert_eq!(body.len() as u64, n);
+            assert!(
+                body.iter()
+                    .enumerate()
+                    .all(|(i, b)| *b == b'a' + (i % 26) as u8),
+                "bytes={n}"
+            );
+        }
     }
 
     #[tokio::test]
