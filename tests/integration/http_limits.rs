@@ -128,9 +128,12 @@ fn oversized_heads_get_431_and_chunked_bodies_413() {
 }
 
 #[test]
-fn slowloris_and_idle_clients_are_closed_after_the_header_timeout() {
+fn slowloris_idle_and_kept_alive_clients_are_closed_after_the_header_timeout() {
     let (_dns, daemon) = start();
     let mut idle = connect(daemon.addr());
+    // A keep-alive client that made one request and then went quiet.
+    let mut kept = connect(daemon.addr());
+    write!(kept, "GET /ping HTTP/1.1\r\nHost: t\r\n\r\n").expect("send request");
     let mut slow = connect(daemon.addr());
     slow.set_nonblocking(true).expect("nonblocking");
     let head = b"GET /ping HTTP/1.1\r\nHost: t\r\nX-Slow: ";
@@ -165,10 +168,17 @@ fn slowloris_and_idle_clients_are_closed_after_the_header_timeout() {
     // The idle connection went the same way: a read ends (EOF) instead of blocking.
     let rest = read_until_closed(&mut idle).expect("idle connection closed, not reset");
     assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+    // The keep-alive one got its answer, then was closed the same way.
+    let answer = read_until_closed(&mut kept).expect("keep-alive connection closed, not reset");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.ends_with("\r\n\r\nhttp-node\n"),
+        "{answer:?}"
+    );
 
     let metrics = daemon.scrape();
     assert!(
-        closed(&metrics, "header_timeout") >= 2.0,
+        closed(&metrics, "header_timeout") >= 3.0,
         "header_timeout closes: {}",
         closed(&metrics, "header_timeout")
     );
