@@ -327,13 +327,17 @@ async fn connection(
     let mut stopping = false;
     let closed_for = loop {
         tokio::select! {
+            // In this order when several are ready at once: after a bulk body that fit in the
+            // kernel's buffers, hyper's head timer starts a moment after the send deadline, and
+            // under load both may be found expired in the same poll.
+            biased;
+            () = expired(&mut deadline_rx) => break Some("send_deadline"),
+            () = conn.evict.notified() => break Some("evicted"),
             result = served.as_mut() => break match result {
                 Err(e) if e.is_timeout() => Some("header_timeout"),
                 Err(e) if e.is_parse_too_large() => Some("head_too_large"),
                 _ => None,
             },
-            () = conn.evict.notified() => break Some("evicted"),
-            () = expired(&mut deadline_rx) => break Some("send_deadline"),
             _ = stop.wait_for(|stop| *stop), if !stopping => {
                 stopping = true;
                 served.as_mut().graceful_shutdown();

@@ -128,12 +128,19 @@ fn oversized_heads_get_431_and_chunked_bodies_413() {
 }
 
 #[test]
-fn slowloris_idle_and_kept_alive_clients_are_closed_after_the_header_timeout() {
+fn slow_heads_idle_and_kept_alive_clients_are_closed_and_slow_bodies_get_408() {
     let (_dns, daemon) = start();
     let mut idle = connect(daemon.addr());
     // A keep-alive client that made one request and then went quiet.
     let mut kept = connect(daemon.addr());
     write!(kept, "GET /ping HTTP/1.1\r\nHost: t\r\n\r\n").expect("send request");
+    // A client whose head is complete but whose body stops after its first chunk.
+    let mut slow_body = connect(daemon.addr());
+    write!(
+        slow_body,
+        "GET /ping HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+    )
+    .expect("send request");
     let mut slow = connect(daemon.addr());
     slow.set_nonblocking(true).expect("nonblocking");
     let head = b"GET /ping HTTP/1.1\r\nHost: t\r\nX-Slow: ";
@@ -174,6 +181,14 @@ fn slowloris_idle_and_kept_alive_clients_are_closed_after_the_header_timeout() {
     assert!(
         answer.starts_with("HTTP/1.1 200") && answer.ends_with("\r\n\r\nhttp-node\n"),
         "{answer:?}"
+    );
+
+    // The slow body met the request timeout: a 408, as README says.
+    let answer = read_until_closed(&mut slow_body).unwrap_or_default();
+    assert!(
+        status_line(&answer).starts_with("HTTP/1.1 408"),
+        "a stalled request body: {:?}",
+        String::from_utf8_lossy(&answer)
     );
 
     let metrics = daemon.scrape();
@@ -220,12 +235,18 @@ fn a_bulk_client_that_never_reads_is_reset_at_the_send_deadline() {
         "GET /ping?bytes=1048576 HTTP/1.1\r\nHost: t\r\n\r\n"
     )
     .expect("send request");
-    daemon.wait_for(
-        "netprobe_http_connections_closed_total",
-        &[("reason", "send_deadline")],
-        "1 once the deadline passed",
+    daemon.wait_until(
+        "the stalled client closed for its send deadline",
         SEND_DEADLINE + SLACK,
-        |v| v == 1.0,
+        |m| {
+            let reasons = ["send_deadline", "header_timeout", "evicted"]
+                .map(|r| format!("{r}={}", closed(m, r)));
+            if closed(m, "send_deadline") == 1.0 {
+                Ok(())
+            } else {
+                Err(reasons.join(" "))
+            }
+        },
     );
     // What the kernel had queued arrives, then the reset.
     stalled
@@ -428,6 +449,14 @@ fn a_flood_of_hostile_clients_is_bounded_and_metrics_stay_answerable() {
                 connected.elapsed().as_secs_f64()
             )),
         }
+        // The kubelet's probe, as it would come.
+        match crate::util::http_get(daemon.addr(), "/healthz") {
+            Ok(r) if r.status == 200 => {}
+            other => scrapes_failed.push(format!(
+                "/healthz {:.1}s after the flood: {other:?}",
+                connected.elapsed().as_secs_f64()
+            )),
+        }
         open_last.clear();
         for port in established_to(daemon.addr()) {
             if let Some(kind) = ports.get(&port) {
@@ -471,7 +500,7 @@ fn a_flood_of_hostile_clients_is_bounded_and_metrics_stay_answerable() {
     );
     assert!(
         scrapes_failed.is_empty(),
-        "/metrics failed during the flood: {scrapes_failed:#?}"
+        "/metrics or /healthz failed during the flood: {scrapes_failed:#?}"
     );
     assert!(
         hwm < RSS_LIMIT_KIB,
