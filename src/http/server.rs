@@ -202,13 +202,14 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
         .max_headers(MAX_HEADERS);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
+    let mut accept_errors = AcceptErrors::default();
     loop {
         let stream = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(e) => {
-                    accept_failed(e).await;
+                    accept_errors.failed(e).await;
                     continue;
                 }
             },
@@ -238,13 +239,32 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
     let _ = pool.slots.acquire_many(all).await;
 }
 
-/// An accept error. Those about one connection (it was reset before we took it) need nothing;
-/// running out of file descriptors or memory does, and retrying at once would spin, so wait a
-/// moment for connections to close.
-async fn accept_failed(e: std::io::Error) {
-    use std::io::ErrorKind::{ConnectionAborted, ConnectionReset, Interrupted};
-    if !matches!(e.kind(), ConnectionAborted | ConnectionReset | Interrupted) {
-        tracing::warn!(error = %e, "HTTP server cannot accept a connection");
+/// Accept errors, and when the last was logged.
+#[derive(Debug, Default)]
+struct AcceptErrors {
+    logged_at: Option<Instant>,
+    suppressed: u64,
+}
+
+impl AcceptErrors {
+    /// Errors about one connection (reset before it was taken) need nothing. Running out of
+    /// file descriptors or memory does: retrying at once would spin, so wait a moment for
+    /// connections to close, and log it at most once every 10 s, with the count left out.
+    async fn failed(&mut self, e: std::io::Error) {
+        use std::io::ErrorKind::{ConnectionAborted, ConnectionReset, Interrupted};
+        if matches!(e.kind(), ConnectionAborted | ConnectionReset | Interrupted) {
+            return;
+        }
+        if self
+            .logged_at
+            .is_none_or(|at| at.elapsed() >= Duration::from_secs(10))
+        {
+            tracing::warn!(error = %e, suppressed = self.suppressed, "HTTP server cannot accept a connection");
+            self.logged_at = Some(Instant::now());
+            self.suppressed = 0;
+        } else {
+            self.suppressed += 1;
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

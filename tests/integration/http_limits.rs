@@ -513,3 +513,53 @@ fn a_flood_of_hostile_clients_is_bounded_and_metrics_stay_answerable() {
     assert!(closed(&after, "evicted") > 0.0, "{reasons:?}");
     assert!(daemon.is_running(), "{}", daemon.output_tail(30));
 }
+
+#[test]
+fn a_daemon_out_of_file_descriptors_says_so_once_and_serves_again() {
+    let dns = DnsServer::start();
+    dns.set(
+        "ok.cluster.local",
+        Behaviour::Answer(Ipv4Addr::new(10, 96, 0, 1)),
+    );
+    // Room for the daemon's own files and a few connections, far below the cap.
+    let mut program = std::process::Command::new("prlimit");
+    program.args(["--nofile=48:48", crate::util::bin()]);
+    let mut daemon = Daemon::start_in(
+        program,
+        &config(dns.addr()),
+        &[],
+        std::net::IpAddr::from([127, 0, 0, 1]),
+    );
+    assert_eq!(nofile_of(daemon.pid()), 48, "prlimit did not apply");
+    let clients: Vec<TcpStream> = (0..60).map(|_| connect(daemon.addr())).collect();
+    let warning = "HTTP server cannot accept a connection";
+    poll("the daemon to say it cannot accept", SLACK, || {
+        let log = daemon.stderr_text();
+        log.contains(warning)
+            .then_some(())
+            .ok_or_else(|| "not yet".to_owned())
+    });
+    // The kernel holds the rest until descriptors free up: closing the clients frees them.
+    drop(clients);
+    daemon.wait_until(
+        "/metrics to answer again, with the clients' connections gone",
+        HEADER_READ_TIMEOUT + SLACK,
+        |m| {
+            // The scrape's own connection is the one left.
+            let open = m.get("netprobe_http_connections", &[]).unwrap_or(0.0);
+            if open <= 1.0 {
+                Ok(())
+            } else {
+                Err(format!("{open} connections open"))
+            }
+        },
+    );
+    let lines = daemon
+        .stderr_text()
+        .lines()
+        .filter(|l| l.contains(warning))
+        .count();
+    // Retried every 50 ms; logged once per 10 s.
+    assert!(lines <= 2, "{lines} lines of {warning:?}");
+    assert!(daemon.is_running());
+}
