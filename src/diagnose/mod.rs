@@ -205,7 +205,6 @@ async fn run_async(opts: Options) -> u8 {
         netprobe_port: opts.netprobe_port,
         timeout: opts.timeout,
         deadline,
-        max_response: opts.max_response,
         skip_logs: !offline_logs.is_empty(),
         skip_metrics: !offline_metrics.is_empty(),
     };
