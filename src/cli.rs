@@ -77,9 +77,13 @@ struct DiagnoseArgs {
     /// Kubeconfig file [default: in-cluster config, $KUBECONFIG or ~/.kube/config].
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
-    /// Timeout of the connection check and of each read.
+    /// Bound on the whole run (connection check and every read), --storage-test aside.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     timeout: std::time::Duration,
+    /// Largest API response read (a list of every node of a big cluster is tens of MiB); a
+    /// larger one is reported as a read that failed.
+    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    max_response_size: u64,
     /// Analyse these CoreDNS log files instead of reading the pods' logs through the API.
     #[arg(long, value_name = "FILE")]
     coredns_logs: Vec<PathBuf>,
@@ -196,6 +200,7 @@ fn diagnose(a: DiagnoseArgs) -> ExitCode {
         collect_only: a.collect_only,
         kubeconfig: a.kubeconfig,
         timeout: a.timeout,
+        max_response: a.max_response_size,
         coredns_logs: a.coredns_logs,
         probe_metrics: a.probe_metrics,
         netprobe_selector: a.netprobe_selector,

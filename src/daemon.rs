@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
@@ -20,7 +19,7 @@ use crate::config::{
 use crate::discovery::Peer;
 use crate::discovery::coredns::CorednsPod;
 use crate::discovery::mesh::Mesh;
-use crate::http::{AppState, router};
+use crate::http::AppState;
 use crate::metrics::{DnsLabels, DnsMetrics, Metrics};
 use crate::probe::apiserver::{ApiserverTarget, endpoints};
 use crate::probe::dns::{DnsTarget, SystemResolver, Via};
@@ -684,12 +683,10 @@ pub async fn run(
     mut signals: Signals,
     source: Option<ConfigSource>,
 ) -> Result<(), RunError> {
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| RunError::Listen {
-            addr: config.listen,
-            source,
-        })?;
+    let listener = crate::http::bind(config.listen).map_err(|source| RunError::Listen {
+        addr: config.listen,
+        source,
+    })?;
     let addr = listener.local_addr().map_err(RunError::Serve)?;
 
     let metrics = Arc::new(Metrics::new());
@@ -713,13 +710,9 @@ pub async fn run(
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut server_stop = stop_rx.clone();
-    let server = tokio::spawn(
-        axum::serve(listener, router(state))
-            .with_graceful_shutdown(async move {
-                let _ = server_stop.wait_for(|stop| *stop).await;
-            })
-            .into_future(),
-    );
+    let server = tokio::spawn(crate::http::serve(listener, state, async move {
+        let _ = server_stop.wait_for(|stop| *stop).await;
+    }));
 
     let force = Arc::new(tokio::sync::Notify::new());
     let (readings_tx, mut readings) = tokio::sync::mpsc::channel(1);
@@ -755,8 +748,7 @@ pub async fn run(
     let _ = stop_tx.send(true);
     scheduler.shutdown();
     match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => return Err(RunError::Serve(e)),
+        Ok(Ok(())) => {}
         Ok(Err(join)) => tracing::warn!(error = %join, "HTTP server task ended abnormally"),
         Err(_) => tracing::warn!("HTTP connections still open after the grace period; exiting"),
     }

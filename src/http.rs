@@ -1,25 +1,70 @@
 //! The HTTP endpoints: `/metrics` for Prometheus, `/healthz` and `/readyz` for the kubelet,
-//! `/ping` for peers.
+//! `/ping` for peers; [`server`] serves them within the limits below.
+
+mod server;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::State;
+use axum::body::{Body, HttpBody};
+use axum::extract::{Extension, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::{Router, middleware};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::config::MAX_PING_BYTES;
 use crate::metrics::{Metrics, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_TEXT_CONTENT_TYPE};
+pub use server::{ConnHandle, serve};
 
-/// Longest any request may take before the server answers 408.
+// The limits below keep what any client can make the daemon hold to a few MiB (the chart's
+// memory limit is 96 Mi, and any pod may connect when the NetworkPolicy is off); README's
+// "HTTP server limits" lists them for users.
+
+/// Longest a request may take, once its head is in, before the server answers 408.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// No endpoint takes a body; anything larger than this is refused with 413.
+/// No endpoint takes a body; anything larger than this, chunked or not, is refused with 413.
 pub const MAX_BODY_BYTES: usize = 4 * 1024;
+/// A connection that has not sent a complete request head this long after it was opened, or
+/// after its previous response, is closed (slowloris, and the idle keep-alive timeout).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest request head (request line and headers); a larger one gets 431. Prometheus' and the
+/// kubelet's are under 2 KiB, bearer token included.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// Most header fields in a request head; more get 431.
+pub const MAX_HEADERS: usize = 64;
+/// Connections open at once. Each costs at most about 40 KiB here (hyper's buffers), so the
+/// cap bounds the server to about 10 MiB; a node sees Prometheus, the kubelet and its peers.
+pub const MAX_CONNECTIONS: usize = 256;
+/// How long a new connection may wait for a slot when every connection is busy with a request.
+pub const ADMISSION_WAIT: Duration = Duration::from_secs(1);
+/// `/ping?bytes=` bodies being sent at once; more get 503, so bulk transfers cannot take all the
+/// connections.
+pub const MAX_BULK_RESPONSES: usize = 32;
+/// A client that asked for `/ping?bytes=` and has not taken the body this long after asking is
+/// reset. The kernel applies the same bound to any connection whose client stops acknowledging.
+pub const SEND_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Connections the kernel queues for the server before refusing more. A burst beyond the
+/// connection cap waits here while the server makes room (tokio's default is 128).
+pub const LISTEN_BACKLOG: u32 = 1024;
+
+/// The server's listening socket, with [`LISTEN_BACKLOG`].
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As std and tokio's own `bind` do, so a restarted daemon need not wait out TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
@@ -37,12 +82,51 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/ping", get(ping))
+        .layer(middleware::from_fn(read_body))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
         ))
         .with_state(state)
+}
+
+/// Reads (and drops) any request body before the handler runs. No handler reads bodies, so
+/// without this a chunked body, which has no Content-Length for `RequestBodyLimitLayer` to
+/// check, would never meet the limit.
+async fn read_body(request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    if !body.is_end_stream() {
+        let conn = parts.extensions.get::<ConnHandle>();
+        // A slow body is the client's doing, like a slow head.
+        if let Some(conn) = conn {
+            conn.waiting_on_client();
+        }
+        let read = axum::body::to_bytes(body, MAX_BODY_BYTES).await;
+        if let Some(conn) = conn {
+            conn.busy();
+        }
+        if let Err(e) = read {
+            // The limit error sits under one or two wrappers (tower-http's limit wraps the body
+            // too), so look through the whole chain.
+            let too_large = std::iter::successors(std::error::Error::source(&e), |s| s.source())
+                .any(|s| s.is::<http_body_util::LengthLimitError>());
+            return if too_large {
+                (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("request body larger than {MAX_BODY_BYTES} bytes; no endpoint takes a body\n"),
+                )
+                    .into_response()
+            } else {
+                (
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot read the request body: {e}\n"),
+                )
+                    .into_response()
+            };
+        }
+    }
+    next.run(Request::from_parts(parts, Body::empty())).await
 }
 
 /// OpenMetrics for clients that ask for it (Prometheus does), the classic text format for the
@@ -81,6 +165,7 @@ struct PingQuery {
 async fn ping(
     State(state): State<AppState>,
     axum::extract::Query(query): axum::extract::Query<PingQuery>,
+    conn: Option<Extension<ConnHandle>>,
 ) -> Response {
     match query.bytes {
         None => format!("{}\n", state.node_name).into_response(),
@@ -90,9 +175,27 @@ async fn ping(
         )
             .into_response(),
         Some(n) => {
+            let bulk = match conn {
+                Some(Extension(conn)) => match conn.start_bulk() {
+                    Some(permit) => Some(permit),
+                    None => {
+                        return (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!(
+                                "{MAX_BULK_RESPONSES} bulk bodies are being sent already; try again\n"
+                            ),
+                        )
+                            .into_response();
+                    }
+                },
+                None => None,
+            };
             // Not constant, so no compression along the path can shrink it.
-            let body: Vec<u8> = (0..n).map(|i| b'a' + (i % 26) as u8).collect();
-            ([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response()
+            (
+                [(header::CONTENT_TYPE, "application/octet-stream")],
+                Body::new(server::PingBody::new(n, bulk)),
+            )
+                .into_response()
         }
     }
 }
@@ -170,6 +273,61 @@ mod tests {
             get(state(true), "/nope", None).await.0,
             StatusCode::NOT_FOUND
         );
+    }
+
+    #[tokio::test]
+    async fn chunked_bodies_meet_the_limit_too() {
+        // A body without Content-Length, as a chunked request arrives.
+        let chunks = (0..10).map(|_| Ok::<_, std::io::Error>(vec![b'x'; 1024]));
+        let response = router(state(true))
+            .oneshot(
+                Request::get("/ping")
+                    .body(Body::from_stream(futures_util::stream::iter(chunks)))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let small = futures_util::stream::iter([Ok::<_, std::io::Error>(b"hello".to_vec())]);
+        let response = router(state(true))
+            .oneshot(
+                Request::get("/ping")
+                    .body(Body::from_stream(small))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn bulk_bodies_have_their_length_and_pattern() {
+        for n in [0u64, 1, 26, 16_380, 16_381, 100_000] {
+            let response = router(state(true))
+                .oneshot(
+                    Request::get(format!("/ping?bytes={n}"))
+                        .body(Body::empty())
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            assert_eq!(
+                HttpBody::size_hint(response.body()).exact(),
+                Some(n),
+                "bytes={n}"
+            );
+            let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            assert_eq!(body.len() as u64, n);
+            assert!(
+                body.iter()
+                    .enumerate()
+                    .all(|(i, b)| *b == b'a' + (i % 26) as u8),
+                "bytes={n}"
+            );
+        }
     }
 
     #[tokio::test]

@@ -49,6 +49,18 @@ pub const PROBE_OVERRUNS: FamilyDoc = FamilyDoc {
     labels: &["probe"],
     help: "Scheduled probe runs skipped because the previous run of the same target was still going",
 };
+pub const HTTP_CONNECTIONS: FamilyDoc = FamilyDoc {
+    name: "netprobe_http_connections",
+    kind: "gauge",
+    labels: &[],
+    help: "Connections the HTTP server (/metrics, /healthz, /readyz, /ping) holds open now; at most 256",
+};
+pub const HTTP_CONNECTIONS_CLOSED: FamilyDoc = FamilyDoc {
+    name: "netprobe_http_connections_closed_total",
+    kind: "counter",
+    labels: &["reason"],
+    help: "Connections the HTTP server closed because of a limit: header_timeout (no complete request head within 10 s of connecting or of the previous response), head_too_large (answered 431), evicted (closed at the connection cap to admit a new one, having waited longest on its client), refused (at the cap with every connection busy for 1 s) or send_deadline (a /ping?bytes= body not taken within 10 s)",
+};
 pub const DNS_DURATION: FamilyDoc = FamilyDoc {
     name: "netprobe_dns_lookup_duration_seconds",
     kind: "histogram",
@@ -257,6 +269,8 @@ pub const FAMILIES: &[FamilyDoc] = &[
     CONFIG_RELOADS,
     CONFIG_LAST_SUCCESS,
     MEMORY_ESTIMATE,
+    HTTP_CONNECTIONS,
+    HTTP_CONNECTIONS_CLOSED,
     DNS_DURATION,
     DNS_LOOKUPS,
     DNS_SUCCESS,
@@ -1103,6 +1117,48 @@ impl ConfigMetrics {
     }
 }
 
+/// Why the HTTP server closed a connection itself (the `reason` label's closed set).
+pub const HTTP_CLOSE_REASONS: &[&str] = &[
+    "header_timeout",
+    "head_too_large",
+    "evicted",
+    "refused",
+    "send_deadline",
+];
+
+/// The HTTP server's own connections.
+#[derive(Debug, Clone)]
+pub struct HttpMetrics {
+    connections: Gauge,
+    closed: Family<ReasonLabels, Counter>,
+}
+
+impl HttpMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let this = Self {
+            connections: Gauge::default(),
+            closed: Family::default(),
+        };
+        register(registry, &HTTP_CONNECTIONS, this.connections.clone());
+        register(registry, &HTTP_CONNECTIONS_CLOSED, this.closed.clone());
+        for &reason in HTTP_CLOSE_REASONS {
+            let _ = this.closed.get_or_create(&ReasonLabels { reason });
+        }
+        this
+    }
+
+    pub fn set_connections(&self, open: usize) {
+        self.connections
+            .set(i64::try_from(open).unwrap_or(i64::MAX));
+    }
+
+    /// `reason` is one of [`HTTP_CLOSE_REASONS`].
+    pub fn closed(&self, reason: &'static str) {
+        debug_assert!(HTTP_CLOSE_REASONS.contains(&reason), "{reason}");
+        self.closed.get_or_create(&ReasonLabels { reason }).inc();
+    }
+}
+
 /// The registry and every family in it.
 #[derive(Debug)]
 pub struct Metrics {
@@ -1114,6 +1170,7 @@ pub struct Metrics {
     pub csi: CsiMetrics,
     pub storage: StorageMetrics,
     pub probes: ProbeMetrics,
+    pub http: HttpMetrics,
 }
 
 /// Version and git revision this binary was built from.
@@ -1140,6 +1197,7 @@ impl Metrics {
         let overruns = Family::default();
         register(&mut registry, &PROBE_OVERRUNS, overruns.clone());
         let config = ConfigMetrics::register(&mut registry);
+        let http = HttpMetrics::register(&mut registry);
         let dns = DnsMetrics::register(&mut registry);
         let peers = PeerMetrics::register(&mut registry);
         let apiserver = ApiserverMetrics::register(&mut registry);
@@ -1154,6 +1212,7 @@ impl Metrics {
             csi,
             storage,
             probes: ProbeMetrics { overruns },
+            http,
         }
     }
 

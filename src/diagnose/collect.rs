@@ -4,7 +4,8 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{
@@ -36,8 +37,10 @@ pub struct Target {
     pub netprobe_namespace: Option<String>,
     /// Port of the pods' `/metrics` when no container port is named `metrics` or `http`.
     pub netprobe_port: u16,
-    /// Per read.
+    /// `--timeout`, for messages.
     pub timeout: Duration,
+    /// When `--timeout`, counted from the start of the run, runs out: every read ends by then.
+    pub deadline: tokio::time::Instant,
     /// Skip reading CoreDNS logs through the API (they were given as a file).
     pub skip_logs: bool,
     /// Skip the kube-netprobe pods' /metrics (given as files).
@@ -51,7 +54,8 @@ pub struct ReadError {
     pub step: String,
     /// The API call, e.g. `list pods -n kube-system -l k8s-app=kube-dns`.
     pub call: String,
-    /// `forbidden`, `unauthorized`, `not_found`, `timeout`, `unreachable` or `error`.
+    /// `forbidden`, `unauthorized`, `not_found`, `timeout`, `too_large`, `unreachable` or
+    /// `error`.
     pub reason: &'static str,
     pub message: String,
     /// The RBAC rule that allows the call, named when the call was forbidden.
@@ -122,11 +126,15 @@ pub enum ConnectError {
 }
 
 /// Builds a client from `kubeconfig` (or in-cluster config / `KUBECONFIG` / `~/.kube/config`)
-/// and checks within `timeout` that the API server answers and accepts the credentials.
-/// Unlike [`crate::discovery::kube::connect`] it never retries: a paged human needs an answer.
+/// and checks before `deadline` (`timeout` after the run started) that the API server answers
+/// and accepts the credentials. Unlike [`crate::discovery::kube::connect`] it never retries: a
+/// paged human needs an answer. The client reads no answer beyond `max_response` bytes, nor
+/// more than [`IN_FLIGHT_ANSWERS`] times that across the answers it reads at once.
 pub async fn connect(
     kubeconfig: Option<&std::path::Path>,
     timeout: Duration,
+    deadline: tokio::time::Instant,
+    max_response: u64,
 ) -> Result<(kube::Client, String), ConnectError> {
     let config = match kubeconfig {
         Some(path) => {
@@ -145,8 +153,25 @@ pub async fn connect(
     config.read_timeout = Some(timeout);
     config.write_timeout = Some(timeout);
     let server = config.cluster_url.to_string();
-    let client = kube::Client::try_from(config).map_err(|e| ConnectError::Config(e.to_string()))?;
-    match tokio::time::timeout(timeout, client.apiserver_version()).await {
+    // kube reads every answer whole into memory before parsing it; a huge list (or a hostile
+    // server) would take all of it, and the reads run together.
+    let in_flight = Arc::new(AtomicI64::new(
+        i64::try_from(max_response.saturating_mul(IN_FLIGHT_ANSWERS)).unwrap_or(i64::MAX),
+    ));
+    let client = kube::client::ClientBuilder::try_from(config)
+        .map_err(|e| ConnectError::Config(e.to_string()))?
+        .with_layer(&tower::util::MapResponseLayer::new(
+            move |response: http::Response<Box<kube::client::DynBody>>| {
+                response.map(|body| Capped {
+                    body,
+                    max: max_response,
+                    read: 0,
+                    in_flight: in_flight.clone(),
+                })
+            },
+        ))
+        .build();
+    match tokio::time::timeout_at(deadline, client.apiserver_version()).await {
         Err(_) => Err(ConnectError::Unreachable {
             server,
             timeout,
@@ -186,11 +211,12 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 /// Records the failures of concurrent reads.
 struct Recorder {
     timeout: Duration,
+    deadline: tokio::time::Instant,
     errors: Mutex<Vec<ReadError>>,
 }
 
 impl Recorder {
-    /// Runs one read under the timeout; on failure records it and returns `None`.
+    /// Runs one read until the run's deadline; on failure records it and returns `None`.
     /// `rbac` is the rule that allows the call, e.g. `list pods (namespace kube-system)`.
     async fn read<T>(
         &self,
@@ -199,10 +225,16 @@ impl Recorder {
         rbac: String,
         fut: impl Future<Output = Result<T, kube::Error>>,
     ) -> Option<T> {
-        let result = tokio::time::timeout(self.timeout, fut).await;
+        let result = tokio::time::timeout_at(self.deadline, fut).await;
         let (reason, message) = match result {
             Ok(Ok(value)) => return Some(value),
-            Err(_) => ("timeout", format!("no answer within {:?}", self.timeout)),
+            Err(_) => (
+                "timeout",
+                format!(
+                    "no answer before --timeout ({}) ran out (it bounds the whole run)",
+                    humantime::format_duration(self.timeout)
+                ),
+            ),
             Ok(Err(e)) => classify(&e),
         };
         let missing_rbac = (reason == "forbidden").then_some(rbac);
@@ -235,7 +267,86 @@ impl Recorder {
     }
 }
 
+/// Answers at the full `--max-response-size` that may be held at once; beyond that the read
+/// that would pass it fails. A 5,000-node list at 60 MiB and the other reads fit; 20 hostile
+/// answers at the cap do not.
+const IN_FLIGHT_ANSWERS: u64 = 4;
+
+/// Why an answer was not read to its end.
+#[derive(Debug, thiserror::Error)]
+enum TooLarge {
+    #[error("the answer is larger than --max-response-size ({0}); not read further")]
+    Answer(crate::config::ByteSize),
+    #[error(
+        "the answers being read at once passed {IN_FLIGHT_ANSWERS} x --max-response-size ({0}) \
+         in all; this one was not read further"
+    )]
+    InFlight(crate::config::ByteSize),
+}
+
+/// A response body read up to `max` bytes, counting what it holds against `in_flight`, the
+/// bytes every answer being read may still take (given back when the body is dropped).
+struct Capped {
+    body: Box<kube::client::DynBody>,
+    max: u64,
+    read: u64,
+    in_flight: Arc<AtomicI64>,
+}
+
+impl Drop for Capped {
+    fn drop(&mut self) {
+        let read = i64::try_from(self.read).unwrap_or(i64::MAX);
+        self.in_flight.fetch_add(read, Ordering::AcqRel);
+    }
+}
+
+impl hyper::body::Body for Capped {
+    type Data = hyper::body::Bytes;
+    type Error = tower::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let frame = match std::pin::Pin::new(&mut self.body).poll_frame(cx) {
+            std::task::Poll::Ready(Some(Ok(frame))) => frame,
+            other => return other,
+        };
+        if let Some(data) = frame.data_ref() {
+            let n = data.len() as u64;
+            self.read += n;
+            let n = i64::try_from(n).unwrap_or(i64::MAX);
+            let left = self.in_flight.fetch_sub(n, Ordering::AcqRel) - n;
+            if self.read > self.max {
+                return std::task::Poll::Ready(Some(Err(Box::new(TooLarge::Answer(
+                    crate::config::ByteSize(self.max),
+                )))));
+            }
+            if left < 0 {
+                let all = self.max.saturating_mul(IN_FLIGHT_ANSWERS);
+                return std::task::Poll::Ready(Some(Err(Box::new(TooLarge::InFlight(
+                    crate::config::ByteSize(all),
+                )))));
+            }
+        }
+        std::task::Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 fn classify(e: &kube::Error) -> (&'static str, String) {
+    let too_large = std::iter::successors(Some(e as &dyn std::error::Error), |e| e.source())
+        .find_map(|e| e.downcast_ref::<TooLarge>());
+    if let Some(too_large) = too_large {
+        return ("too_large", too_large.to_string());
+    }
     match e {
         kube::Error::Api(status) => {
             let reason = match status.code {
@@ -276,6 +387,7 @@ pub async fn collect(
 ) -> Snapshot {
     let rec = Recorder {
         timeout: target.timeout,
+        deadline: target.deadline,
         errors: Mutex::new(Vec::new()),
     };
     let ns = target.namespace.as_str();

@@ -43,7 +43,10 @@ pub struct Options {
     pub format: Format,
     pub collect_only: bool,
     pub kubeconfig: Option<PathBuf>,
+    /// Bounds the whole run but `--storage-test` (which has its own).
     pub timeout: Duration,
+    /// Largest API response read, in bytes.
+    pub max_response: u64,
     pub coredns_logs: Vec<PathBuf>,
     /// `NODE=FILE`: /metrics text of the kube-netprobe pod on NODE, instead of the pod proxy.
     pub probe_metrics: Vec<(String, PathBuf)>,
@@ -98,7 +101,18 @@ pub fn run(opts: Options) -> u8 {
     code
 }
 
+/// Creates `dir` if needed and proves a file can be written in it; says whether it created it.
+fn check_writable(dir: &std::path::Path) -> std::io::Result<bool> {
+    let created = !dir.exists();
+    std::fs::create_dir_all(dir)?;
+    let probe = dir.join(".kube-netprobe-write-test");
+    std::fs::write(&probe, b"")?;
+    std::fs::remove_file(&probe)?;
+    Ok(created)
+}
+
 async fn run_async(opts: Options) -> u8 {
+    let deadline = tokio::time::Instant::now() + opts.timeout;
     let _ = rustls::crypto::ring::default_provider().install_default();
     let tty = std::io::stderr().is_terminal();
     let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
@@ -132,12 +146,43 @@ async fn run_async(opts: Options) -> u8 {
         }
     }
 
+    // Before any read: a run whose report cannot be written is one nobody can use.
+    let dir = opts
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("network-diagnostics-{}", timestamp().1)));
+    let created_dir = match check_writable(&dir) {
+        Ok(created) => created,
+        Err(e) => {
+            eprintln!(
+                "error: --out {}: cannot write the report there: {e}",
+                dir.display()
+            );
+            eprintln!(
+                "diagnose could not run: nothing was read (exit {}).",
+                exit::CANNOT_RUN
+            );
+            return exit::CANNOT_RUN;
+        }
+    };
+
     if tty {
         eprint!("connecting to the API server ...");
     }
-    let (client, server) = match collect::connect(opts.kubeconfig.as_deref(), opts.timeout).await {
+    let connected = collect::connect(
+        opts.kubeconfig.as_deref(),
+        opts.timeout,
+        deadline,
+        opts.max_response,
+    )
+    .await;
+    let (client, server) = match connected {
         Ok(c) => c,
         Err(e) => {
+            if created_dir {
+                // Only removes it while empty: nothing was written.
+                let _ = std::fs::remove_dir(&dir);
+            }
             if tty {
                 eprintln!();
             }
@@ -159,6 +204,7 @@ async fn run_async(opts: Options) -> u8 {
         netprobe_namespace: opts.netprobe_namespace.clone(),
         netprobe_port: opts.netprobe_port,
         timeout: opts.timeout,
+        deadline,
         skip_logs: !offline_logs.is_empty(),
         skip_metrics: !offline_metrics.is_empty(),
     };
@@ -215,10 +261,6 @@ async fn run_async(opts: Options) -> u8 {
         }
         snapshot.storage_test = Some(outcome);
     }
-    let dir = opts
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("network-diagnostics-{stamp}")));
     let (findings, matrix) = if opts.collect_only {
         (Vec::new(), analyse::Matrix::default())
     } else {

@@ -89,14 +89,14 @@ pub async fn run(
     while let Some(event) = pods.next().await {
         match event {
             Ok(event) => {
-                if health.update(true) == Transition::Recovered {
+                if matches!(health.update(true), Transition::Recovered { .. }) {
                     tracing::info!(source = SOURCE, "CoreDNS discovery recovered");
                 }
                 view.event(event);
             }
             Err(e) => {
                 metrics.discovery_error(SOURCE, super::error_reason(&e));
-                if health.update(false) == Transition::StartedFailing {
+                if matches!(health.update(false), Transition::StartedFailing { .. }) {
                     super::log_failing(
                         &format!("pods in {} ({})", config.namespace, config.selector),
                         &e,

@@ -131,12 +131,12 @@ pub async fn run(
             else => break,
         };
         match (health.update(failed.is_none()), &failed) {
-            (Transition::StartedFailing, Some((resource, e))) => super::log_failing(
+            (Transition::StartedFailing { .. }, Some((resource, e))) => super::log_failing(
                 resource,
                 e,
                 "the CSI registration watch keeps the last known state",
             ),
-            (Transition::Recovered, _) => tracing::info!("CSI registration watch recovered"),
+            (Transition::Recovered { .. }, _) => tracing::info!("CSI registration watch recovered"),
             _ => {}
         }
         if let Some((_, e)) = &failed {

@@ -242,12 +242,12 @@ pub async fn run(
 
 fn log_transition(health: &Health, source: &str, error: Option<&watcher::Error>) {
     match (health.update(error.is_none()), error) {
-        (Transition::StartedFailing, Some(e)) => super::log_failing(
+        (Transition::StartedFailing { .. }, Some(e)) => super::log_failing(
             source,
             e,
             "peer discovery keeps the last known peers and retries with backoff",
         ),
-        (Transition::Recovered, _) => tracing::info!(source, "peer discovery recovered"),
+        (Transition::Recovered { .. }, _) => tracing::info!(source, "peer discovery recovered"),
         _ => {}
     }
 }

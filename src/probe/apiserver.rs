@@ -234,13 +234,13 @@ impl ApiserverTarget {
         self.metrics
             .record(self.path, observation.result, &observation.phases);
         match self.health.update(observation.result == "success") {
-            Transition::StartedFailing => tracing::warn!(
+            Transition::StartedFailing { suppressed } => tracing::warn!(
                 path = self.path, endpoint = ?self.endpoint, result = observation.result,
-                detail = observation.detail.as_deref().unwrap_or(""),
+                detail = observation.detail.as_deref().unwrap_or(""), suppressed,
                 "API-server probe failing"
             ),
-            Transition::Recovered => {
-                tracing::info!(path = self.path, "API-server probe recovered")
+            Transition::Recovered { suppressed } => {
+                tracing::info!(path = self.path, suppressed, "API-server probe recovered")
             }
             Transition::Unchanged => {}
         }

@@ -1087,17 +1087,18 @@ impl DnsTarget {
             .record_family_queries(&self.labels, family_queries);
         let l = &self.labels;
         match self.health.update(ok) {
-            Transition::StartedFailing => tracing::warn!(
+            Transition::StartedFailing { suppressed } => tracing::warn!(
                 server = %l.server, name = %l.name, qtype = %l.qtype,
                 outcome = %observation.outcome.describe(),
                 expected = %self.query.expect.map_or(
                     "NOERROR with a record of the queried type for the name",
                     |e| rcode_name(e.0)
                 ),
+                suppressed,
                 "DNS lookup failing"
             ),
-            Transition::Recovered => tracing::info!(
-                server = %l.server, name = %l.name, qtype = %l.qtype,
+            Transition::Recovered { suppressed } => tracing::info!(
+                server = %l.server, name = %l.name, qtype = %l.qtype, suppressed,
                 "DNS lookup recovered"
             ),
             Transition::Unchanged => {}

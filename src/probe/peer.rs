@@ -287,15 +287,15 @@ impl PeerTarget {
             .record(&self.key, observation.result, &observation.phases);
         let k = &self.key;
         match self.health.update(observation.result == "success") {
-            Transition::StartedFailing => tracing::warn!(
+            Transition::StartedFailing { suppressed } => tracing::warn!(
                 target_node = %k.target_node, protocol = k.protocol, family = k.family,
                 addr = %self.addr, result = observation.result,
-                detail = observation.detail.as_deref().unwrap_or(""),
+                detail = observation.detail.as_deref().unwrap_or(""), suppressed,
                 "peer probe failing"
             ),
-            Transition::Recovered => tracing::info!(
+            Transition::Recovered { suppressed } => tracing::info!(
                 target_node = %k.target_node, protocol = k.protocol, family = k.family,
-                "peer probe recovered"
+                suppressed, "peer probe recovered"
             ),
             Transition::Unchanged => {}
         }

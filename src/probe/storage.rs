@@ -1160,13 +1160,13 @@ impl StorageTarget {
         self.metrics.record(&self.volume, obs);
         let ok = obs.result == "success";
         match self.health.update(ok) {
-            Transition::StartedFailing => tracing::warn!(
+            Transition::StartedFailing { suppressed } => tracing::warn!(
                 volume = %self.volume, path = %self.path.display(), result = obs.result,
-                detail = obs.detail.as_deref().unwrap_or(""),
+                detail = obs.detail.as_deref().unwrap_or(""), suppressed,
                 "storage probe failing"
             ),
-            Transition::Recovered => {
-                tracing::info!(volume = %self.volume, "storage probe recovered")
+            Transition::Recovered { suppressed } => {
+                tracing::info!(volume = %self.volume, suppressed, "storage probe recovered")
             }
             Transition::Unchanged => {}
         }

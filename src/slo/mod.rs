@@ -535,6 +535,13 @@ fn round(x: f64, decimals: i32) -> f64 {
 
 /// `30d`, `6h`, `1h30m`, `-1h4m48s`: a duration rounded to whole seconds, in its largest units.
 pub fn short_duration(seconds: f64) -> String {
+    // Beyond about 30 years days and hours say nothing more than the exponent does.
+    if !seconds.is_finite() {
+        return render::human(seconds, 0);
+    }
+    if seconds.abs() >= 1e9 {
+        return format!("{}s", render::human(seconds, 0));
+    }
     let sign = if seconds < 0.0 { "-" } else { "" };
     let mut left = seconds.abs().round() as u64;
     if left == 0 {
@@ -1068,5 +1075,7 @@ mod tests {
         assert_eq!(short_duration(-3888.0), "-1h4m48s");
         assert_eq!(short_duration(22680.0), "6h18m");
         assert_eq!(short_duration(0.2), "0s");
+        assert_eq!(short_duration(-1e308), "-1.00e308s");
+        assert_eq!(short_duration(f64::INFINITY), "+Inf");
     }
 }

@@ -356,8 +356,8 @@ pub fn parse_query_response(status: u16, body: &[u8]) -> Result<Option<f64>, Res
     };
     if api.status == "error" {
         return Err(ResponseError::Query {
-            error_type: api.error_type.unwrap_or_else(|| "error".into()),
-            error: api.error.unwrap_or_default(),
+            error_type: printable(api.error_type.as_deref().unwrap_or("error").as_bytes(), 100),
+            error: printable(api.error.unwrap_or_default().as_bytes(), 500),
         });
     }
     if !(200..300).contains(&status) {
@@ -406,14 +406,50 @@ fn parse_value(text: &str) -> Result<f64, ResponseError> {
     }
 }
 
+/// A body for an error message: trimmed, at most 200 characters, [`printable`].
 fn shorten(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let text = text.trim();
-    match text.char_indices().nth(200) {
-        Some((cut, _)) => format!("{}...", &text[..cut]),
-        None if text.is_empty() => "(empty body)".into(),
-        None => text.to_string(),
+    let body = body.trim_ascii();
+    if body.is_empty() {
+        "(empty body)".into()
+    } else {
+        printable(body, 200)
     }
+}
+
+/// Text a server sent, made safe to print on a terminal: control characters (NUL, ESC,
+/// newlines) and invisible direction or width marks as `\u{..}` escapes, bytes that are not
+/// UTF-8 (0xFF) as `\xff`; at most `max` characters of the original, then `...`.
+pub fn printable(bytes: &[u8], max: usize) -> String {
+    use std::fmt::Write as _;
+    let hidden = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+    };
+    let mut out = String::new();
+    let mut taken = 0;
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if taken == max {
+                out.push_str("...");
+                return out;
+            }
+            if hidden(c) {
+                out.extend(c.escape_default());
+            } else {
+                out.push(c);
+            }
+            taken += 1;
+        }
+        for byte in chunk.invalid() {
+            if taken == max {
+                out.push_str("...");
+                return out;
+            }
+            let _ = write!(out, "\\x{byte:02x}");
+            taken += 1;
+        }
+    }
+    out
 }
 
 /// Percent-encodes everything but RFC 3986's unreserved characters, for a query-string value.
@@ -524,6 +560,31 @@ mod tests {
             parse_query_response(503, timeout.as_bytes()),
             Err(ResponseError::Query { error_type, .. }) if error_type == "timeout"
         ));
+    }
+
+    #[test]
+    fn server_text_is_escaped_for_the_terminal() {
+        assert_eq!(
+            printable(b"bad\0gateway\xff\x1b[2J\n\xe2\x80\xaeevil", 100),
+            r"bad\u{0}gateway\xff\u{1b}[2J\n\u{202e}evil"
+        );
+        assert_eq!(printable("déjà vu".as_bytes(), 100), "déjà vu");
+        assert_eq!(printable(b"abcdef", 3), "abc...");
+        assert_eq!(
+            parse_query_response(502, b"upstream \0 down\xff\r\n"),
+            Err(ResponseError::Status(
+                502,
+                r"upstream \u{0} down\xff".into()
+            ))
+        );
+        let body = r#"{"status":"error","errorType":"bad\u0007data","error":"nul \u0000 here"}"#;
+        assert_eq!(
+            parse_query_response(400, body.as_bytes()),
+            Err(ResponseError::Query {
+                error_type: r"bad\u{7}data".into(),
+                error: r"nul \u{0} here".into(),
+            })
+        );
     }
 
     #[test]

@@ -12,16 +12,31 @@ fn objective(ratio: f64) -> String {
     format!("{text}%")
 }
 
+/// `x` with `decimals` places while that stays short; from a million on (either sign), three
+/// significant digits in scientific notation. Prometheus may send any float, and 1e308 printed
+/// with `{:.3}` is 309 digits long.
+pub(crate) fn human(x: f64, decimals: usize) -> String {
+    if x.is_nan() {
+        "NaN".into()
+    } else if x.is_infinite() {
+        if x > 0.0 { "+Inf" } else { "-Inf" }.into()
+    } else if x.abs() >= 1e6 {
+        format!("{x:.2e}")
+    } else {
+        format!("{x:.decimals$}")
+    }
+}
+
 /// `99.950%`: three decimals tell 99.9 % from 99.95 % objectives apart.
 fn attainment(slo: &SloReport) -> String {
     slo.attainment
-        .map_or_else(|| "no data".into(), |a| format!("{:.3}%", a * 100.0))
+        .map_or_else(|| "no data".into(), |a| format!("{}%", human(a * 100.0, 3)))
 }
 
 /// `50.0%`, `-150.0%`.
 fn budget(slo: &SloReport) -> String {
     slo.budget_remaining
-        .map_or_else(|| "-".into(), |b| format!("{:.1}%", b * 100.0))
+        .map_or_else(|| "-".into(), |b| format!("{}%", human(b * 100.0, 1)))
 }
 
 fn budget_time(slo: &SloReport) -> String {
@@ -30,15 +45,15 @@ fn budget_time(slo: &SloReport) -> String {
 }
 
 fn burn(rate: Option<f64>) -> String {
-    rate.map_or_else(|| "-".into(), |r| format!("{r:.2}"))
+    rate.map_or_else(|| "-".into(), |r| human(r, 2))
 }
 
 /// An event count: whole as it usually is, one decimal when `increase()` extrapolated.
 fn count(n: f64) -> String {
-    if (n - n.round()).abs() < 1e-6 {
+    if n.is_finite() && n.abs() < 1e6 && (n - n.round()).abs() < 1e-6 {
         format!("{}", n.round())
     } else {
-        format!("{n:.1}")
+        human(n, 1)
     }
 }
 
@@ -327,6 +342,11 @@ Error budget exhausted: pod-network.
     fn counts_and_objectives() {
         assert_eq!(count(180000.0), "180000");
         assert_eq!(count(12.34), "12.3");
+        assert_eq!(count(1e308), "1.00e308");
+        assert_eq!(count(-2_500_000.0), "-2.50e6");
+        assert_eq!(count(f64::NAN), "NaN");
+        assert_eq!(human(-1e308 * 100.0, 3), "-Inf");
+        assert_eq!(human(99.95, 3), "99.950");
         assert_eq!(objective(0.999), "99.9%");
         assert_eq!(objective(0.99), "99%");
         assert_eq!(objective(0.9995), "99.95%");

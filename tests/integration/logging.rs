@@ -102,3 +102,86 @@ fn json_lines_carry_the_fields() {
     assert_eq!(failing[0]["server"], server.addr().to_string());
     assert_eq!(failing[0]["outcome"], "NXDOMAIN with 0 answer(s)");
 }
+
+/// The damping of `src/probe/mod.rs`: lines a target may log in a burst, and one more per
+/// refill interval after it.
+const LOG_BURST: u64 = 3;
+const LOG_REFILL: Duration = Duration::from_secs(20);
+
+/// `suppressed=N` on a log line.
+fn suppressed(line: &str) -> Option<u64> {
+    let rest = &line[line.find("suppressed=")? + "suppressed=".len()..];
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn a_flapping_target_logs_a_burst_then_lines_with_the_count_left_out() {
+    let server = DnsServer::start();
+    // Every other lookup times out: the target flips between failing and fine on every probe.
+    server.set(
+        "flap.cluster.local",
+        Behaviour::DropOdd(Box::new(Behaviour::Answer(IP))),
+    );
+    server.set("ok.cluster.local", Behaviour::Answer(IP));
+    let started = std::time::Instant::now();
+    let mut daemon = Daemon::start(&config(&server.addr().to_string(), ""));
+
+    lookups(&mut daemon, "flap.cluster.local", 30.0);
+    let metrics = daemon.scrape();
+    let log = daemon.stderr_text();
+    let elapsed = started.elapsed();
+    let flap = &[("name", "flap.cluster.local")];
+    let timeouts = metrics.sum(
+        "netprobe_dns_lookups_total",
+        &[("name", "flap.cluster.local"), ("rcode", "TIMEOUT")],
+    );
+    let answered = metrics.sum(
+        "netprobe_dns_lookups_total",
+        &[("name", "flap.cluster.local"), ("rcode", "NOERROR")],
+    );
+    assert!(
+        timeouts >= 10.0 && answered >= 10.0,
+        "the target did not flap: {timeouts} timeouts, {answered} answers ({flap:?})"
+    );
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("name=flap.cluster.local"))
+        .filter(|l| l.contains("DNS lookup failing") || l.contains("DNS lookup recovered"))
+        .collect();
+    // The bound for however long this took: the burst and one line per refill interval.
+    let allowed = LOG_BURST + elapsed.as_secs() / LOG_REFILL.as_secs();
+    assert!(
+        lines.len() as u64 <= allowed,
+        "{} lines in {elapsed:?} for about {} changes; at most {allowed} allowed:\n{}",
+        lines.len(),
+        timeouts + answered,
+        lines.join("\n")
+    );
+    assert!(
+        lines.iter().all(|l| suppressed(l).is_some()),
+        "every line carries the count:\n{}",
+        lines.join("\n")
+    );
+
+    // The first line after the burst tells how many changes it left out.
+    let counted = crate::util::poll(
+        "a line about flap.cluster.local with suppressed=N, N > 0",
+        LOG_REFILL + WAIT,
+        || {
+            let log = daemon.stderr_text();
+            log.lines()
+                .filter(|l| l.contains("name=flap.cluster.local"))
+                .find_map(|l| suppressed(l).filter(|n| *n > 0))
+                .ok_or_else(|| format!("none yet:\n{log}"))
+        },
+    );
+    assert!(counted >= 10, "only {counted} changes left out");
+    assert_eq!(
+        lines_with(&daemon.stderr_text(), &["ok.cluster.local"]),
+        0,
+        "the steady target logs nothing"
+    );
+}

@@ -16,6 +16,7 @@ mod cluster;
 mod config;
 mod diagnose;
 mod dns;
+mod http_limits;
 mod image;
 mod kube;
 mod logging;

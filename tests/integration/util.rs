@@ -20,9 +20,14 @@ pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often waits re-check their condition.
 const POLL_EVERY: Duration = Duration::from_millis(50);
 
-/// Path of the binary under test, built by cargo for this test target.
+/// Path of the binary under test: the one cargo built for this test target, or `NETPROBE_BIN`
+/// when set (scripts/bench-http-limits runs a suite against the release build that way).
 pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_kube-netprobe")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("NETPROBE_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_kube-netprobe").to_owned())
+    })
 }
 
 /// Whether this process runs with effective uid 0 (read from /proc, so no libc dependency).
