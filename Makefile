@@ -32,15 +32,18 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets --locked -- -D warnings
 
-## Rewrites the generated files (docs/metrics.md, dashboards/*.json; the chart's copies of alerts/
-## and dashboards/, its alert-parameter values, schema and values table).
+## Rewrites the generated files (docs/metrics.md, docs/man/*.1, docs/completions/*, dashboards/*.json;
+## the chart's copies of alerts/ and dashboards/, its alert-parameter values, schema and values
+## table).
 generate:
 	python3 dashboards/generate.py
 	NETPROBE_REGENERATE=1 $(CARGO) test --lib --locked metrics::tests::metrics_reference_is_current
+	NETPROBE_REGENERATE=1 $(CARGO) test --lib --locked cli::tests::man_pages_and_completion_scripts_are_current
 	scripts/generate-chart
 
 check-generated:
 	$(CARGO) test --lib --locked metrics::tests::metrics_reference_is_current
+	$(CARGO) test --lib --locked cli::tests::man_pages_and_completion_scripts_are_current
 	scripts/generate-chart --check
 	python3 dashboards/generate.py --check
 

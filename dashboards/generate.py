@@ -3,6 +3,12 @@
 
     python3 dashboards/generate.py          # rewrite dashboards/*.json
     python3 dashboards/generate.py --check  # exit 1 if any JSON file is stale (CI)
+    python3 dashboards/generate.py --job-regex REGEX --out DIR   # with another job selector
+
+The kube-netprobe targets are selected as the alerts select them: `job=~"<netprobeJobRegex>"`,
+the parameter of alerts/parameters.yaml (its default makes dashboards/*.json; the chart puts its
+prometheusRule.parameters.netprobeJobRegex value in, so one value moves alerts and dashboards).
+The regex goes inside a PromQL "..." string as written, as in the alerts.
 
 Every query selects `cluster=~"$cluster"` and, where the series come from a node,
 `node=~"$node"`: the `node` label is the one the chart's ServiceMonitor adds (the scraped pod's
@@ -13,12 +19,38 @@ Standard library only, so CI needs nothing but python3.
 """
 
 import json
+import re
 import sys
 from pathlib import Path
 
 SCHEMA_VERSION = 42  # Grafana 12/13 (defaultDashboard.schemaVersion of @grafana/schema 13.2)
 DS = {"type": "prometheus", "uid": "${datasource}"}
-JOB = 'job=~".*kube-netprobe.*"'
+HERE = Path(__file__).resolve().parent
+PARAMETERS = HERE.parent / "alerts" / "parameters.yaml"
+
+
+def default_job_regex():
+    """netprobeJobRegex's default in alerts/parameters.yaml (read without a YAML library, so CI
+    needs nothing but python3: the file writes it as `- name: ...` then `default: ...`)."""
+    m = re.search(r"^\s*- name: netprobeJobRegex\n\s*default: (.+)$", PARAMETERS.read_text(), re.M)
+    if not m:
+        sys.exit(f"dashboards/generate.py: no netprobeJobRegex default in {PARAMETERS}")
+    value = m.group(1).strip()
+    if value[:1] in "'\"":
+        value = json.loads(value) if value[0] == '"' else value[1:-1].replace("''", "'")
+    return value
+
+
+# The job matcher of every query on series that do not come from kube-netprobe alone (up,
+# scrape_*); set by set_job_regex before the dashboards are built.
+JOB = ""
+
+
+def set_job_regex(regex):
+    global JOB
+    if '"' in regex:
+        sys.exit(f"dashboards/generate.py: job regex {regex!r}: a \" would end the PromQL string")
+    JOB = f'job=~"{regex}"'
 C = 'cluster=~"$cluster"'
 CN = 'cluster=~"$cluster", node=~"$node"'
 DNS_ERR = 'rcode=~"SERVFAIL|REFUSED|TIMEOUT|NETWORK_ERROR"'
@@ -191,8 +223,12 @@ def query_var(name, label, query, multi=True, current=None):
             "options": []}
 
 
-CLUSTER_VAR = query_var("cluster", "Cluster", f"label_values(up{{{JOB}}}, cluster)", multi=False)
-NODE_VAR = query_var("node", "Node", f"label_values(up{{{JOB}, {C}}}, node)")
+def cluster_var():
+    return query_var("cluster", "Cluster", f"label_values(up{{{JOB}}}, cluster)", multi=False)
+
+
+def node_var():
+    return query_var("node", "Node", f"label_values(up{{{JOB}, {C}}}, node)")
 
 
 def dashboard(uid, title, desc, panels, extra_vars=(), tags=()):
@@ -217,7 +253,7 @@ def dashboard(uid, title, desc, panels, extra_vars=(), tags=()):
         "links": [{"title": "kube-netprobe", "type": "dashboards", "tags": ["kube-netprobe"],
                    "asDropdown": True, "icon": "external link", "includeVars": True,
                    "keepTime": True, "targetBlank": False, "tooltip": ""}],
-        "templating": {"list": [datasource_var(), CLUSTER_VAR, NODE_VAR, *extra_vars]},
+        "templating": {"list": [datasource_var(), cluster_var(), node_var(), *extra_vars]},
         "panels": layout(panels),
     }
 
@@ -646,13 +682,37 @@ DASHBOARDS = {
 }
 
 
-def render(build):
+def render(build, job_regex=None):
+    set_job_regex(default_job_regex() if job_regex is None else job_regex)
     return json.dumps(build(), indent=2, sort_keys=False) + "\n"
 
 
+USAGE = "usage: dashboards/generate.py [--check] [--job-regex REGEX --out DIR]"
+
+
 def main(argv):
-    here = Path(__file__).resolve().parent
-    check = "--check" in argv
+    here = HERE
+    args = list(argv)
+    check = "--check" in args
+    job_regex, out = None, None
+    while args:
+        a = args.pop(0)
+        if a == "--job-regex" and args:
+            job_regex = args.pop(0)
+        elif a == "--out" and args:
+            out = Path(args.pop(0))
+        elif a != "--check":
+            print(USAGE, file=sys.stderr)
+            return 2
+    if (job_regex is None) != (out is None) or (out and check):
+        # dashboards/*.json always hold the default selector; another one goes elsewhere.
+        print(USAGE, file=sys.stderr)
+        return 2
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, build in DASHBOARDS.items():
+            (out / name).write_text(render(build, job_regex))
+        return 0
     stale = []
     for name, build in DASHBOARDS.items():
         path = here / name

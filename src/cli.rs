@@ -1,10 +1,11 @@
 //! The command line: `run` (the default), `check-config`, `diagnose`, `probe storage`, `slo-report`,
-//! `--version`.
+//! `completions`, `--version`; and, for `make generate`, the man pages and completion scripts
+//! kept in the repository.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use crate::config::Config;
 use crate::logging::{self, LogFormat};
@@ -24,9 +25,34 @@ const LONG_VERSION: &str = concat!(
     ")"
 );
 
-/// Continuously probes a Kubernetes node's DNS and exposes the results to Prometheus.
+/// What `--help` and the man page say first: the whole product, not one probe.
+const LONG_ABOUT: &str = "\
+Runs on every Kubernetes node (a DaemonSet) and measures, all the time, what the node's pods \
+depend on; Prometheus scrapes the results from /metrics.
+
+DNS: lookups the way a pod makes them (its resolv.conf, search list and ndots) and against each \
+CoreDNS pod, one query at a time, with no cache and no hidden retries.
+
+Pod to pod: reachability and per-phase latency to the kube-netprobe pods of its neighbours \
+(HTTP, TCP, a bulk transfer that exposes MTU black holes, ICMP echo).
+
+API server: GET /readyz directly and through kubernetes.default.svc, TLS verified, per phase.
+
+Storage: write, fsync, read back and verify on each configured volume, and whether every CSI \
+driver is registered on the node.
+
+For the moment someone is paged: `diagnose` walks from the symptom to the broken part and \
+writes a report; `slo-report` reads SLO attainment and error budgets from Prometheus.";
+
+/// Probes DNS, pod-to-pod networking, the API server and storage from every Kubernetes node, for
+/// Prometheus.
 #[derive(Debug, Parser)]
-#[command(name = "kube-netprobe", version = LONG_VERSION, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "kube-netprobe",
+    version = LONG_VERSION,
+    long_about = LONG_ABOUT,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -52,6 +78,13 @@ enum Command {
     /// Run one probe once and print its result (used by `diagnose --storage-test`).
     #[command(subcommand)]
     Probe(ProbeCommand),
+    /// Print the shell completion script for SHELL, e.g. `kube-netprobe completions bash >
+    /// /etc/bash_completion.d/kube-netprobe`.
+    Completions {
+        /// The shell the script is for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 const DIAGNOSE_EXIT_CODES: &str = "Exit codes: 0 healthy, 1 warnings, 2 critical findings, \
@@ -188,8 +221,41 @@ pub fn main() -> ExitCode {
                 exit::FINDINGS
             },
         ),
+        Some(Command::Completions { shell }) => {
+            let mut out = Vec::new();
+            completions(shell, &mut out);
+            match std::io::Write::write_all(&mut std::io::stdout(), &out) {
+                Ok(()) => ExitCode::from(exit::OK),
+                Err(e) => {
+                    eprintln!("error: writing the completion script: {e}");
+                    ExitCode::from(exit::CANNOT_RUN)
+                }
+            }
+        }
         None => run(cli.run),
     }
+}
+
+/// The completion script of `shell`, as `kube-netprobe completions <shell>` prints it.
+pub fn completions(shell: clap_complete::Shell, out: &mut Vec<u8>) {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "kube-netprobe", &mut script);
+    if shell == clap_complete::Shell::Bash {
+        // clap_complete's bash generator spells a subcommand's state two ways when the binary's
+        // name holds a hyphen: the loop over the words sets `kube__netprobe__subcmd__diagnose`,
+        // the case arm that completes it matches `kube__subcmd__netprobe__subcmd__diagnose`, so
+        // nothing after a subcommand would complete. The arms are spelt the loop's way; once the
+        // generator agrees with itself, this replaces nothing.
+        let text =
+            String::from_utf8_lossy(&script).replace("kube__subcmd__netprobe", "kube__netprobe");
+        script = text.into_bytes();
+    }
+    out.extend_from_slice(&script);
+}
+
+/// The command line as clap builds it (what completions and man pages are made from).
+pub fn command() -> clap::Command {
+    Cli::command()
 }
 
 fn diagnose(a: DiagnoseArgs) -> ExitCode {
@@ -308,5 +374,97 @@ fn run(args: RunArgs) -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::from(exit::CANNOT_RUN)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    use clap_complete::Shell;
+
+    use super::{command, completions};
+
+    /// The completion scripts kept in docs/completions, under the names distributions install
+    /// them by; `kube-netprobe completions` prints the others (elvish, powershell) as well.
+    const SHELLS: [(Shell, &str); 3] = [
+        (Shell::Bash, "kube-netprobe.bash"),
+        (Shell::Zsh, "_kube-netprobe"),
+        (Shell::Fish, "kube-netprobe.fish"),
+    ];
+    const DIRS: [&str; 2] = ["docs/man", "docs/completions"];
+
+    /// Every generated file, by path in the repository, with its content.
+    fn generated() -> BTreeMap<String, Vec<u8>> {
+        let mut files = BTreeMap::new();
+        for (shell, name) in SHELLS {
+            let mut out = Vec::new();
+            completions(shell, &mut out);
+            files.insert(format!("docs/completions/{name}"), out);
+        }
+        // The version without the git revision, or the pages would change with every commit.
+        let mut cmd = command()
+            .version(env!("CARGO_PKG_VERSION"))
+            .long_version(None)
+            .disable_help_subcommand(true);
+        cmd.build();
+        fn pages(cmd: &clap::Command, files: &mut BTreeMap<String, Vec<u8>>) {
+            let man = clap_mangen::Man::new(cmd.clone()).manual("kube-netprobe manual");
+            let mut out = Vec::new();
+            man.render(&mut out).expect("render into memory");
+            files.insert(format!("docs/man/{}", man.get_filename()), out);
+            for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+                pages(sub, files);
+            }
+        }
+        pages(&cmd, &mut files);
+        files
+    }
+
+    /// docs/man and docs/completions are what the command line makes; NETPROBE_REGENERATE=1
+    /// (`make generate`) rewrites them.
+    #[test]
+    fn man_pages_and_completion_scripts_are_current() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let files = generated();
+        let regenerate = std::env::var_os("NETPROBE_REGENERATE").is_some();
+        let mut stale = Vec::new();
+        for dir in DIRS {
+            // A file no longer made (a subcommand removed or renamed) is stale too.
+            for entry in std::fs::read_dir(root.join(dir)).into_iter().flatten() {
+                let entry = entry.unwrap();
+                let rel = format!("{dir}/{}", entry.file_name().to_string_lossy());
+                if !files.contains_key(&rel) {
+                    if regenerate {
+                        std::fs::remove_file(entry.path()).unwrap();
+                    } else {
+                        stale.push(rel);
+                    }
+                }
+            }
+        }
+        for (rel, content) in &files {
+            let path = root.join(rel);
+            if regenerate {
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(&path, content).unwrap();
+            }
+            if std::fs::read(&path).ok().as_deref() != Some(content.as_slice()) {
+                stale.push(rel.clone());
+            }
+        }
+        assert!(
+            stale.is_empty(),
+            "stale, run `make generate`: {}",
+            stale.join(", ")
+        );
+        assert!(files.contains_key("docs/man/kube-netprobe.1"));
+        assert!(files.contains_key("docs/man/kube-netprobe-diagnose.1"));
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        command().debug_assert();
     }
 }

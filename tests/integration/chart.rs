@@ -122,10 +122,6 @@ fn every_rendered_manifest_passes_a_server_side_dry_run() {
     let Some(api) = Apiserver::start() else {
         return;
     };
-    api.apply(&format!(
-        "apiVersion: v1\nkind: Namespace\nmetadata: {{ name: {NAMESPACE} }}\n---\n\
-         apiVersion: v1\nkind: Namespace\nmetadata: {{ name: monitoring }}\n"
-    ));
     api.apply(OPERATOR_KINDS);
     poll("the monitoring.coreos.com kinds to be served", WAIT, || {
         let out = api.kubectl_with(
@@ -181,6 +177,30 @@ fn every_rendered_manifest_passes_a_server_side_dry_run() {
         } else {
             renders.push((name, render(&[&version[..], &["-f", &path]].concat())));
         }
+    }
+    // Every namespace the renders put objects in (namespaceOverride, the ServiceMonitor's and
+    // the PrometheusRule's namespace, the CoreDNS Role's), as the user would have them.
+    let mut namespaces = std::collections::BTreeSet::new();
+    for (_, manifests) in &renders {
+        let docs: Vec<serde_json::Value> =
+            serde_saphyr::from_multiple(manifests).expect("rendered YAML");
+        namespaces.extend(
+            docs.iter()
+                .filter_map(|d| d["metadata"]["namespace"].as_str().map(str::to_owned)),
+        );
+    }
+    // The escape hatches and the OpenShift path (no UID or GID at all) are among them.
+    assert!(namespaces.contains("netprobe-system"), "{namespaces:?}");
+    assert!(
+        renders
+            .iter()
+            .any(|(name, _)| name == "openshift-values.yaml"),
+        "no OpenShift render"
+    );
+    for ns in &namespaces {
+        api.apply(&format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{ name: {ns} }}\n"
+        ));
     }
     for (name, manifests) in &renders {
         let out = dry_run(&api, manifests);

@@ -12,6 +12,7 @@ mod volume;
 // Suites.
 mod blame;
 mod chart;
+mod cli;
 mod cluster;
 mod config;
 mod diagnose;

@@ -22,11 +22,42 @@ app.kubernetes.io/name: {{ include "kube-netprobe.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
+{{/* The namespace of every namespaced object. */}}
+{{- define "kube-netprobe.namespace" -}}
+{{- default .Release.Namespace .Values.namespaceOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
 {{- define "kube-netprobe.labels" -}}
-helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- include "kube-netprobe.labelsWith" (dict "root" . "extra" dict) }}
+{{- end }}
+
+{{/* The chart's labels, then the object's own extra labels (argument extra: serviceMonitor.labels
+     and the like) and commonLabels, each key once: a key repeated in a mapping makes the
+     manifest invalid, so the chart's own labels win, then the object's, then commonLabels. */}}
+{{- define "kube-netprobe.labelsWith" -}}
+{{- $root := .root -}}
+helm.sh/chart: {{ printf "%s-%s" $root.Chart.Name $root.Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "kube-netprobe.selectorLabels" $root }}
+app.kubernetes.io/version: {{ $root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ $root.Release.Service }}
+{{- $more := merge (dict) (.extra | default dict) ($root.Values.commonLabels | default dict) }}
+{{- range list "helm.sh/chart" "app.kubernetes.io/name" "app.kubernetes.io/instance" "app.kubernetes.io/version" "app.kubernetes.io/managed-by" }}
+{{- $_ := unset $more . }}
+{{- end }}
+{{- with $more }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* The pods' labels: the selector labels, then podLabels over commonLabels. */}}
+{{- define "kube-netprobe.podLabels" -}}
 {{ include "kube-netprobe.selectorLabels" . }}
-app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
-app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- $more := merge (dict) (.Values.podLabels | default dict) (.Values.commonLabels | default dict) }}
+{{- $_ := unset $more "app.kubernetes.io/name" }}
+{{- $_ = unset $more "app.kubernetes.io/instance" }}
+{{- with $more }}
+{{ toYaml . }}
+{{- end }}
 {{- end }}
 
 {{- define "kube-netprobe.serviceAccountName" -}}
@@ -37,12 +68,67 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
+{{/* The image: global.imageRegistry, when set, replaces the repository's registry (its first
+     path component when that names a host: it holds a "." or a ":", or is localhost), so that
+     a mirror keeps the repository's path. */}}
 {{- define "kube-netprobe.image" -}}
-{{- if .Values.image.digest }}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
-{{- else }}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- $repository := .Values.image.repository }}
+{{- $registry := (.Values.global | default dict).imageRegistry }}
+{{- if $registry }}
+{{- $parts := splitList "/" $repository }}
+{{- $first := first $parts }}
+{{- if and (gt (len $parts) 1) (or (contains "." $first) (contains ":" $first) (eq $first "localhost")) }}
+{{- $parts = rest $parts }}
 {{- end }}
+{{- $repository = printf "%s/%s" (trimSuffix "/" $registry) (join "/" $parts) }}
+{{- end }}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" $repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" $repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* The pod's securityContext: podSecurityContext, with runAsUser, runAsGroup and fsGroup from
+     the top-level values where it does not set them (null values leave them unset), and the
+     ping_group_range sysctl when ICMP is on. */}}
+{{- define "kube-netprobe.podSecurityContext" -}}
+{{- $ctx := deepCopy (.Values.podSecurityContext | default dict) }}
+{{- if and (not (hasKey $ctx "runAsUser")) (not (kindIs "invalid" .Values.runAsUser)) }}
+{{- $_ := set $ctx "runAsUser" .Values.runAsUser }}
+{{- end }}
+{{- if not (kindIs "invalid" .Values.runAsGroup) }}
+{{- if not (hasKey $ctx "runAsGroup") }}{{ $_ := set $ctx "runAsGroup" .Values.runAsGroup }}{{ end }}
+{{- /* Makes ephemeral (CSI) volumes writable by the daemon's group. */}}
+{{- if not (hasKey $ctx "fsGroup") }}{{ $_ := set $ctx "fsGroup" .Values.runAsGroup }}{{ end }}
+{{- end }}
+{{- if .Values.icmp.enabled }}
+{{- /* Unprivileged ICMP echo sockets for the daemon's group: a namespaced, "safe" sysctl that
+       the restricted Pod Security Standard allows; no NET_RAW capability. Without a fixed GID
+       the platform picks the group, so every group is admitted: the range applies to this
+       pod's network namespace only, where the daemon is the only process. */}}
+{{- $range := "0 2147483647" }}
+{{- if not (kindIs "invalid" $ctx.runAsGroup) }}{{ $range = printf "%d %d" (int64 $ctx.runAsGroup) (int64 $ctx.runAsGroup) }}{{ end }}
+{{- $sysctls := list }}
+{{- range ($ctx.sysctls | default list) }}
+{{- if ne .name "net.ipv4.ping_group_range" }}{{ $sysctls = append $sysctls . }}{{ end }}
+{{- end }}
+{{- $_ := set $ctx "sysctls" (append $sysctls (dict "name" "net.ipv4.ping_group_range" "value" $range)) }}
+{{- end }}
+{{- toYaml $ctx }}
+{{- end }}
+
+{{/* The container's securityContext: securityContext, with runAsUser and runAsGroup from the
+     top-level values where it does not set them (null values leave them unset). */}}
+{{- define "kube-netprobe.securityContext" -}}
+{{- $ctx := deepCopy (.Values.securityContext | default dict) }}
+{{- if and (not (hasKey $ctx "runAsUser")) (not (kindIs "invalid" .Values.runAsUser)) }}
+{{- $_ := set $ctx "runAsUser" .Values.runAsUser }}
+{{- end }}
+{{- if and (not (hasKey $ctx "runAsGroup")) (not (kindIs "invalid" .Values.runAsGroup)) }}
+{{- $_ := set $ctx "runAsGroup" .Values.runAsGroup }}
+{{- end }}
+{{- toYaml $ctx }}
 {{- end }}
 
 {{/* "true" when peers are discovered from the Kubernetes API (the chart's default), which needs
