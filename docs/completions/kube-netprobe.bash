@@ -146,7 +146,7 @@ _kube__netprobe() {
             return 0
             ;;
         kube__netprobe__subcmd__diagnose)
-            opts="-n -h --namespace --out --format --collect-only --kubeconfig --timeout --coredns-logs --probe-metrics --netprobe-selector --netprobe-namespace --netprobe-port --storage-test --storage-class --storage-test-image --storage-test-timeout --help"
+            opts="-n -h --namespace --out --format --collect-only --kubeconfig --timeout --max-response-size --coredns-logs --probe-metrics --netprobe-selector --netprobe-namespace --netprobe-port --storage-test --storage-class --storage-test-image --storage-test-timeout --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -173,6 +173,10 @@ _kube__netprobe() {
                     return 0
                     ;;
                 --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-response-size)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

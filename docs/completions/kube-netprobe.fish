@@ -69,7 +69,8 @@ complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand diagnose" -l
 markdown\t''
 json\t''"
 complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand diagnose" -l kubeconfig -d 'Kubeconfig file [default: in-cluster config, $KUBECONFIG or ~/.kube/config]' -r -F
-complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand diagnose" -l timeout -d 'Timeout of the connection check and of each read' -r
+complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand diagnose" -l timeout -d 'Bound on the whole run (connection check and every read), --storage-test aside' -r
+complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand diagnose" -l max-response-size -d 'Largest API response read (a list of every node of a big cluster is tens of MiB); a larger one is reported as a read that failed' -r
 complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand diagnose" -l coredns-logs -d 'Analyse these CoreDNS log files instead of reading the pods\' logs through the API' -r -F
 complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand diagnose" -l probe-metrics -d 'NODE=FILE: /metrics text of the kube-netprobe pod on NODE, instead of the pod proxy' -r
 complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand diagnose" -l netprobe-selector -d 'Label selector of the kube-netprobe DaemonSet\'s pods' -r
