@@ -8,15 +8,8 @@ use std::process::ExitCode;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use crate::config::Config;
+use crate::exit;
 use crate::logging::{self, LogFormat};
-
-/// Exit codes (design.md, "CLI").
-pub mod exit {
-    pub const OK: u8 = 0;
-    pub const FINDINGS: u8 = 1;
-    pub const USAGE: u8 = 2;
-    pub const CANNOT_RUN: u8 = 3;
-}
 
 const LONG_VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),

@@ -10,6 +10,7 @@ pub mod config;
 pub mod daemon;
 pub mod diagnose;
 pub mod discovery;
+pub mod exit;
 pub mod http;
 pub mod logging;
 pub mod metrics;

@@ -1,7 +1,7 @@
 //! Every metric family the daemon exposes, registered in one place.
 //!
-//! The names, types and labels are a contract that alerts, dashboards and users depend on
-//! (design.md, "Metric contract"). [`FAMILIES`] describes them; registration below uses the same
+//! The names, types and labels are a contract that alerts, dashboards and users depend on: a
+//! renamed label silently empties an alert. [`FAMILIES`] describes them; registration below uses the same
 //! entries, and `docs/metrics.md` is generated from them (`make generate`) and checked against a
 //! real encode, so the reference cannot drift from the code.
 

@@ -16,16 +16,7 @@ use std::time::Duration;
 
 use collect::{ProbeScrape, Target};
 
-/// Exit codes of `diagnose` (issue 7). 2 means critical findings here; clap's usage errors also
-/// exit 2, before anything runs (docs/diagnose.md).
-pub mod exit {
-    pub const HEALTHY: u8 = 0;
-    pub const WARNINGS: u8 = 1;
-    pub const CRITICAL: u8 = 2;
-    pub const CANNOT_RUN: u8 = 3;
-    /// Ctrl-C or SIGTERM during `--storage-test` (after its cleanup): 128 + SIGINT.
-    pub const INTERRUPTED: u8 = 130;
-}
+use crate::exit;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {

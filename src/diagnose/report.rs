@@ -51,9 +51,9 @@ pub struct Report {
 /// Exit code of diagnose: 0 healthy (info findings at most), 1 warnings, 2 critical.
 pub fn exit_code(findings: &[Finding]) -> u8 {
     match findings.iter().map(|f| f.severity).min() {
-        Some(Severity::Critical) => 2,
-        Some(Severity::Warning) => 1,
-        _ => 0,
+        Some(Severity::Critical) => crate::exit::CRITICAL,
+        Some(Severity::Warning) => crate::exit::FINDINGS,
+        _ => crate::exit::OK,
     }
 }
 

@@ -6,7 +6,7 @@
 //! DNS problem, not an API-server one. TLS is verified against the in-cluster CA; phases are
 //! `dns` (on the dns path), `connect`, `tls`, `first_byte` and `total`, all from the start.
 //!
-//! This is deliberately not kube's client: it retries 429/503/504 by itself (stack-notes.md),
+//! This is deliberately not kube's client: its default layers retry 429/503/504 by themselves,
 //! which is right for discovery and wrong for a probe.
 
 use std::net::SocketAddr;

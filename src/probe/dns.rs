@@ -1,7 +1,7 @@
 //! The DNS prober: one lookup of one name against one server, measured the way a pod sees it.
 //!
-//! A resolver library hides what a probe must see (its retries, its cache, its fallbacks; see
-//! stack-notes.md), so this sends exactly the messages it decides to send: UDP queries on
+//! A resolver library hides what a probe must see (its retries, its cache, its fallbacks:
+//! hickory-resolver retries and caches by design), so this sends exactly the messages it decides to send: UDP queries on
 //! connected sockets of its own (so ICMP errors surface), and one-shot hickory-net TCP exchanges
 //! only when a UDP answer is truncated (or with `use-vc`); every message is counted.
 //! hickory-proto encodes and decodes the messages. An explicit server gets one query. Server

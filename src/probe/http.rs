@@ -1,6 +1,7 @@
 //! One HTTP/1.1 GET on a connection the caller opened, with the time of the first response byte.
 //!
-//! Neither reqwest nor hyper-util's pooled client exposes per-phase hooks (stack-notes.md), so
+//! Neither reqwest nor hyper-util's pooled client exposes per-phase hooks (connect, TLS, first
+//! byte), so
 //! the probers drive each phase themselves: they connect (and handshake TLS), then hand the
 //! stream to [`get`], which wraps it to stamp the first byte the server sends back.
 

@@ -15,7 +15,7 @@ use clap::{Args, ValueEnum};
 use futures_util::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
-use crate::cli::exit;
+use crate::exit;
 use prometheus::{Auth, Client};
 
 /// One series selector: a metric name and the matchers docs/slo.md puts on it.
@@ -694,8 +694,8 @@ fn read_secret(path: &std::path::Path, what: &str) -> Result<String, String> {
     Ok(secret)
 }
 
-/// The `slo-report` command; returns the exit code of design.md: 0 every budget left, 1 some
-/// budget exhausted, 2 usage error, 3 could not run.
+/// The `slo-report` command; returns its exit code (see [`crate::exit`]): 0 every budget left,
+/// 1 some budget exhausted, 2 usage error, 3 could not run.
 pub fn main(args: ReportArgs) -> ExitCode {
     let auth = match (
         &args.bearer_token_file,

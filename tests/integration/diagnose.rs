@@ -1,5 +1,5 @@
 //! `kube-netprobe diagnose` against a real kube-apiserver (with etcd), one seeded cluster per
-//! fault class of issue 7. One apiserver serves every scenario: namespace-scoped faults live in
+//! fault class docs/diagnose.md lists. One apiserver serves every scenario: namespace-scoped faults live in
 //! their own namespaces; a cluster-wide fault is applied, diagnosed and reverted before the
 //! next, so every run starts from the same healthy cluster and must name its fault and no other
 //! (the finding ids are compared whole). Also: an RBAC-limited identity (partial report naming
@@ -779,7 +779,7 @@ count: 3
         format!("erofs volume and node not named:\n{}", r.context()),
     );
 
-    // Fresh and partial data (issue 12, item 6). node-c's kube-netprobe pod was just replaced:
+    // Fresh and partial data. node-c's kube-netprobe pod was just replaced:
     // its own probes and its peers' probes of its new address failed once, while the pod came
     // up. Not judged: no critical finding, an info that says so.
     let write_metrics = |what: &str, texts: &[(&str, String)]| -> Vec<String> {
