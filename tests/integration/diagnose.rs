@@ -350,10 +350,9 @@ fn validate_reports(checks: &mut Checks, reports: &[PathBuf]) {
 }
 
 #[test]
+#[ignore = "needs root: a kube-apiserver of its own (apt-get, /var/cache)"]
 fn diagnose_names_each_seeded_fault_and_no_other() {
-    let Some(api) = Apiserver::start() else {
-        return;
-    };
+    let api = Apiserver::start();
     let started = Instant::now();
     let out = tempfile::tempdir().expect("tempdir");
     let admin = api.kubeconfig_admin().to_owned();
@@ -1094,13 +1093,10 @@ subjects:
 /// namespaces on 198.18.0.0/15, reachable from the root namespace where the apiserver runs),
 /// each running the real daemon; Pods in the apiserver whose podIP is the node's address.
 #[test]
+#[ignore = "needs root: a kube-apiserver of its own (apt-get, /var/cache)"]
 fn diagnose_reads_the_live_matrix_through_the_pod_proxy() {
-    let Some(cluster) = crate::netns::Cluster::new(3) else {
-        return;
-    };
-    let Some(api) = Apiserver::start() else {
-        return;
-    };
+    let cluster = crate::netns::Cluster::new(3);
+    let api = Apiserver::start();
     let out = tempfile::tempdir().expect("tempdir");
     let names: Vec<String> = cluster
         .nodes()

@@ -285,8 +285,8 @@ fn system_daemon(
 }
 
 #[test]
+#[ignore = "needs root to bind port 53 on a 127.53.x.y address"]
 fn system_resolver_walks_the_search_list() {
-    crate::skip_unless_root!("bind port 53 on a 127.53.x.y address");
     let ip = system_resolver_ip();
     let server = port_53_server(ip);
     server.set(
@@ -540,8 +540,8 @@ fn http_endpoints() {
 /// from ordinary slowness. Here timeout:1, so the lookups land in (1, 2.5]. Both queries of the
 /// A and AAAA pair are lost, so the whole pair is asked again.
 #[test]
+#[ignore = "needs root to bind port 53 on a 127.53.x.y address"]
 fn system_resolver_retries_after_its_timeout_like_libc() {
-    crate::skip_unless_root!("bind port 53 on a 127.53.x.y address");
     let ip = other_resolver_ip(2);
     let server = port_53_server(ip);
     server.set(
@@ -613,8 +613,8 @@ fn family_queries(m: &Metrics, server: &str, name: &str, family: &str, rcode: &s
 /// search-list walk at the first answer with records (useful or not) and walks on past an empty
 /// one, and the final answer must hold an A for the name, directly or through its CNAMEs.
 #[test]
+#[ignore = "needs root to bind port 53 on a 127.53.x.y address"]
 fn system_resolver_judges_answers_as_an_application_does() {
-    crate::skip_unless_root!("bind port 53 on a 127.53.x.y address");
     let ip = other_resolver_ip(1);
     let server = port_53_server(ip);
     unusable_answers(&server);
@@ -676,8 +676,8 @@ fn system_resolver_judges_answers_as_an_application_does() {
 /// socket) keep the AAAA out of the race. The server drops an AAAA only while an A from the same
 /// address and port is unanswered, as the race does.
 #[test]
+#[ignore = "needs root to bind port 53 on a 127.53.x.y address"]
 fn system_a_lookups_send_a_and_aaaa_like_getaddrinfo() {
-    crate::skip_unless_root!("bind port 53 on a 127.53.x.y address");
     let ip = other_resolver_ip(3);
     let server = port_53_server(ip);
     let name = "race.cluster.local";

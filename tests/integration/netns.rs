@@ -230,13 +230,11 @@ pub struct Node {
 }
 
 impl Cluster {
-    /// Creates `n` nodes (1..=253). Returns `None` (saying why on stderr) when not root;
-    /// panics when a setup step fails as root (what was made so far is removed).
-    pub fn new(n: usize) -> Option<Self> {
-        if !util::is_root() {
-            eprintln!("SKIPPED: network namespaces need root");
-            return None;
-        }
+    /// Creates `n` nodes (1..=253). Needs root: the tests using it are `#[ignore]`d, and run
+    /// as root with `--ignored`. Panics when a setup step fails (what was made so far is
+    /// removed).
+    pub fn new(n: usize) -> Self {
+        assert!(util::is_root(), "network namespaces need root");
         assert!(
             (1..=253).contains(&n),
             "a cluster has 1..=253 nodes, not {n}"
@@ -271,7 +269,7 @@ impl Cluster {
             cluster.add_node(i, net);
         }
         cluster.wait_links_up();
-        Some(cluster)
+        cluster
     }
 
     fn add_netns(&mut self, name: &str) {
@@ -737,11 +735,10 @@ fn web_server<'a>(node: &'a Node, root: &std::path::Path, client: &Node) -> Netn
 }
 
 #[test]
+#[ignore = "needs root: network namespaces"]
 fn namespaces_connect_and_faults_apply() {
     use Want::*;
-    let Some(cluster) = Cluster::new(3) else {
-        return;
-    };
+    let cluster = Cluster::new(3);
     let (n0, n1, n2) = (cluster.node(0), cluster.node(1), cluster.node(2));
     let root = web_root();
     let _web1 = web_server(n1, root.path(), n0);
@@ -827,10 +824,9 @@ fn namespaces_connect_and_faults_apply() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces"]
 fn daemons_run_in_namespaces_and_answer_the_harness() {
-    let Some(cluster) = Cluster::new(2) else {
-        return;
-    };
+    let cluster = Cluster::new(2);
     let config = |node: &Node| {
         format!(
             "listen: 0.0.0.0:9753\nnode_name: {}\ndns:\n  servers: []\n",
@@ -873,7 +869,7 @@ fn a_panicking_test_leaves_nothing_behind() {
     }
     let mut made = None;
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let cluster = Cluster::new(2).expect("root");
+        let cluster = Cluster::new(2);
         let _daemon = cluster
             .node(1)
             .run_daemon("listen: 0.0.0.0:9753\nnode_name: node-1\ndns:\n  servers: []\n");

@@ -12,7 +12,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::dns_server::{Behaviour, DnsServer};
-use crate::skip_unless_root;
 use crate::util::{Checks, Daemon, Metrics};
 use crate::volume::{self, Call, Fault, FaultyFs, FillOnProbe};
 
@@ -85,8 +84,8 @@ fn assert_left(root: &Path, expected: &[&str]) {
 }
 
 #[test]
+#[ignore = "needs root to mount a tmpfs"]
 fn a_small_tmpfs_is_skipped_by_the_space_guard() {
-    skip_unless_root!("mount a tmpfs");
     let fs = volume::tmpfs(4 << 20);
     let mut daemon = Daemon::start(&config(fs.path(), "", ", size: 16MiB"));
     let m = wait_for_result(&mut daemon, "insufficient_space", 2.0);
@@ -115,8 +114,8 @@ fn a_small_tmpfs_is_skipped_by_the_space_guard() {
 }
 
 #[test]
+#[ignore = "needs root to mount a tmpfs and watch it with fanotify"]
 fn a_disk_that_fills_mid_run_is_enospc_and_nothing_is_left() {
-    skip_unless_root!("mount a tmpfs and watch it with fanotify");
     let fs = volume::tmpfs(8 << 20);
     let fill = FillOnProbe::start(fs.path(), ".kube-netprobe");
     // With no reserve the guard lets a 4 MiB probe through on 8 MiB; then the disk fills.
@@ -135,8 +134,8 @@ fn a_disk_that_fills_mid_run_is_enospc_and_nothing_is_left() {
 }
 
 #[test]
+#[ignore = "needs root to bind-mount a directory read-only"]
 fn a_read_only_mount_is_erofs() {
-    skip_unless_root!("bind-mount a directory read-only");
     let ro = volume::read_only_bind();
     let mut daemon = Daemon::start(&config(ro.mount.path(), "  reserve: 0\n", ", size: 1MiB"));
     let m = wait_for_result(&mut daemon, "erofs", 2.0);
@@ -145,8 +144,8 @@ fn a_read_only_mount_is_erofs() {
 }
 
 #[test]
+#[ignore = "needs root to run the daemon as nobody"]
 fn a_directory_the_daemon_may_not_write_is_permission_denied() {
-    skip_unless_root!("run the daemon as nobody");
     // Root-owned, 0755: nobody can enter but not write.
     let dir = tempfile::tempdir().unwrap();
     Command::new("chmod")
@@ -184,8 +183,8 @@ fn a_directory_the_daemon_may_not_write_is_permission_denied() {
 }
 
 #[test]
+#[ignore = "needs root to attach a loop device"]
 fn a_loop_ext4_volume_succeeds_with_direct_io() {
-    skip_unless_root!("attach a loop device");
     let ext4 = volume::loop_ext4(256);
     let root = ext4.mount.path().to_owned();
     let mut daemon = Daemon::start(&config(
@@ -242,8 +241,8 @@ fn a_loop_ext4_volume_succeeds_with_direct_io() {
 }
 
 #[test]
+#[ignore = "needs root to mount a FUSE filesystem"]
 fn corrupted_reads_are_a_checksum_mismatch() {
-    skip_unless_root!("mount a FUSE filesystem");
     let fs = FaultyFs::mount(Fault::FlipOnRead);
     let mut daemon = Daemon::start(&config(
         fs.path(),
@@ -409,26 +408,26 @@ fn a_volume_hung_in(call: Call, clock_name: &str) {
 }
 
 #[test]
+#[ignore = "needs root to mount a FUSE filesystem"]
 fn a_volume_hung_in_write_times_out_while_the_daemon_keeps_working() {
-    skip_unless_root!("mount a FUSE filesystem");
     a_volume_hung_in(Call::Write, "write");
 }
 
 #[test]
+#[ignore = "needs root to mount a FUSE filesystem"]
 fn a_volume_hung_in_mkdir_reads_as_stuck() {
-    skip_unless_root!("mount a FUSE filesystem");
     a_volume_hung_in(Call::Mkdir, "mkdir");
 }
 
 #[test]
+#[ignore = "needs root to mount a FUSE filesystem"]
 fn a_volume_hung_in_open_reads_as_stuck() {
-    skip_unless_root!("mount a FUSE filesystem");
     a_volume_hung_in(Call::Create, "open");
 }
 
 #[test]
+#[ignore = "needs root to mount a FUSE filesystem"]
 fn a_start_up_cleanup_hung_in_unlink_reads_as_stuck() {
-    skip_unless_root!("mount a FUSE filesystem");
     a_volume_hung_in(Call::Unlink, "unlink");
 }
 
@@ -457,8 +456,8 @@ fn threads_blocked_for_long(pid: u32) -> HashSet<u32> {
 }
 
 #[test]
+#[ignore = "needs root to attach a loop device and freeze its filesystem"]
 fn a_frozen_filesystem_reads_as_stuck_and_recovers_when_thawed() {
-    skip_unless_root!("attach a loop device and freeze its filesystem");
     let ext4 = volume::loop_ext4(64);
     let other = volume::tmpfs(8 << 20);
     let timeout = 1.0;

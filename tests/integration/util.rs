@@ -40,17 +40,6 @@ pub fn is_root() -> bool {
         .is_some_and(|euid| euid == "0")
 }
 
-/// Returns early from the calling test, saying why, unless it runs as root.
-#[macro_export]
-macro_rules! skip_unless_root {
-    ($why:expr) => {
-        if !$crate::util::is_root() {
-            eprintln!("SKIPPED {}: needs root to {}", module_path!(), $why);
-            return;
-        }
-    };
-}
-
 /// Polls `check` until it returns `Ok`, at most `timeout`. `Err` carries what was seen last,
 /// which the panic message reports next to `what` (the expectation).
 pub fn poll<T>(what: &str, timeout: Duration, check: impl FnMut() -> Result<T, String>) -> T {
