@@ -250,23 +250,9 @@ fn event_line(e: &Event) -> String {
 
 /// Whether `selector` selects an object with `labels` (an empty selector selects everything).
 pub fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    let by_labels = selector
-        .match_labels
-        .iter()
-        .flatten()
-        .all(|(k, v)| labels.get(k) == Some(v));
-    let by_expressions = selector.match_expressions.iter().flatten().all(|e| {
-        let value = labels.get(&e.key);
-        let values = e.values.as_deref().unwrap_or(&[]);
-        match e.operator.as_str() {
-            "In" => value.is_some_and(|v| values.contains(v)),
-            "NotIn" => value.is_none_or(|v| !values.contains(v)),
-            "Exists" => value.is_some(),
-            "DoesNotExist" => value.is_none(),
-            _ => false,
-        }
-    });
-    by_labels && by_expressions
+    use kube::core::{Selector, SelectorExt};
+    // An operator the API would reject (or a malformed requirement) selects nothing.
+    Selector::try_from(selector.clone()).is_ok_and(|s| s.matches(labels))
 }
 
 fn labels_of(

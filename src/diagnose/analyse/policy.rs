@@ -33,27 +33,10 @@ pub(super) fn port_allows(ports: Option<&Vec<NetworkPolicyPort>>, protocol: &str
 }
 
 pub(super) fn cidr_contains(cidr: &str, ip: IpAddr) -> bool {
-    let Some((net, len)) = cidr.split_once('/') else {
-        return false;
-    };
-    let (Ok(net), Ok(len)) = (net.parse::<IpAddr>(), len.parse::<u32>()) else {
-        return false;
-    };
-    match (net, ip) {
-        (IpAddr::V4(n), IpAddr::V4(i)) if len <= 32 => {
-            let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-            u32::from(n) & mask == u32::from(i) & mask
-        }
-        (IpAddr::V6(n), IpAddr::V6(i)) if len <= 128 => {
-            let mask = if len == 0 {
-                0
-            } else {
-                u128::MAX << (128 - len)
-            };
-            u128::from(n) & mask == u128::from(i) & mask
-        }
-        _ => false,
-    }
+    // An unparsable CIDR (the API validates them, a hand-written object may not) contains
+    // nothing; host bits set (`10.0.0.1/8`) are allowed, as Kubernetes allows them.
+    cidr.parse::<ipnet::IpNet>()
+        .is_ok_and(|net| net.contains(&ip))
 }
 
 /// What the checks know of CoreDNS: its pods' labels and IPs, and kube-system's labels.
