@@ -14,9 +14,10 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::storage::v1::{CSIDriver, CSINode, StorageClass, VolumeAttachment};
-use kube::Api;
 use kube::api::{ListParams, LogParams};
+use kube::{Api, Resource};
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 /// Where CoreDNS lives and how it is labelled (the kubeadm and most distributions' defaults).
 pub const DNS_NAMESPACE: &str = "kube-system";
@@ -247,24 +248,6 @@ impl Recorder {
         });
         None
     }
-
-    /// Like [`Recorder::read`] for a `get` where 404 is an answer (`Some(None)`), not an error.
-    async fn get_opt<T>(
-        &self,
-        step: &str,
-        call: String,
-        rbac: String,
-        fut: impl Future<Output = Result<T, kube::Error>>,
-    ) -> Option<Option<T>> {
-        self.read(step, call, rbac, async {
-            match fut.await {
-                Ok(v) => Ok(Some(v)),
-                Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
-                Err(e) => Err(e),
-            }
-        })
-        .await
-    }
 }
 
 /// Answers at the full `--max-response-size` that may be held at once; beyond that the read
@@ -371,11 +354,73 @@ fn ns_scope(ns: &str) -> String {
     format!("namespace {ns}")
 }
 
-async fn list<K>(api: Api<K>, lp: ListParams) -> Result<Vec<K>, kube::Error>
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    api.list(&lp).await.map(|l| l.items)
+/// Where a read goes: one namespace, every namespace, or a cluster-scoped kind.
+#[derive(Debug, Clone, Copy)]
+enum At<'a> {
+    Namespace(&'a str),
+    AllNamespaces,
+    Cluster,
+}
+
+impl At<'_> {
+    /// The `-n` or `--all-namespaces` of the kubectl line this read is the same as.
+    fn flag(self) -> String {
+        match self {
+            At::Namespace(ns) => format!(" -n {ns}"),
+            At::AllNamespaces => " --all-namespaces".into(),
+            At::Cluster => String::new(),
+        }
+    }
+
+    /// The scope of the RBAC rule that allows the read.
+    fn scope(self) -> String {
+        match self {
+            At::Namespace(ns) => ns_scope(ns),
+            At::AllNamespaces | At::Cluster => "cluster-wide".into(),
+        }
+    }
+}
+
+/// The resource as an RBAC rule names it: `pods`, `csidrivers.storage.k8s.io`.
+fn rbac_resource<K: Resource<DynamicType = ()>>() -> String {
+    let (plural, group) = (K::plural(&()), K::group(&()));
+    if group.is_empty() {
+        plural.into_owned()
+    } else {
+        format!("{plural}.{group}")
+    }
+}
+
+impl Recorder {
+    /// Lists `K` through `api` (built for `at`), recorded as the kubectl line it equals
+    /// (`list pods -n kube-system -l k8s-app=kube-dns`) with the RBAC rule that allows it.
+    async fn list<K>(&self, step: &str, api: Api<K>, at: At<'_>, lp: ListParams) -> Option<Vec<K>>
+    where
+        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    {
+        let mut call = format!("list {}{}", K::plural(&()), at.flag());
+        if let Some(labels) = &lp.label_selector {
+            call.push_str(&format!(" -l {labels}"));
+        }
+        if let Some(fields) = &lp.field_selector {
+            call.push_str(&format!(" --field-selector {fields}"));
+        }
+        let rbac = format!("list {} ({})", rbac_resource::<K>(), at.scope());
+        self.read(step, call, rbac, async move {
+            api.list(&lp).await.map(|l| l.items)
+        })
+        .await
+    }
+
+    /// Gets `K` `name` through `api` (built for `at`); 404 is an answer (`Some(None)`).
+    async fn get<K>(&self, step: &str, api: Api<K>, at: At<'_>, name: &str) -> Option<Option<K>>
+    where
+        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    {
+        let call = format!("get {} {name}{}", K::kind(&()).to_lowercase(), at.flag());
+        let rbac = format!("get {} ({})", rbac_resource::<K>(), at.scope());
+        self.read(step, call, rbac, api.get_opt(name)).await
+    }
 }
 
 /// Collects everything; `progress` is told each step's name as it finishes.
@@ -396,14 +441,11 @@ pub async fn collect(
 
     let coredns = async {
         let pods = rec
-            .read(
+            .list(
                 "coredns-pods",
-                format!("list pods -n {DNS_NAMESPACE} -l {DNS_SELECTOR}"),
-                format!("list pods ({})", ns_scope(DNS_NAMESPACE)),
-                list(
-                    Api::<Pod>::namespaced(c.clone(), DNS_NAMESPACE),
-                    ListParams::default().labels(DNS_SELECTOR),
-                ),
+                Api::<Pod>::namespaced(c.clone(), DNS_NAMESPACE),
+                At::Namespace(DNS_NAMESPACE),
+                ListParams::default().labels(DNS_SELECTOR),
             )
             .await;
         done("coredns-pods");
@@ -416,14 +458,11 @@ pub async fn collect(
     };
     let coredns_events = async {
         let r = rec
-            .read(
+            .list(
                 "coredns-events",
-                format!("list events -n {DNS_NAMESPACE} --field-selector involvedObject.kind=Pod"),
-                format!("list events ({})", ns_scope(DNS_NAMESPACE)),
-                list(
-                    Api::<Event>::namespaced(c.clone(), DNS_NAMESPACE),
-                    ListParams::default().fields("involvedObject.kind=Pod"),
-                ),
+                Api::<Event>::namespaced(c.clone(), DNS_NAMESPACE),
+                At::Namespace(DNS_NAMESPACE),
+                ListParams::default().fields("involvedObject.kind=Pod"),
             )
             .await;
         done("coredns-events");
@@ -431,11 +470,11 @@ pub async fn collect(
     };
     let corefile = async {
         let r = rec
-            .get_opt(
+            .get(
                 "corefile",
-                format!("get configmap {COREFILE_CONFIGMAP} -n {DNS_NAMESPACE}"),
-                format!("get configmaps ({})", ns_scope(DNS_NAMESPACE)),
-                Api::<ConfigMap>::namespaced(c.clone(), DNS_NAMESPACE).get(COREFILE_CONFIGMAP),
+                Api::<ConfigMap>::namespaced(c.clone(), DNS_NAMESPACE),
+                At::Namespace(DNS_NAMESPACE),
+                COREFILE_CONFIGMAP,
             )
             .await
             .map(|cm| cm.and_then(|cm| cm.data.and_then(|mut d| d.remove("Corefile"))));
@@ -444,27 +483,27 @@ pub async fn collect(
     };
     let dns_service = async {
         let svc = rec
-            .get_opt(
+            .get(
                 "kube-dns-service",
-                format!("get service {DNS_SERVICE} -n {DNS_NAMESPACE}"),
-                format!("get services ({})", ns_scope(DNS_NAMESPACE)),
-                Api::<Service>::namespaced(c.clone(), DNS_NAMESPACE).get(DNS_SERVICE),
+                Api::<Service>::namespaced(c.clone(), DNS_NAMESPACE),
+                At::Namespace(DNS_NAMESPACE),
+                DNS_SERVICE,
             )
             .await;
         let eps = rec
-            .get_opt(
+            .get(
                 "kube-dns-endpoints",
-                format!("get endpoints {DNS_SERVICE} -n {DNS_NAMESPACE}"),
-                format!("get endpoints ({})", ns_scope(DNS_NAMESPACE)),
-                Api::<Endpoints>::namespaced(c.clone(), DNS_NAMESPACE).get(DNS_SERVICE),
+                Api::<Endpoints>::namespaced(c.clone(), DNS_NAMESPACE),
+                At::Namespace(DNS_NAMESPACE),
+                DNS_SERVICE,
             )
             .await;
         let dns_ns = rec
-            .get_opt(
+            .get(
                 "dns-namespace",
-                format!("get namespace {DNS_NAMESPACE}"),
-                "get namespaces (cluster-wide)".into(),
-                Api::<Namespace>::all(c.clone()).get(DNS_NAMESPACE),
+                Api::<Namespace>::all(c.clone()),
+                At::Cluster,
+                DNS_NAMESPACE,
             )
             .await;
         done("kube-dns-service");
@@ -472,59 +511,53 @@ pub async fn collect(
     };
     let network = async {
         let policies = rec
-            .read(
+            .list(
                 "networkpolicies",
-                "list networkpolicies --all-namespaces".into(),
-                "list networkpolicies.networking.k8s.io (cluster-wide)".into(),
-                list(Api::<NetworkPolicy>::all(c.clone()), ListParams::default()),
+                Api::<NetworkPolicy>::all(c.clone()),
+                At::AllNamespaces,
+                ListParams::default(),
             )
             .await;
         done("networkpolicies");
         let ns_object = rec
-            .get_opt(
+            .get(
                 "namespace",
-                format!("get namespace {ns}"),
-                "get namespaces (cluster-wide)".into(),
-                Api::<Namespace>::all(c.clone()).get(ns),
+                Api::<Namespace>::all(c.clone()),
+                At::Cluster,
+                ns,
             )
             .await;
         let pods = rec
-            .read(
+            .list(
                 "namespace-pods",
-                format!("list pods -n {ns}"),
-                format!("list pods ({})", ns_scope(ns)),
-                list(Api::<Pod>::namespaced(c.clone(), ns), ListParams::default()),
+                Api::<Pod>::namespaced(c.clone(), ns),
+                At::Namespace(ns),
+                ListParams::default(),
             )
             .await;
         let services = rec
-            .read(
+            .list(
                 "namespace-services",
-                format!("list services -n {ns}"),
-                format!("list services ({})", ns_scope(ns)),
-                list(
-                    Api::<Service>::namespaced(c.clone(), ns),
-                    ListParams::default(),
-                ),
+                Api::<Service>::namespaced(c.clone(), ns),
+                At::Namespace(ns),
+                ListParams::default(),
             )
             .await;
         let endpoints = rec
-            .read(
+            .list(
                 "namespace-endpoints",
-                format!("list endpoints -n {ns}"),
-                format!("list endpoints ({})", ns_scope(ns)),
-                list(
-                    Api::<Endpoints>::namespaced(c.clone(), ns),
-                    ListParams::default(),
-                ),
+                Api::<Endpoints>::namespaced(c.clone(), ns),
+                At::Namespace(ns),
+                ListParams::default(),
             )
             .await;
         done("namespace-services");
         let nodes = rec
-            .read(
+            .list(
                 "nodes",
-                "list nodes".into(),
-                "list nodes (cluster-wide)".into(),
-                list(Api::<Node>::all(c.clone()), ListParams::default()),
+                Api::<Node>::all(c.clone()),
+                At::Cluster,
+                ListParams::default(),
             )
             .await;
         done("nodes");
@@ -532,72 +565,60 @@ pub async fn collect(
     };
     let storage = async {
         let drivers = rec
-            .read(
+            .list(
                 "csidrivers",
-                "list csidrivers".into(),
-                "list csidrivers.storage.k8s.io (cluster-wide)".into(),
-                list(Api::<CSIDriver>::all(c.clone()), ListParams::default()),
+                Api::<CSIDriver>::all(c.clone()),
+                At::Cluster,
+                ListParams::default(),
             )
             .await;
         let csinodes = rec
-            .read(
+            .list(
                 "csinodes",
-                "list csinodes".into(),
-                "list csinodes.storage.k8s.io (cluster-wide)".into(),
-                list(Api::<CSINode>::all(c.clone()), ListParams::default()),
+                Api::<CSINode>::all(c.clone()),
+                At::Cluster,
+                ListParams::default(),
             )
             .await;
         let classes = rec
-            .read(
+            .list(
                 "storageclasses",
-                "list storageclasses".into(),
-                "list storageclasses.storage.k8s.io (cluster-wide)".into(),
-                list(Api::<StorageClass>::all(c.clone()), ListParams::default()),
+                Api::<StorageClass>::all(c.clone()),
+                At::Cluster,
+                ListParams::default(),
             )
             .await;
         done("csidrivers");
         let pvs = rec
-            .read(
+            .list(
                 "persistentvolumes",
-                "list persistentvolumes".into(),
-                "list persistentvolumes (cluster-wide)".into(),
-                list(
-                    Api::<PersistentVolume>::all(c.clone()),
-                    ListParams::default(),
-                ),
+                Api::<PersistentVolume>::all(c.clone()),
+                At::Cluster,
+                ListParams::default(),
             )
             .await;
         let pvcs = rec
-            .read(
+            .list(
                 "persistentvolumeclaims",
-                "list persistentvolumeclaims --all-namespaces".into(),
-                "list persistentvolumeclaims (cluster-wide)".into(),
-                list(
-                    Api::<PersistentVolumeClaim>::all(c.clone()),
-                    ListParams::default(),
-                ),
+                Api::<PersistentVolumeClaim>::all(c.clone()),
+                At::AllNamespaces,
+                ListParams::default(),
             )
             .await;
         let pvc_events = rec
-            .read(
+            .list(
                 "pvc-events",
-                "list events --all-namespaces --field-selector involvedObject.kind=PersistentVolumeClaim".into(),
-                "list events (cluster-wide)".into(),
-                list(
-                    Api::<Event>::all(c.clone()),
-                    ListParams::default().fields("involvedObject.kind=PersistentVolumeClaim"),
-                ),
+                Api::<Event>::all(c.clone()),
+                At::AllNamespaces,
+                ListParams::default().fields("involvedObject.kind=PersistentVolumeClaim"),
             )
             .await;
         let attachments = rec
-            .read(
+            .list(
                 "volumeattachments",
-                "list volumeattachments".into(),
-                "list volumeattachments.storage.k8s.io (cluster-wide)".into(),
-                list(
-                    Api::<VolumeAttachment>::all(c.clone()),
-                    ListParams::default(),
-                ),
+                Api::<VolumeAttachment>::all(c.clone()),
+                At::Cluster,
+                ListParams::default(),
             )
             .await;
         done("storage");
@@ -616,24 +637,16 @@ pub async fn collect(
             done("netprobe-metrics");
             return (None, Vec::new());
         }
-        let (api, call, rbac) = match &target.netprobe_namespace {
-            Some(n) => (
-                Api::<Pod>::namespaced(c.clone(), n),
-                format!("list pods -n {n} -l {}", target.netprobe_selector),
-                format!("list pods ({})", ns_scope(n)),
-            ),
-            None => (
-                Api::<Pod>::all(c.clone()),
-                format!("list pods --all-namespaces -l {}", target.netprobe_selector),
-                "list pods (cluster-wide)".to_owned(),
-            ),
+        let (api, at) = match &target.netprobe_namespace {
+            Some(n) => (Api::<Pod>::namespaced(c.clone(), n), At::Namespace(n)),
+            None => (Api::<Pod>::all(c.clone()), At::AllNamespaces),
         };
         let pods = rec
-            .read(
+            .list(
                 "netprobe-pods",
-                call,
-                rbac,
-                list(api, ListParams::default().labels(&target.netprobe_selector)),
+                api,
+                at,
+                ListParams::default().labels(&target.netprobe_selector),
             )
             .await;
         let scrapes = match &pods {
