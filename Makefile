@@ -56,3 +56,4 @@ bench:
 	scripts/bench-discovery
 	scripts/bench-storage
 	scripts/bench-cluster
+	scripts/bench-series

@@ -69,8 +69,9 @@ fn series_scrape_size_and_rss_at_5_10_and_20_peers() {
         let Some(fixtures) = Fixtures::start() else {
             return;
         };
+        // After a newline: libtest has just printed the test's name on this line.
         println!(
-            "{:<11} {:>3} {:>7} {:>9} {:>13} {:>13} {:>9} {:>9}",
+            "\n{:<11} {:>3} {:>7} {:>9} {:>13} {:>13} {:>9} {:>9}",
             "detail", "k", "lines", "bytes", "scrape p50", "scrape p99", "VmRSS", "VmHWM"
         );
         for (detail, _) in BUDGETS {
@@ -223,6 +224,8 @@ impl Fixtures {
         p["interval"] = json!("1s");
         p["timeout"] = json!("500ms");
         p["port"] = json!(9753);
+        // k is the number of neighbours each node probes (the chart's default is 10).
+        p["neighbours"] = json!(peers);
         p["discovery"] = json!({
             "static": (1..=peers)
                 .map(|i| format!("node-{i:02}=127.0.0.1:9753"))
