@@ -7,8 +7,8 @@ CARGO ?= cargo
 ## Everything CI runs: test dependencies, formatting, lints, every test (unit, integration
 ## against real DNS servers, promtool), and the generated files' freshness. Tests that need root
 ## are #[ignore]d in a plain `cargo test` (so a run without root counts them as ignored, not
-## passed); the second `cargo test` runs them, all but the real-cluster ones, which scripts/e2e
-## runs on its cluster.
+## passed); the second `cargo test` runs them, all but the real-cluster ones (scripts/e2e runs
+## them on its cluster) and the series benchmark (scripts/bench-series runs it).
 test: deps lint check-generated
 	scripts/check-alerts
 	scripts/check-alertmanager-config
@@ -16,7 +16,7 @@ test: deps lint check-generated
 	scripts/check-dashboards
 	scripts/check-chart
 	$(CARGO) test --all-targets --locked
-	$(CARGO) test --locked --test integration -- --ignored --skip cluster::
+	$(CARGO) test --locked --test integration -- --ignored --skip cluster:: --skip series_scrape_size_and_rss
 	scripts/e2e
 
 ## The real-cluster end-to-end test (root): the image, a 3-node Kubernetes cluster on this
@@ -64,3 +64,4 @@ bench:
 	scripts/bench-storage
 	scripts/bench-cluster
 	scripts/bench-http-limits
+	scripts/bench-series

@@ -478,7 +478,10 @@ def network():
                    peer_quantile(0.99, "node, target_node", f'{PEER}, phase="total"')
                    .replace(f"[{RI}]", "[$__range]"),
                    "node", "target_node", "s",
-                   "p99 of the whole probe over the time range, successful probes only.",
+                   "p99 of the whole probe over the time range, successful probes only. Needs "
+                   "the per-peer histograms of metrics.detail: per_target; empty at the default "
+                   "(per_node), where the reachability matrices and the per-protocol latency "
+                   "below remain.",
                    th=thresholds((None, "green"), (0.1, "orange"), (0.5, "red"))),
             table("Unreachable peers now", f"netprobe_peer_up{{{CN}}} == 0",
                   "Every (checker, target, protocol, family) whose last probe failed.",
@@ -510,10 +513,14 @@ def network():
                 "the node answers but nothing listens or something rejects.", stack=True),
             timeseries("Probe latency p99 by phase", [target(
                 peer_quantile(0.99, "protocol, phase", PEER), "{{protocol}} {{phase}}")], "s",
-                "connect, first_byte and total, measured from the start of each probe."),
+                "Measured from the start of each probe: the whole probe (total; connect for "
+                "tcp), and with metrics.detail: per_target also connect and first_byte of http "
+                "and bulk."),
             timeseries("Probe latency p99 by target node", [target(
                 peer_quantile(0.99, "target_node", f'{PEER}, phase="total"'),
-                "{{target_node}}")], "s"),
+                "{{target_node}}")], "s",
+                "Needs the per-peer histograms of metrics.detail: per_target; empty at the "
+                "default (per_node)."),
             timeseries("Probes per second by protocol", [target(
                 f"sum by (protocol) (rate(netprobe_peer_requests_total{{{CN}}}[{RI}]))",
                 "{{protocol}}")], "reqps"),
@@ -535,7 +542,9 @@ def network():
             timeseries("API server latency p99 by phase", [target(
                 f"histogram_quantile(0.99, sum by (path, phase, le) (rate("
                 f"netprobe_apiserver_request_duration_seconds_bucket{{{CN}}}[{RI}])))",
-                "{{path}} {{phase}}")], "s"),
+                "{{path}} {{phase}}")], "s",
+                "total; with metrics.detail: per_target also dns, connect, tls and first_byte, "
+                "each from the start of the request."),
             timeseries("API server failed probes by result", [target(
                 f'sum by (path, result) (rate(netprobe_apiserver_requests_total{{{CN}, '
                 f'result!="success"}}[{RI}]))', "{{path}} {{result}}")], "reqps", stack=True),
@@ -582,7 +591,9 @@ def storage():
             timeseries("Operation latency p50 by operation", [target(
                 f"histogram_quantile(0.5, sum by (volume, operation, le) (rate("
                 f"netprobe_storage_operation_duration_seconds_bucket{{{VOL}}}[{RI}])))",
-                "{{volume}} {{operation}}")], "s"),
+                "{{volume}} {{operation}}")], "s",
+                "fsync and sync_write; with metrics.detail: per_target also write, read and "
+                "delete (their throughput is above either way)."),
             timeseries("Stuck I/O (operation in flight)", [target(
                 f"max by (node, volume) (netprobe_storage_stuck_seconds{{{VOL}}})",
                 "{{node}} {{volume}}")], "s",

@@ -689,7 +689,7 @@ pub async fn run(
     })?;
     let addr = listener.local_addr().map_err(RunError::Serve)?;
 
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::with_detail(config.metrics.detail));
     let ready = Arc::new(AtomicBool::new(false));
     let state = AppState {
         metrics: metrics.clone(),
@@ -785,6 +785,11 @@ fn reload(reading: Reading, running: &mut Config, probes: &mut Probes, metrics: 
             running.node_name.clone(),
             config.node_name.clone(),
         ),
+        (
+            "metrics.detail",
+            running.metrics.detail.label().to_owned(),
+            config.metrics.detail.label().to_owned(),
+        ),
     ] {
         if was != now {
             tracing::warn!(
@@ -797,6 +802,8 @@ fn reload(reading: Reading, running: &mut Config, probes: &mut Probes, metrics: 
     }
     config.listen = running.listen;
     config.node_name = running.node_name.clone();
+    // The families are registered with their label sets at start.
+    config.metrics = running.metrics.clone();
     if config == *running {
         tracing::info!(reason = why, "config reloaded, unchanged");
     } else {

@@ -5,7 +5,8 @@
 //! entries, and `docs/metrics.md` is generated from them (`make generate`) and checked against a
 //! real encode, so the reference cannot drift from the code.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -14,15 +15,17 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::config::Detail;
 use crate::probe::dns::{DnsObservation, FAMILY_LABELS, FamilyQuery, RCODE_LABELS};
 use crate::probe::storage::StorageObservation;
 
-/// Lookup-duration buckets, in seconds: dense below 100 ms for healthy clusters, and split around
-/// 5 s so that a lookup rescued by libc's 5 s retry (the conntrack insert race on UDP) lands in
-/// (5, 5.5] and stands apart from ordinary slowness in (1, 4.5].
+/// Lookup-duration buckets, in seconds: a step of about 2.5x from 1 ms (an answer from a CoreDNS
+/// pod on the node or next to it) to 1 s, and split around 5 s so that a lookup rescued by libc's
+/// 5 s retry (the conntrack insert race on UDP) lands in (5, 5.5] and stands apart from ordinary
+/// slowness in (1, 4.5]. 0.1 is the dns-latency SLO's default threshold. Nothing above 5.5: a
+/// lookup waits at most `dns.interval`, and +Inf tells those apart well enough.
 pub const DNS_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 4.5, 5.0, 5.5, 7.5,
-    10.0,
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5, 4.5, 5.0, 5.5,
 ];
 
 /// One family as users see it in `/metrics`.
@@ -64,8 +67,8 @@ pub const HTTP_CONNECTIONS_CLOSED: FamilyDoc = FamilyDoc {
 pub const DNS_DURATION: FamilyDoc = FamilyDoc {
     name: "netprobe_dns_lookup_duration_seconds",
     kind: "histogram",
-    labels: DNS_LABELS,
-    help: "Time from the first query of a lookup to its final response, for lookups that got a response (any rcode); search-list walks, retries and TCP fallback included, and for server=system lookups of qtype A the AAAA answer too (getaddrinfo waits for both). Absent until the target's first lookup ends",
+    labels: &["server"],
+    help: "Time from the first query of a lookup to its final response, for lookups that got a response (any rcode); search-list walks, retries and TCP fallback included, and for server=system lookups of qtype A the AAAA answer too (getaddrinfo waits for both). One histogram per server over all its names; with metrics.detail per_target, one per (server, name, qtype), labels name and qtype added. Absent until the server's first lookup ends",
 };
 pub const DNS_LOOKUPS: FamilyDoc = FamilyDoc {
     name: "netprobe_dns_lookups_total",
@@ -83,7 +86,7 @@ pub const DNS_QUERIES: FamilyDoc = FamilyDoc {
     name: "netprobe_dns_queries_total",
     kind: "counter",
     labels: &["server", "name", "qtype", "protocol"],
-    help: "DNS messages sent, by protocol (udp, tcp); tcp counts fallbacks after truncated answers and use-vc. Divided by lookups, this is the search-list amplification",
+    help: "DNS messages sent, by protocol (udp, tcp); tcp counts fallbacks after truncated answers and use-vc, and appears with the first one. Divided by lookups, this is the search-list amplification",
 };
 pub const DNS_LOOKUP_QUERIES: FamilyDoc = FamilyDoc {
     name: "netprobe_dns_lookup_queries",
@@ -98,11 +101,11 @@ pub const DNS_FAMILY_QUERIES: FamilyDoc = FamilyDoc {
     help: "For server=system lookups of qtype A, which ask A and AAAA together as getaddrinfo does: each query by family (ipv4: the A query, ipv6: the AAAA) and what came back for it, rcode as in netprobe_dns_lookups_total (TIMEOUT: no answer before its wait ended). AAAA queries timing out while the A queries beside them are answered are the conntrack race",
 };
 
-/// Request-phase buckets for peers and the API server, in seconds: a healthy pod network
-/// answers in well under a millisecond, a congested one in tens, a broken one at the timeout.
+/// Request buckets for peers and the API server, in seconds: a healthy pod network answers in
+/// well under a millisecond, a congested one in tens, a broken one at the timeout (2 s by
+/// default, and a probe that runs into it is a failure, not a latency: +Inf holds the rest).
 pub const NETWORK_BUCKETS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-    5.0, 10.0,
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
 ];
 
 pub const PEER_UP: FamilyDoc = FamilyDoc {
@@ -120,8 +123,8 @@ pub const PEER_REQUESTS: FamilyDoc = FamilyDoc {
 pub const PEER_DURATION: FamilyDoc = FamilyDoc {
     name: "netprobe_peer_request_duration_seconds",
     kind: "histogram",
-    labels: &["target_node", "protocol", "phase"],
-    help: "Time of each phase of successful peer probes, from the start of the probe: connect, first_byte (first response byte), total",
+    labels: &["protocol", "phase"],
+    help: "Time of successful peer probes, from the start of the probe, per node and protocol: phase total (http, bulk, icmp) or connect (tcp). With metrics.detail per_target, per peer (label target_node added) and every phase: connect, first_byte (first response byte), total",
 };
 pub const PEER_TARGETS: FamilyDoc = FamilyDoc {
     name: "netprobe_peer_targets",
@@ -169,7 +172,7 @@ pub const APISERVER_DURATION: FamilyDoc = FamilyDoc {
     name: "netprobe_apiserver_request_duration_seconds",
     kind: "histogram",
     labels: &["path", "phase"],
-    help: "Time of each phase of successful API-server probes, from the start of the probe: dns, connect, tls, first_byte, total",
+    help: "Time of successful API-server probes, from the start of the probe: phase total; with metrics.detail per_target, every phase: dns, connect, tls, first_byte, total",
 };
 
 pub const CSI_REGISTERED: FamilyDoc = FamilyDoc {
@@ -186,12 +189,15 @@ pub const CSI_WATCH_ERRORS: FamilyDoc = FamilyDoc {
 };
 
 /// Storage operation buckets, in seconds: a healthy SSD fsyncs in about a millisecond and writes
-/// 16 MiB in tens of them; a degraded disk or network volume takes 100 ms and more per fsync,
-/// and a hung one runs into the timeout.
+/// 16 MiB in tens of them; a degraded disk or network volume takes 100 ms and more per fsync
+/// (StorageFsyncLatencyHigh pages above 0.5), and a hung one runs into the timeout.
 pub const STORAGE_BUCKETS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-    5.0, 10.0, 30.0,
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0,
 ];
+
+/// The storage operations timed in a histogram at `metrics.detail: per_node`: the latencies
+/// that databases wait for. Write and read show as throughput, and delete is rarely of interest.
+pub const PER_NODE_STORAGE_OPERATIONS: &[&str] = &["fsync", "sync_write"];
 
 pub const STORAGE_SUCCESS: FamilyDoc = FamilyDoc {
     name: "netprobe_storage_probe_success",
@@ -209,7 +215,7 @@ pub const STORAGE_DURATION: FamilyDoc = FamilyDoc {
     name: "netprobe_storage_operation_duration_seconds",
     kind: "histogram",
     labels: &["volume", "operation"],
-    help: "Time of each operation that completed: write and read (all blocks of a run), fsync, delete, and sync_write (one 4 KiB write plus fdatasync, once per write of the latency pass)",
+    help: "Time of each operation that completed: fsync and sync_write (one 4 KiB write plus fdatasync, once per write of the latency pass); with metrics.detail per_target also write and read (all blocks of a run) and delete",
 };
 pub const STORAGE_BYTES: FamilyDoc = FamilyDoc {
     name: "netprobe_storage_bytes_total",
@@ -409,27 +415,58 @@ impl DnsLabels {
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
+/// Labels whose set depends on `metrics.detail`: the histograms that are kept per node by
+/// default and per target on request share one family, with or without the target's labels.
+type DetailLabels = Vec<(&'static str, String)>;
+
+/// How many targets share each per-node histogram, so that it goes with the last of them.
+#[derive(Debug, Clone, Default)]
+struct Sharers(Arc<Mutex<HashMap<DetailLabels, usize>>>);
+
+impl Sharers {
+    fn add(&self, key: &DetailLabels) {
+        *self
+            .0
+            .lock()
+            .expect("sharers lock")
+            .entry(key.clone())
+            .or_default() += 1;
+    }
+
+    /// One sharer fewer; true when it was the last.
+    fn remove(&self, key: &DetailLabels) -> bool {
+        let mut map = self.0.lock().expect("sharers lock");
+        match map.get_mut(key) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                false
+            }
+            Some(_) => {
+                map.remove(key);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 fn dns_histogram() -> Histogram {
     Histogram::new(DNS_BUCKETS.iter().copied())
 }
 
 /// Response codes whose series exist from a target's start, so that `rate()` and error ratios
-/// see the first failure instead of a series appearing from nowhere. The rest of
-/// [`RCODE_LABELS`] (NODATA and WRONG_ANSWER among them) appear when first seen, so that a
-/// target costs 6 counters here, not 17.
-const PRECREATED_RCODES: &[&str] = &[
-    "NOERROR",
-    "NXDOMAIN",
-    "SERVFAIL",
-    "REFUSED",
-    "TIMEOUT",
-    "NETWORK_ERROR",
-];
+/// see the first failure instead of a series appearing from nowhere: the two that come alone
+/// (a lost packet, an upstream that fails once). The rest of [`RCODE_LABELS`] appear when first
+/// seen (the expected answer with the first lookup), so that a healthy target costs 3 counters
+/// here, not 17: at 12 targets a node, every precreated code is 12 series.
+const PRECREATED_RCODES: &[&str] = &["SERVFAIL", "TIMEOUT"];
 
 /// The DNS families.
 #[derive(Debug, Clone)]
 pub struct DnsMetrics {
-    duration: HistogramFamily<DnsLabels>,
+    detail: Detail,
+    duration: HistogramFamily<DetailLabels>,
+    duration_sharers: Sharers,
     lookups: Family<DnsRcodeLabels, Counter>,
     success: Family<DnsLabels, Gauge>,
     queries: Family<DnsProtocolLabels, Counter>,
@@ -438,9 +475,11 @@ pub struct DnsMetrics {
 }
 
 impl DnsMetrics {
-    fn register(registry: &mut Registry) -> Self {
+    fn register(registry: &mut Registry, detail: Detail) -> Self {
         let this = Self {
+            detail,
             duration: Family::new_with_constructor(dns_histogram),
+            duration_sharers: Sharers::default(),
             lookups: Family::default(),
             success: Family::default(),
             queries: Family::default(),
@@ -461,16 +500,24 @@ impl DnsMetrics {
         this
     }
 
-    /// Creates a target's counters at zero. Its success, latency and last-lookup series appear
-    /// with its first result: a 0 before any lookup would read as a failure (and page) on every
-    /// start and rollout.
+    /// The duration histogram a target records into: its server's, or its own (per_target).
+    fn duration_labels(&self, target: &DnsLabels) -> DetailLabels {
+        let mut labels = vec![("server", target.server.clone())];
+        if self.detail == Detail::PerTarget {
+            labels.push(("name", target.name.clone()));
+            labels.push(("qtype", target.qtype.clone()));
+        }
+        labels
+    }
+
+    /// Creates a target's failure counters at zero. Its success, latency and last-lookup series
+    /// appear with its first result: a 0 before any lookup would read as a failure (and page) on
+    /// every start and rollout.
     pub fn add_target(&self, target: &DnsLabels) {
         for rcode in PRECREATED_RCODES {
             let _ = self.lookups.get_or_create(&target.with_rcode(rcode));
         }
-        for protocol in ["udp", "tcp"] {
-            let _ = self.queries.get_or_create(&target.with_protocol(protocol));
-        }
+        self.duration_sharers.add(&self.duration_labels(target));
     }
 
     /// Creates the per-family TIMEOUT counters of a target whose lookups ask A and AAAA (server
@@ -486,7 +533,10 @@ impl DnsMetrics {
 
     /// Removes every series of a target that went away.
     pub fn remove_target(&self, target: &DnsLabels) {
-        self.duration.remove(target);
+        let duration = self.duration_labels(target);
+        if self.duration_sharers.remove(&duration) {
+            self.duration.remove(&duration);
+        }
         self.success.remove(target);
         self.lookup_queries.remove(target);
         for rcode in RCODE_LABELS {
@@ -517,7 +567,7 @@ impl DnsMetrics {
         {
             // Created with the first result, answered or not, so that a target that never gets
             // an answer shows a `_count` of 0 rather than no histogram at all.
-            let histogram = self.duration.get_or_create(target);
+            let histogram = self.duration.get_or_create(&self.duration_labels(target));
             if let Some(took) = observation.duration {
                 histogram.observe(took.as_secs_f64());
             }
@@ -561,13 +611,6 @@ struct PeerResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct PeerPhaseLabels {
-    target_node: String,
-    protocol: &'static str,
-    phase: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TargetNodeLabels {
     target_node: String,
 }
@@ -602,9 +645,11 @@ pub struct PeerKey {
 /// The pod-to-pod families and the discovery's own.
 #[derive(Debug, Clone)]
 pub struct PeerMetrics {
+    detail: Detail,
     up: Family<PeerUpLabels, Gauge>,
     requests: Family<PeerResultLabels, Counter>,
-    duration: HistogramFamily<PeerPhaseLabels>,
+    duration: HistogramFamily<DetailLabels>,
+    duration_sharers: Sharers,
     targets: Gauge,
     checkers: Family<TargetNodeLabels, Gauge>,
     icmp_available: Family<FamilyLabels, Gauge>,
@@ -613,11 +658,13 @@ pub struct PeerMetrics {
 }
 
 impl PeerMetrics {
-    fn register(registry: &mut Registry) -> Self {
+    fn register(registry: &mut Registry, detail: Detail) -> Self {
         let this = Self {
+            detail,
             up: Family::default(),
             requests: Family::default(),
             duration: Family::new_with_constructor(network_histogram),
+            duration_sharers: Sharers::default(),
             targets: Gauge::default(),
             checkers: Family::default(),
             icmp_available: Family::default(),
@@ -656,12 +703,16 @@ impl PeerMetrics {
         }
     }
 
-    fn phase_labels(key: &PeerKey, phase: &'static str) -> PeerPhaseLabels {
-        PeerPhaseLabels {
-            target_node: key.target_node.clone(),
-            protocol: key.protocol,
-            phase,
+    /// The histogram a phase of a target records into: per peer at per_target; per protocol
+    /// at per_node, where the target's node is left out.
+    fn phase_labels(&self, key: &PeerKey, phase: &'static str) -> DetailLabels {
+        let mut labels = Vec::with_capacity(3);
+        if self.detail == Detail::PerTarget {
+            labels.push(("target_node", key.target_node.clone()));
         }
+        labels.push(("protocol", key.protocol.to_owned()));
+        labels.push(("phase", phase.to_owned()));
+        labels
     }
 
     /// Creates a target's success counter at 0. `up` appears with the first result: a 0 before
@@ -670,16 +721,27 @@ impl PeerMetrics {
         let _ = self
             .requests
             .get_or_create(&Self::result_labels(key, "success"));
+        if self.detail == Detail::PerNode {
+            // The protocol's histogram is shared by every peer probed over it.
+            self.duration_sharers.add(&self.phase_labels(key, ""));
+        }
     }
 
-    /// Records one probe: `result` from the closed set, phase timings when it succeeded.
+    /// Records one probe: `result` from the closed set, phase timings when it succeeded (in
+    /// order; the last is the whole probe: total, or connect for tcp).
     pub fn record(&self, key: &PeerKey, result: &'static str, phases: &[(&'static str, f64)]) {
         self.requests
             .get_or_create(&Self::result_labels(key, result))
             .inc();
+        let phases = match self.detail {
+            Detail::PerTarget => phases,
+            // Per node, the whole probe only: one histogram per protocol, where the phases
+            // would multiply it by three for http and bulk.
+            Detail::PerNode => phases.last().map(std::slice::from_ref).unwrap_or_default(),
+        };
         for (phase, seconds) in phases {
             self.duration
-                .get_or_create(&Self::phase_labels(key, phase))
+                .get_or_create(&self.phase_labels(key, phase))
                 .observe(*seconds);
         }
         self.up
@@ -702,8 +764,20 @@ impl PeerMetrics {
             for result in results {
                 self.requests.remove(&Self::result_labels(key, result));
             }
-            for phase in phases {
-                self.duration.remove(&Self::phase_labels(key, phase));
+        }
+        match self.detail {
+            Detail::PerTarget if shared => {
+                for phase in phases {
+                    self.duration.remove(&self.phase_labels(key, phase));
+                }
+            }
+            Detail::PerTarget => {}
+            Detail::PerNode => {
+                if self.duration_sharers.remove(&self.phase_labels(key, "")) {
+                    for phase in phases {
+                        self.duration.remove(&self.phase_labels(key, phase));
+                    }
+                }
             }
         }
     }
@@ -766,14 +840,16 @@ struct PathPhaseLabels {
 /// The API-server families.
 #[derive(Debug, Clone)]
 pub struct ApiserverMetrics {
+    detail: Detail,
     up: Family<PathLabels, Gauge>,
     requests: Family<PathResultLabels, Counter>,
     duration: HistogramFamily<PathPhaseLabels>,
 }
 
 impl ApiserverMetrics {
-    fn register(registry: &mut Registry) -> Self {
+    fn register(registry: &mut Registry, detail: Detail) -> Self {
         let this = Self {
+            detail,
             up: Family::default(),
             requests: Family::default(),
             duration: Family::new_with_constructor(network_histogram),
@@ -813,6 +889,12 @@ impl ApiserverMetrics {
         self.requests
             .get_or_create(&PathResultLabels { path, result })
             .inc();
+        let phases = match self.detail {
+            Detail::PerTarget => phases,
+            // Per node, the whole request only (the last phase): dns, connect, tls and
+            // first_byte would make five histograms of each path.
+            Detail::PerNode => phases.last().map(std::slice::from_ref).unwrap_or_default(),
+        };
         for (phase, seconds) in phases {
             self.duration
                 .get_or_create(&PathPhaseLabels { path, phase })
@@ -894,6 +976,7 @@ fn storage_histogram() -> Histogram {
 /// The storage families.
 #[derive(Debug, Clone)]
 pub struct StorageMetrics {
+    detail: Detail,
     success: Family<VolumeLabels, Gauge>,
     probes: Family<VolumeResultLabels, Counter>,
     duration: HistogramFamily<VolumeOperationLabels>,
@@ -904,8 +987,9 @@ pub struct StorageMetrics {
 }
 
 impl StorageMetrics {
-    fn register(registry: &mut Registry) -> Self {
+    fn register(registry: &mut Registry, detail: Detail) -> Self {
         let this = Self {
+            detail,
             success: Family::default(),
             probes: Family::default(),
             duration: Family::new_with_constructor(storage_histogram),
@@ -1001,6 +1085,9 @@ impl StorageMetrics {
     /// run whose timeout was already counted).
     pub fn record_operations(&self, volume: &str, obs: &StorageObservation) {
         for (operation, took) in &obs.operations {
+            if self.detail == Detail::PerNode && !PER_NODE_STORAGE_OPERATIONS.contains(operation) {
+                continue;
+            }
             self.duration
                 .get_or_create(&Self::operation(volume, operation))
                 .observe(took.as_secs_f64());
@@ -1184,7 +1271,12 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The families at the default detail (`per_node`).
     pub fn new() -> Self {
+        Self::with_detail(Detail::default())
+    }
+
+    pub fn with_detail(detail: Detail) -> Self {
         let mut registry = Registry::default();
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
@@ -1198,11 +1290,11 @@ impl Metrics {
         register(&mut registry, &PROBE_OVERRUNS, overruns.clone());
         let config = ConfigMetrics::register(&mut registry);
         let http = HttpMetrics::register(&mut registry);
-        let dns = DnsMetrics::register(&mut registry);
-        let peers = PeerMetrics::register(&mut registry);
-        let apiserver = ApiserverMetrics::register(&mut registry);
+        let dns = DnsMetrics::register(&mut registry, detail);
+        let peers = PeerMetrics::register(&mut registry, detail);
+        let apiserver = ApiserverMetrics::register(&mut registry, detail);
         let csi = CsiMetrics::register(&mut registry);
-        let storage = StorageMetrics::register(&mut registry);
+        let storage = StorageMetrics::register(&mut registry, detail);
         Self {
             registry,
             config,
@@ -1320,8 +1412,42 @@ pub fn reference_markdown() -> String {
         backticked(crate::probe::storage::OPERATIONS),
         backticked(crate::probe::storage::BYTE_OPERATIONS),
     ));
+    out.push_str(&format!(
+        "\nPeer and API-server request buckets (seconds): {}.\n",
+        NETWORK_BUCKETS
+            .iter()
+            .map(|b| b.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+    ));
+    out.push_str(SERIES_PER_NODE);
     out
 }
+
+/// The cost of each detail level, as `tests/integration/budget.rs` measures it (and fails above
+/// its budget) and `scripts/bench-series` prints it for several k.
+const SERIES_PER_NODE: &str = "
+## Series per node
+
+What a node costs Prometheus is set by `metrics.detail` (default `per_node`; `per_target` on
+request, read at start). Sample lines of one scrape of a healthy node with the chart's default
+config: 4 DNS servers (`system`, the kube-dns Service and 2 CoreDNS pods) × 3 names, k peers
+over http, tcp, bulk and icmp on one IP family, 2 API-server paths, one volume. Measured by
+`tests/integration/budget.rs`, which fails above the budget, and `scripts/bench-series`
+(docs/benchmarks.md):
+
+| `metrics.detail` | latency histograms | per node at k=10 | per 1,000 nodes at k=10 | each peer more | budget at k=10 |
+| --- | --- | --- | --- | --- | --- |
+| `per_node` | per peer protocol (the whole probe), per DNS server, per API-server path (total), fsync and sync_write per volume | 381 | 381,000 | 8 | 400 |
+| `per_target` | per peer, protocol and phase; per DNS server, name and type; per API-server path and phase; every storage operation | 1,636 | 1,636,000 | 112 | 1,800 |
+
+Both levels keep every target's own success gauge and result counters
+(`netprobe_peer_up`, `netprobe_peer_requests_total`, `netprobe_dns_probe_success`,
+`netprobe_dns_lookups_total`, ...), so every alert and SLO rule works at either. Only two
+panels of the Network dashboard need `per_target`: the latency matrix and p99 by target node.
+A peer costs 2 series per protocol at `per_node` (`up` and the success counter), and 13 more per
+protocol and phase at `per_target` (a histogram of 10 buckets).
+";
 
 fn backticked(items: &[&str]) -> String {
     items
@@ -1382,9 +1508,17 @@ mod tests {
         assert_eq!(
             sample(
                 &before,
-                &format!(r#"netprobe_dns_lookups_total{{{labels},rcode="NOERROR"}}"#)
+                &format!(r#"netprobe_dns_lookups_total{{{labels},rcode="SERVFAIL"}}"#)
             ),
             Some("0")
+        );
+        // The expected answer's counter comes with the first lookup.
+        assert_eq!(
+            sample(
+                &before,
+                &format!(r#"netprobe_dns_lookups_total{{{labels},rcode="NOERROR"}}"#)
+            ),
+            None
         );
         for family in [
             "netprobe_dns_probe_success{",
@@ -1436,17 +1570,19 @@ mod tests {
             sample(&text, &format!("netprobe_dns_lookup_queries{{{labels}}}")),
             Some("2")
         );
+        // One histogram per server by default.
+        let server = r#"server="10.96.0.10:53""#;
         assert_eq!(
             sample(
                 &text,
-                &format!(r#"netprobe_dns_lookup_duration_seconds_bucket{{le="0.0025",{labels}}}"#)
+                &format!(r#"netprobe_dns_lookup_duration_seconds_bucket{{le="0.0025",{server}}}"#)
             ),
             Some("0")
         );
         assert_eq!(
             sample(
                 &text,
-                &format!(r#"netprobe_dns_lookup_duration_seconds_bucket{{le="0.005",{labels}}}"#)
+                &format!(r#"netprobe_dns_lookup_duration_seconds_bucket{{le="0.005",{server}}}"#)
             ),
             Some("1")
         );
@@ -1471,7 +1607,7 @@ mod tests {
         assert_eq!(
             sample(
                 &text,
-                &format!("netprobe_dns_lookup_duration_seconds_count{{{labels}}}")
+                r#"netprobe_dns_lookup_duration_seconds_count{server="10.96.0.10:53"}"#
             ),
             Some("0")
         );
@@ -1479,6 +1615,102 @@ mod tests {
             sample(&text, &format!("netprobe_dns_probe_success{{{labels}}}")),
             Some("0")
         );
+    }
+
+    /// Per node, the peers of a protocol share one histogram of the whole probe, which goes
+    /// with the last of them; per target, each peer has its own, phase by phase.
+    #[test]
+    fn peer_histograms_follow_the_detail_level() {
+        let key = |node: &str| PeerKey {
+            target_node: node.into(),
+            protocol: "http",
+            family: "ipv4",
+        };
+        let phases = [
+            ("connect", 0.0002),
+            ("first_byte", 0.0004),
+            ("total", 0.0006),
+        ];
+        let count = |text: &str, labels: &str| {
+            sample(
+                text,
+                &format!("netprobe_peer_request_duration_seconds_count{{{labels}}}"),
+            )
+            .map(str::to_owned)
+        };
+
+        let m = Metrics::with_detail(Detail::PerNode);
+        for node in ["node-b", "node-c"] {
+            m.peers.add_target(&key(node));
+            m.peers.record(&key(node), "success", &phases);
+        }
+        let text = m.encode_openmetrics();
+        assert_eq!(
+            count(&text, r#"protocol="http",phase="total""#).as_deref(),
+            Some("2")
+        );
+        assert!(!text.contains(r#"phase="connect""#), "{text}");
+        assert!(!text.contains("netprobe_peer_request_duration_seconds_count{target_node"));
+        m.peers
+            .remove_target(&key("node-b"), &["success"], &["total"], true);
+        let text = m.encode_openmetrics();
+        assert_eq!(
+            count(&text, r#"protocol="http",phase="total""#).as_deref(),
+            Some("2"),
+            "node-c still shares it"
+        );
+        m.peers
+            .remove_target(&key("node-c"), &["success"], &["total"], true);
+        let text = m.encode_openmetrics();
+        assert!(
+            !text.contains("netprobe_peer_request_duration_seconds_count"),
+            "{text}"
+        );
+
+        let m = Metrics::with_detail(Detail::PerTarget);
+        m.peers.add_target(&key("node-b"));
+        m.peers.record(&key("node-b"), "success", &phases);
+        let text = m.encode_openmetrics();
+        for phase in ["connect", "first_byte", "total"] {
+            let labels = format!(r#"target_node="node-b",protocol="http",phase="{phase}""#);
+            assert_eq!(count(&text, &labels).as_deref(), Some("1"), "{text}");
+        }
+    }
+
+    /// Per node, a server's names share its histogram; per target, each (name, qtype) has one.
+    #[test]
+    fn dns_histograms_follow_the_detail_level() {
+        let other = DnsLabels {
+            name: "example.com".into(),
+            ..target()
+        };
+        let ok = observation(
+            Outcome::Response {
+                rcode: ResponseCode::NoError,
+                answers: 1,
+            },
+            Some(2),
+            1,
+            0,
+        );
+        let m = Metrics::with_detail(Detail::PerNode);
+        for t in [target(), other.clone()] {
+            m.dns.add_target(&t);
+            m.dns.record(&t, &ok, true);
+        }
+        let series = r#"netprobe_dns_lookup_duration_seconds_count{server="10.96.0.10:53"}"#;
+        assert_eq!(sample(&m.encode_openmetrics(), series), Some("2"));
+        m.dns.remove_target(&target());
+        assert_eq!(sample(&m.encode_openmetrics(), series), Some("2"));
+        m.dns.remove_target(&other);
+        assert_eq!(sample(&m.encode_openmetrics(), series), None);
+
+        let m = Metrics::with_detail(Detail::PerTarget);
+        m.dns.add_target(&target());
+        m.dns.record(&target(), &ok, true);
+        let series =
+            format!(r#"netprobe_dns_lookup_duration_seconds_count{{server="10.96.0.10:53",{T}}}"#);
+        assert_eq!(sample(&m.encode_openmetrics(), &series), Some("1"));
     }
 
     #[test]
@@ -1528,7 +1760,7 @@ mod tests {
         }
         let text = m.encode_openmetrics();
         let noerror = format!(r#"netprobe_dns_lookups_total{{{labels},rcode="NOERROR"}}"#);
-        assert_eq!(sample(&text, &noerror), Some("0"));
+        assert_eq!(sample(&text, &noerror), None);
     }
 
     #[test]
@@ -1606,7 +1838,10 @@ mod tests {
             "scratch",
             &StorageObservation {
                 result: "timeout",
-                operations: vec![("write", Duration::from_millis(5))],
+                operations: vec![
+                    ("write", Duration::from_millis(5)),
+                    ("fsync", Duration::from_millis(1)),
+                ],
                 bytes: vec![],
                 throughput: vec![],
                 direct_io: None,
@@ -1622,12 +1857,15 @@ mod tests {
             (r#"netprobe_apiserver_up{path="direct"}"#, "1"),
             (r#"netprobe_storage_probe_success{volume="scratch"}"#, "0"),
             (
-                r#"netprobe_storage_operation_duration_seconds_count{volume="scratch",operation="write"}"#,
+                r#"netprobe_storage_operation_duration_seconds_count{volume="scratch",operation="fsync"}"#,
                 "1",
             ),
         ] {
             assert_eq!(sample(&text, series), Some(value), "{series}: {text}");
         }
+        // Write and read show as throughput; their timings are kept per_target only.
+        let write = r#"netprobe_storage_operation_duration_seconds_count{volume="scratch",operation="write"}"#;
+        assert_eq!(sample(&text, write), None, "{text}");
     }
 
     #[test]

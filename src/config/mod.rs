@@ -59,6 +59,7 @@ pub struct Config {
     pub apiserver: ApiserverConfig,
     pub csi: CsiConfig,
     pub storage: StorageConfig,
+    pub metrics: MetricsConfig,
 }
 
 impl Default for Config {
@@ -73,6 +74,38 @@ impl Default for Config {
             apiserver: ApiserverConfig::default(),
             csi: CsiConfig::default(),
             storage: StorageConfig::default(),
+            metrics: MetricsConfig::default(),
+        }
+    }
+}
+
+/// The `metrics` section: how much latency detail `/metrics` carries.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    pub detail: Detail,
+}
+
+/// Where the latency histograms are kept. Every target keeps its own success gauge and result
+/// counters at both levels; the level decides only the histograms, which are most of the cost
+/// of a scrape (a histogram is a dozen or more series).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Detail {
+    /// One histogram per node and protocol (peers), per DNS server, per API-server path (total
+    /// only) and per volume for fsync and sync_write: the cost stays flat in `neighbours`.
+    #[default]
+    PerNode,
+    /// A histogram per target and phase (peer node, DNS name and type, API-server phase,
+    /// every storage operation): what a latency matrix per pair of nodes needs.
+    PerTarget,
+}
+
+impl Detail {
+    pub fn label(self) -> &'static str {
+        match self {
+            Detail::PerNode => "per_node",
+            Detail::PerTarget => "per_target",
         }
     }
 }

@@ -1514,7 +1514,7 @@ mod tests {
     /// gauge drops to 0 and the next run probes again.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_hung_thread_is_counted_per_run_and_never_doubled() {
-        let metrics = crate::metrics::Metrics::new();
+        let metrics = crate::metrics::Metrics::with_detail(crate::config::Detail::PerTarget);
         let timeout = Duration::from_millis(300);
         let (release, released) = std::sync::mpsc::channel::<()>();
         let released = Mutex::new(released);

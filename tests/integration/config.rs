@@ -84,7 +84,7 @@ const INVALID: &[(&str, &str)] = &[
     ),
     (
         "invalid-unknown-section.yaml",
-        ":1:1: peer: unknown field `peer`, expected one of listen, node_name, dns, peers, apiserver, csi, storage",
+        ":1:1: peer: unknown field `peer`, expected one of listen, node_name, dns, peers, apiserver, csi, storage, metrics",
     ),
     (
         "invalid-unset-env.yaml",
@@ -258,6 +258,8 @@ storage:
     size: 16MiB
     block_size: 1MiB
     direct_io: true
+metrics:
+  detail: per_node
 # peak memory estimate: 45.8 MiB (40.0 MiB base, 113 targets x 32 KiB, 2.2 MiB storage buffers)
 "
     );

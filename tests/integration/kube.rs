@@ -196,8 +196,9 @@ fn discovery_and_apiserver_probes_against_a_real_apiserver() {
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, api.netprobe_token()).unwrap();
 
+    // per_target: the API-server phases and each peer's histograms are checked below.
     let config = format!(
-        "listen: 127.0.0.1:0\nnode_name: node-a\n\
+        "listen: 127.0.0.1:0\nnode_name: node-a\nmetrics: {{ detail: per_target }}\n\
          dns:\n  servers: []\n  resolv_conf: {resolv}\n\
          peers:\n  interval: 500ms\n  timeout: 400ms\n  neighbours: 0\n  protocols: [http, tcp]\n  \
          port: {port}\n  discovery:\n    kubernetes: {{ namespace: {NAMESPACE}, selector: app.kubernetes.io/name=kube-netprobe }}\n\

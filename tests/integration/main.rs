@@ -11,6 +11,7 @@ mod volume;
 
 // Suites.
 mod blame;
+mod budget;
 mod chart;
 mod cli;
 mod cluster;

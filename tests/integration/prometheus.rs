@@ -16,6 +16,10 @@
 //! firing other than the ones above, except burn-rate alerts on the SLO rules (the faults do
 //! burn the DNS budget; alerts/slo.yaml has its own tests) and [`LOAD_SENSITIVE`].
 //!
+//! The first node keeps per-target histograms (`metrics.detail: per_target`, for the Network
+//! dashboard's per-peer latency panels), the second the default (`per_node`): every query
+//! reads both shapes at once.
+//!
 //! Then every query of every dashboard in `dashboards/` (panels and variables, with variables
 //! substituted: see [`VARIABLES`]) runs through /api/v1/query (instant panels) or
 //! /api/v1/query_range (graphs): none may fail, every panel not in [`MAY_BE_EMPTY`] must return
@@ -753,7 +757,8 @@ fn alerts_fire_and_dashboard_queries_run_against_a_real_prometheus() {
          peers:\n  interval: 1s\n  timeout: 500ms\n  neighbours: 0\n  protocols: [http, tcp, bulk]\n  \
          bulk_bytes: 64KiB\n  discovery:\n    \
          static: [\"peer-ok=127.0.0.1:{listen}\", \"peer-refused=127.0.0.1:{refused}\"]\n\
-         apiserver: {{ enabled: false }}\n{storage}"
+         apiserver: {{ enabled: false }}\n{storage}\
+         metrics: {{ detail: per_target }}\n"
     );
     let daemon = Daemon::start(&config);
     let target = daemon.addr();

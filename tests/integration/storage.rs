@@ -37,8 +37,10 @@ fn config(path: &Path, storage: &str, volume: &str) -> String {
     } else {
         "  interval: 1s\n  timeout: 800ms\n"
     };
+    // per_target: the tests read the timings of every operation, write, read and delete too.
     format!(
-        "listen: 127.0.0.1:0\nnode_name: test-node\ndns:\n  servers: []\npeers:\n  discovery: none\n\
+        "listen: 127.0.0.1:0\nnode_name: test-node\nmetrics: {{ detail: per_target }}\n\
+         dns:\n  servers: []\npeers:\n  discovery: none\n\
          storage:\n{timing}{storage}  volumes:\n    \
          - {{ name: {VOLUME}, path: {path:?}{volume} }}\n"
     )
