@@ -14,6 +14,7 @@ pub mod exit;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod observation;
 pub mod probe;
 pub mod resolv_conf;
 pub mod scheduler;

@@ -16,8 +16,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::config::Detail;
-use crate::probe::dns::{DnsObservation, FAMILY_LABELS, FamilyQuery, RCODE_LABELS};
-use crate::probe::storage::StorageObservation;
+use crate::observation::dns::{DnsObservation, FAMILY_LABELS, FamilyQuery, RCODE_LABELS};
+use crate::observation::storage::StorageObservation;
 
 /// Lookup-duration buckets, in seconds: a step of about 2.5x from 1 ms (an answer from a CoreDNS
 /// pod on the node or next to it) to 1 s, and split around 5 s so that a lookup rescued by libc's
@@ -877,7 +877,7 @@ impl ApiserverMetrics {
     /// Removes every series of a path that is no longer probed.
     pub fn remove_path(&self, path: &'static str) {
         self.up.remove(&PathLabels { path });
-        for result in crate::probe::apiserver::RESULTS {
+        for result in crate::observation::apiserver::RESULTS {
             self.requests.remove(&PathResultLabels { path, result });
         }
         for phase in ["dns", "connect", "tls", "first_byte", "total"] {
@@ -1031,7 +1031,7 @@ impl StorageMetrics {
     /// Success and the operation timings appear with the first result: a 0 before any probe
     /// would read as a failing volume on every start and rollout.
     pub fn add_volume(&self, volume: &str) {
-        use crate::probe::storage::{BYTE_OPERATIONS, RESULTS};
+        use crate::observation::storage::{BYTE_OPERATIONS, RESULTS};
         let _ = self.stuck.get_or_create(&Self::volume(volume));
         for result in RESULTS {
             let _ = self.probes.get_or_create(&VolumeResultLabels {
@@ -1048,7 +1048,7 @@ impl StorageMetrics {
 
     /// Removes every series of a volume.
     pub fn remove_volume(&self, volume: &str) {
-        use crate::probe::storage::{OPERATIONS, RESULTS};
+        use crate::observation::storage::{OPERATIONS, RESULTS};
         for family in [&self.success, &self.direct_io] {
             family.remove(&Self::volume(volume));
         }
@@ -1408,9 +1408,9 @@ pub fn reference_markdown() -> String {
             .map(|b| b.to_string())
             .collect::<Vec<_>>()
             .join(", "),
-        backticked(crate::probe::storage::RESULTS),
-        backticked(crate::probe::storage::OPERATIONS),
-        backticked(crate::probe::storage::BYTE_OPERATIONS),
+        backticked(crate::observation::storage::RESULTS),
+        backticked(crate::observation::storage::OPERATIONS),
+        backticked(crate::observation::storage::BYTE_OPERATIONS),
     ));
     out.push_str(&format!(
         "\nPeer and API-server request buckets (seconds): {}.\n",
@@ -1467,7 +1467,7 @@ mod tests {
     use hickory_proto::op::ResponseCode;
 
     use super::*;
-    use crate::probe::dns::Outcome;
+    use crate::observation::dns::Outcome;
 
     fn target() -> DnsLabels {
         DnsLabels {

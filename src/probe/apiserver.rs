@@ -23,24 +23,11 @@ use tokio::time::Instant;
 
 use crate::config::ApiserverConfig;
 use crate::metrics::ApiserverMetrics;
+pub use crate::observation::apiserver::RESULTS;
 use crate::probe::dns::{Outcome, SystemResolver, resolve_system};
 use crate::probe::http::{self, io_result};
 use crate::probe::{Health, Transition};
 use crate::scheduler::{RunFuture, Target};
-
-/// Every `result` an API-server probe can have.
-pub const RESULTS: &[&str] = &[
-    "success",
-    "timeout",
-    "refused",
-    "reset",
-    "unreachable",
-    "dns_error",
-    "tls_error",
-    "http_error",
-    "permission_denied",
-    "error",
-];
 
 /// What one probe saw.
 #[derive(Debug, Clone, PartialEq)]

@@ -47,30 +47,11 @@ use tokio::time::Instant;
 
 use crate::config::{StorageConfig, StorageVolume};
 use crate::metrics::StorageMetrics;
+pub use crate::observation::storage::{
+    BYTE_OPERATIONS, OPERATIONS, RESULTS, StorageObservation, THROUGHPUT_OPERATIONS,
+};
 use crate::probe::{Health, Transition};
 use crate::scheduler::{RunFuture, Target, later};
-
-/// Every `result` a storage probe can have.
-pub const RESULTS: &[&str] = &[
-    "success",
-    "enospc",
-    "erofs",
-    "eio",
-    "permission_denied",
-    "timeout",
-    "checksum_mismatch",
-    "insufficient_space",
-    "error",
-];
-
-/// Every `operation` the duration histogram observes.
-pub const OPERATIONS: &[&str] = &["write", "fsync", "read", "delete", "sync_write"];
-
-/// The operations that move bytes (`netprobe_storage_bytes_total`).
-pub const BYTE_OPERATIONS: &[&str] = &["write", "read", "sync_write"];
-
-/// The operations with a throughput gauge.
-pub const THROUGHPUT_OPERATIONS: &[&str] = &["write", "read"];
 
 /// The only directory the probe writes in, under each volume's path.
 pub const PROBE_DIR: &str = ".kube-netprobe";
@@ -337,54 +318,6 @@ impl ProbeSpec {
             direct_io: volume.direct_io,
             reserve: storage.reserve.0,
             sync_writes: storage.sync_writes,
-        }
-    }
-}
-
-/// What one run saw.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StorageObservation {
-    /// One of [`RESULTS`].
-    pub result: &'static str,
-    /// Durations of the operations that completed, in order (`sync_write` once per write).
-    pub operations: Vec<(&'static str, Duration)>,
-    /// Bytes moved, per operation of [`BYTE_OPERATIONS`], including those of a failed run.
-    pub bytes: Vec<(&'static str, u64)>,
-    /// Bytes per second of the write and read phases that completed.
-    pub throughput: Vec<(&'static str, f64)>,
-    /// Whether the data went past the page cache with O_DIRECT (`false`: dropped the cache with
-    /// fadvise); unknown when the run failed before opening its file.
-    pub direct_io: Option<bool>,
-    /// What went wrong, for the log.
-    pub detail: Option<String>,
-}
-
-impl StorageObservation {
-    fn new() -> Self {
-        Self {
-            result: "success",
-            operations: Vec::new(),
-            bytes: Vec::new(),
-            throughput: Vec::new(),
-            direct_io: None,
-            detail: None,
-        }
-    }
-
-    /// A run the watchdog gave up on: its thread is stuck in a call, or (a run that never
-    /// started) the previous run's thread still is. `detail` says which.
-    pub fn timed_out(detail: impl Into<String>) -> Self {
-        Self {
-            result: "timeout",
-            detail: Some(detail.into()),
-            ..Self::new()
-        }
-    }
-
-    fn add_bytes(&mut self, operation: &'static str, n: u64) {
-        match self.bytes.iter_mut().find(|(op, _)| *op == operation) {
-            Some((_, total)) => *total += n,
-            None => self.bytes.push((operation, n)),
         }
     }
 }
