@@ -1,0 +1,141 @@
+//! The daemon's own: config loads and reloads, its memory estimate, its HTTP connections.
+
+use super::*;
+
+pub const CONFIG_RELOAD_SUCCESS: FamilyDoc = FamilyDoc {
+    name: "netprobe_config_reload_success",
+    kind: "gauge",
+    labels: &[],
+    help: "1 if the last load of the config file (at start, on SIGHUP, or after its content changed) succeeded, 0 if it failed and the previous config keeps running",
+};
+pub const CONFIG_RELOADS: FamilyDoc = FamilyDoc {
+    name: "netprobe_config_reloads_total",
+    kind: "counter",
+    labels: &["result"],
+    help: "Reloads of the config file, on SIGHUP or after its content changed, by result: success, or failure (unreadable or invalid; logged with the reason, and the previous config keeps running)",
+};
+pub const CONFIG_LAST_SUCCESS: FamilyDoc = FamilyDoc {
+    name: "netprobe_config_last_reload_success_timestamp_seconds",
+    kind: "gauge",
+    labels: &[],
+    help: "Unix time of the last successful load of the config (the start included)",
+};
+pub const MEMORY_ESTIMATE: FamilyDoc = FamilyDoc {
+    name: "netprobe_memory_estimate_bytes",
+    kind: "gauge",
+    labels: &[],
+    help: "Upper bound of this process's memory for the running config, as check-config prints it (base, targets, storage buffers); a container memory limit below it risks an OOM kill",
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct ResultLabels {
+    result: &'static str,
+}
+
+/// The config file's loads and what the running config costs.
+#[derive(Debug, Clone)]
+pub struct ConfigMetrics {
+    reload_success: Gauge,
+    reloads: Family<ResultLabels, Counter>,
+    last_success: Gauge<f64, std::sync::atomic::AtomicU64>,
+    memory_estimate: Gauge,
+}
+
+impl ConfigMetrics {
+    pub(super) fn register(registry: &mut Registry) -> Self {
+        let this = Self {
+            reload_success: Gauge::default(),
+            reloads: Family::default(),
+            last_success: Gauge::default(),
+            memory_estimate: Gauge::default(),
+        };
+        for result in ["success", "failure"] {
+            let _ = this.reloads.get_or_create(&ResultLabels { result });
+        }
+        register(
+            registry,
+            &CONFIG_RELOAD_SUCCESS,
+            this.reload_success.clone(),
+        );
+        register(registry, &CONFIG_RELOADS, this.reloads.clone());
+        register_with_unit(
+            registry,
+            &CONFIG_LAST_SUCCESS,
+            Unit::Seconds,
+            this.last_success.clone(),
+        );
+        register_with_unit(
+            registry,
+            &MEMORY_ESTIMATE,
+            Unit::Bytes,
+            this.memory_estimate.clone(),
+        );
+        this
+    }
+
+    /// A config is running: the one loaded at start, or a reload that succeeded (`reload`).
+    pub fn loaded(&self, estimate_bytes: u64, reload: bool) {
+        self.reload_success.set(1);
+        if reload {
+            self.reloads
+                .get_or_create(&ResultLabels { result: "success" })
+                .inc();
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.last_success.set(now);
+        self.memory_estimate
+            .set(i64::try_from(estimate_bytes).unwrap_or(i64::MAX));
+    }
+
+    /// A reload failed; the previous config keeps running.
+    pub fn reload_failed(&self) {
+        self.reload_success.set(0);
+        self.reloads
+            .get_or_create(&ResultLabels { result: "failure" })
+            .inc();
+    }
+}
+
+/// Why the HTTP server closed a connection itself (the `reason` label's closed set).
+pub const HTTP_CLOSE_REASONS: &[&str] = &[
+    "header_timeout",
+    "head_too_large",
+    "evicted",
+    "refused",
+    "send_deadline",
+];
+
+/// The HTTP server's own connections.
+#[derive(Debug, Clone)]
+pub struct HttpMetrics {
+    connections: Gauge,
+    closed: Family<ReasonLabels, Counter>,
+}
+
+impl HttpMetrics {
+    pub(super) fn register(registry: &mut Registry) -> Self {
+        let this = Self {
+            connections: Gauge::default(),
+            closed: Family::default(),
+        };
+        register(registry, &HTTP_CONNECTIONS, this.connections.clone());
+        register(registry, &HTTP_CONNECTIONS_CLOSED, this.closed.clone());
+        for &reason in HTTP_CLOSE_REASONS {
+            let _ = this.closed.get_or_create(&ReasonLabels { reason });
+        }
+        this
+    }
+
+    pub fn set_connections(&self, open: usize) {
+        self.connections
+            .set(i64::try_from(open).unwrap_or(i64::MAX));
+    }
+
+    /// `reason` is one of [`HTTP_CLOSE_REASONS`].
+    pub fn closed(&self, reason: &'static str) {
+        debug_assert!(HTTP_CLOSE_REASONS.contains(&reason), "{reason}");
+        self.closed.get_or_create(&ReasonLabels { reason }).inc();
+    }
+}

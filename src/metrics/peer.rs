@@ -1,0 +1,300 @@
+//! The pod-to-pod families and peer discovery's own.
+
+use super::*;
+
+/// Request buckets for peers and the API server, in seconds: a healthy pod network answers in
+/// well under a millisecond, a congested one in tens, a broken one at the timeout (2 s by
+/// default, and a probe that runs into it is a failure, not a latency: +Inf holds the rest).
+pub const NETWORK_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
+pub const PEER_UP: FamilyDoc = FamilyDoc {
+    name: "netprobe_peer_up",
+    kind: "gauge",
+    labels: &["target_node", "protocol", "family"],
+    help: "1 if the last probe of the peer on this node over this protocol and IP family succeeded, else 0. Absent until the first probe ends",
+};
+pub const PEER_REQUESTS: FamilyDoc = FamilyDoc {
+    name: "netprobe_peer_requests_total",
+    kind: "counter",
+    labels: &["target_node", "protocol", "result"],
+    help: "Peer probes by result: success, timeout, refused, reset, unreachable, http_error, short_body, permission_denied, error",
+};
+pub const PEER_DURATION: FamilyDoc = FamilyDoc {
+    name: "netprobe_peer_request_duration_seconds",
+    kind: "histogram",
+    labels: &["protocol", "phase"],
+    help: "Time of successful peer probes, from the start of the probe, per node and protocol: phase total (http, bulk, icmp) or connect (tcp). With metrics.detail per_target, per peer (label target_node added) and every phase: connect, first_byte (first response byte), total",
+};
+pub const PEER_TARGETS: FamilyDoc = FamilyDoc {
+    name: "netprobe_peer_targets",
+    kind: "gauge",
+    labels: &[],
+    help: "Peers (nodes) this node probes now: its neighbours on the hash ring",
+};
+pub const PEER_CHECKERS: FamilyDoc = FamilyDoc {
+    name: "netprobe_peer_checkers_expected",
+    kind: "gauge",
+    labels: &["target_node"],
+    help: "How many nodes should be probing this node (target_node is this node), from the ring size and peers.neighbours; divide the failing checkers by it",
+};
+pub const ICMP_AVAILABLE: FamilyDoc = FamilyDoc {
+    name: "netprobe_icmp_available",
+    kind: "gauge",
+    labels: &["family"],
+    help: "Present when icmp peer probes are configured: 1 if unprivileged ICMP echo sockets work here (net.ipv4.ping_group_range covers this process), else 0 and icmp probes are skipped",
+};
+pub const DISCOVERY_ERRORS: FamilyDoc = FamilyDoc {
+    name: "netprobe_discovery_errors_total",
+    kind: "counter",
+    labels: &["source", "reason"],
+    help: "Failed list or watch calls of the Kubernetes discovery, by source (pods and nodes for peers, coredns for dns.discover_coredns) and reason: forbidden (HTTP 403: the service account lacks an RBAC rule) or error (anything else); the last known targets are kept meanwhile",
+};
+pub const DISCOVERY_PEERS: FamilyDoc = FamilyDoc {
+    name: "netprobe_discovery_peers",
+    kind: "gauge",
+    labels: &[],
+    help: "Peers the discovery currently knows as probe-able (ready, not terminating, on a schedulable and ready node), this node included",
+};
+pub const APISERVER_UP: FamilyDoc = FamilyDoc {
+    name: "netprobe_apiserver_up",
+    kind: "gauge",
+    labels: &["path"],
+    help: "1 if the last API-server probe over this path succeeded, else 0: direct (the Service IP from the environment) or dns (the Service name through the pod's resolver). Absent until the first probe ends",
+};
+pub const APISERVER_REQUESTS: FamilyDoc = FamilyDoc {
+    name: "netprobe_apiserver_requests_total",
+    kind: "counter",
+    labels: &["path", "result"],
+    help: "API-server probes by result: success, timeout, refused, reset, unreachable, dns_error, tls_error, http_error, error",
+};
+pub const APISERVER_DURATION: FamilyDoc = FamilyDoc {
+    name: "netprobe_apiserver_request_duration_seconds",
+    kind: "histogram",
+    labels: &["path", "phase"],
+    help: "Time of successful API-server probes, from the start of the probe: phase total; with metrics.detail per_target, every phase: dns, connect, tls, first_byte, total",
+};
+
+pub(super) fn network_histogram() -> Histogram {
+    Histogram::new(NETWORK_BUCKETS.iter().copied())
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct PeerUpLabels {
+    target_node: String,
+    protocol: &'static str,
+    family: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct PeerResultLabels {
+    target_node: String,
+    protocol: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct TargetNodeLabels {
+    target_node: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct FamilyLabels {
+    family: &'static str,
+}
+
+/// The `reason` label values of the Kubernetes list/watch error counters.
+pub(super) const ERROR_REASONS: [&str; 2] = ["forbidden", "error"];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct SourceReasonLabels {
+    source: &'static str,
+    reason: &'static str,
+}
+
+/// One peer probe target: the peer's node, the protocol and the IP family.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct PeerKey {
+    pub target_node: String,
+    pub protocol: &'static str,
+    pub family: &'static str,
+}
+
+/// The pod-to-pod families and the discovery's own.
+#[derive(Debug, Clone)]
+pub struct PeerMetrics {
+    detail: Detail,
+    up: Family<PeerUpLabels, Gauge>,
+    requests: Family<PeerResultLabels, Counter>,
+    duration: HistogramFamily<DetailLabels>,
+    duration_sharers: Sharers,
+    targets: Gauge,
+    checkers: Family<TargetNodeLabels, Gauge>,
+    icmp_available: Family<FamilyLabels, Gauge>,
+    discovery_errors: Family<SourceReasonLabels, Counter>,
+    discovery_peers: Gauge,
+}
+
+impl PeerMetrics {
+    pub(super) fn register(registry: &mut Registry, detail: Detail) -> Self {
+        let this = Self {
+            detail,
+            up: Family::default(),
+            requests: Family::default(),
+            duration: Family::new_with_constructor(network_histogram),
+            duration_sharers: Sharers::default(),
+            targets: Gauge::default(),
+            checkers: Family::default(),
+            icmp_available: Family::default(),
+            discovery_errors: Family::default(),
+            discovery_peers: Gauge::default(),
+        };
+        register(registry, &PEER_UP, this.up.clone());
+        register(registry, &PEER_REQUESTS, this.requests.clone());
+        register_with_unit(
+            registry,
+            &PEER_DURATION,
+            Unit::Seconds,
+            this.duration.clone(),
+        );
+        register(registry, &PEER_TARGETS, this.targets.clone());
+        register(registry, &PEER_CHECKERS, this.checkers.clone());
+        register(registry, &ICMP_AVAILABLE, this.icmp_available.clone());
+        register(registry, &DISCOVERY_ERRORS, this.discovery_errors.clone());
+        register(registry, &DISCOVERY_PEERS, this.discovery_peers.clone());
+        this
+    }
+
+    pub(super) fn up_labels(key: &PeerKey) -> PeerUpLabels {
+        PeerUpLabels {
+            target_node: key.target_node.clone(),
+            protocol: key.protocol,
+            family: key.family,
+        }
+    }
+
+    pub(super) fn result_labels(key: &PeerKey, result: &'static str) -> PeerResultLabels {
+        PeerResultLabels {
+            target_node: key.target_node.clone(),
+            protocol: key.protocol,
+            result,
+        }
+    }
+
+    /// The histogram a phase of a target records into: per peer at per_target; per protocol
+    /// at per_node, where the target's node is left out.
+    pub(super) fn phase_labels(&self, key: &PeerKey, phase: &'static str) -> DetailLabels {
+        let mut labels = Vec::with_capacity(3);
+        if self.detail == Detail::PerTarget {
+            labels.push(("target_node", key.target_node.clone()));
+        }
+        labels.push(("protocol", key.protocol.to_owned()));
+        labels.push(("phase", phase.to_owned()));
+        labels
+    }
+
+    /// Creates a target's success counter at 0. `up` appears with the first result: a 0 before
+    /// any probe would read as an unreachable peer on every start and rollout.
+    pub fn add_target(&self, key: &PeerKey) {
+        let _ = self
+            .requests
+            .get_or_create(&Self::result_labels(key, "success"));
+        if self.detail == Detail::PerNode {
+            // The protocol's histogram is shared by every peer probed over it.
+            self.duration_sharers.add(&self.phase_labels(key, ""));
+        }
+    }
+
+    /// Records one probe: `result` from the closed set, phase timings when it succeeded (in
+    /// order; the last is the whole probe: total, or connect for tcp).
+    pub fn record(&self, key: &PeerKey, result: &'static str, phases: &[(&'static str, f64)]) {
+        self.requests
+            .get_or_create(&Self::result_labels(key, result))
+            .inc();
+        let phases = match self.detail {
+            Detail::PerTarget => phases,
+            // Per node, the whole probe only: one histogram per protocol, where the phases
+            // would multiply it by three for http and bulk.
+            Detail::PerNode => phases.last().map(std::slice::from_ref).unwrap_or_default(),
+        };
+        for (phase, seconds) in phases {
+            self.duration
+                .get_or_create(&self.phase_labels(key, phase))
+                .observe(*seconds);
+        }
+        self.up
+            .get_or_create(&Self::up_labels(key))
+            .set(i64::from(result == "success"));
+    }
+
+    /// Removes every series of a target. `results` and `phases` are the closed sets its prober
+    /// can produce. Counters and histograms are shared by the IP families of a node; the caller
+    /// removes them once the node's last family goes (`shared`).
+    pub fn remove_target(
+        &self,
+        key: &PeerKey,
+        results: &[&'static str],
+        phases: &[&'static str],
+        shared: bool,
+    ) {
+        self.up.remove(&Self::up_labels(key));
+        if shared {
+            for result in results {
+                self.requests.remove(&Self::result_labels(key, result));
+            }
+        }
+        match self.detail {
+            Detail::PerTarget if shared => {
+                for phase in phases {
+                    self.duration.remove(&self.phase_labels(key, phase));
+                }
+            }
+            Detail::PerTarget => {}
+            Detail::PerNode => {
+                if self.duration_sharers.remove(&self.phase_labels(key, "")) {
+                    for phase in phases {
+                        self.duration.remove(&self.phase_labels(key, phase));
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn set_targets(&self, peers: usize, me: &str, expected_checkers: usize) {
+        self.targets.set(peers as i64);
+        self.checkers.clear();
+        self.checkers
+            .get_or_create(&TargetNodeLabels {
+                target_node: me.to_owned(),
+            })
+            .set(expected_checkers as i64);
+    }
+
+    /// Records the result of the ICMP socket check (made only when icmp probes are configured).
+    pub fn set_icmp_available(&self, available: bool) {
+        self.icmp_available
+            .get_or_create(&FamilyLabels { family: "ipv4" })
+            .set(i64::from(available));
+    }
+
+    /// Counts a failed call; `reason` is `forbidden` or `error` (`discovery::error_reason`).
+    pub fn discovery_error(&self, source: &'static str, reason: &'static str) {
+        self.discovery_errors
+            .get_or_create(&SourceReasonLabels { source, reason })
+            .inc();
+    }
+
+    /// Makes a discovery source's error counters visible at 0.
+    pub fn add_discovery_source(&self, source: &'static str) {
+        for reason in ERROR_REASONS {
+            let _ = self
+                .discovery_errors
+                .get_or_create(&SourceReasonLabels { source, reason });
+        }
+    }
+
+    pub fn set_discovered(&self, peers: usize) {
+        self.discovery_peers.set(peers as i64);
+    }
+}
