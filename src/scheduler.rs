@@ -20,6 +20,12 @@ use tokio::time::Instant;
 
 use crate::metrics::ProbeMetrics;
 
+/// The shortest interval of any section.
+pub const MIN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+/// The longest interval of any section: a probe that runs less than daily tells nobody anything
+/// in time, and with this bound no deadline or tick the scheduler computes can overflow.
+pub const MAX_INTERVAL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 /// A future a target's run returns.
 pub type RunFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
@@ -122,15 +128,13 @@ impl Drop for Scheduler {
 /// A random first start within one interval (within a day: what the config allows at most; a
 /// float product near `Duration::MAX` could round past it and panic).
 fn spread(interval: Duration) -> Duration {
-    interval
-        .min(crate::config::MAX_INTERVAL)
-        .mul_f64(rand::random::<f64>())
+    interval.min(MAX_INTERVAL).mul_f64(rand::random::<f64>())
 }
 
 /// Up to ±5 % of the interval (at most ±1 s) around each tick.
 fn jitter(interval: Duration) -> Duration {
     interval
-        .min(crate::config::MAX_INTERVAL)
+        .min(MAX_INTERVAL)
         .mul_f64(0.05)
         .min(Duration::from_secs(1))
 }
@@ -360,7 +364,7 @@ mod bounds_tests {
             later(now, Duration::from_secs(1)),
             now + Duration::from_secs(1)
         );
-        assert!(spread(Duration::MAX) <= crate::config::MAX_INTERVAL);
+        assert!(spread(Duration::MAX) <= MAX_INTERVAL);
         assert_eq!(jitter(Duration::MAX), Duration::from_secs(1));
         assert!(run_budget(Duration::MAX) > Duration::ZERO);
     }

@@ -8,8 +8,6 @@
 
 mod duration;
 mod expand;
-#[cfg(test)]
-mod fuzz;
 mod memory;
 mod peers;
 mod size;
@@ -28,6 +26,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub use duration::HumanDuration;
 pub use expand::expand_env;
 pub use memory::{MEMORY_CEILING, MemoryEstimate};
+
+pub use crate::metrics::Detail;
+pub use crate::observation::dns::{RCODES, rcode_name};
+pub use crate::scheduler::{MAX_INTERVAL, MIN_INTERVAL};
 pub use peers::{
     ApiserverConfig, CsiConfig, KubernetesDiscovery, MAX_PING_BYTES, PeerDiscovery, PeerProtocol,
     PeersConfig, StaticPeer,
@@ -84,30 +86,6 @@ impl Default for Config {
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
     pub detail: Detail,
-}
-
-/// Where the latency histograms are kept. Every target keeps its own success gauge and result
-/// counters at both levels; the level decides only the histograms, which are most of the cost
-/// of a scrape (a histogram is a dozen or more series).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Detail {
-    /// One histogram per node and protocol (peers), per DNS server, per API-server path (total
-    /// only) and per volume for fsync and sync_write: the cost stays flat in `neighbours`.
-    #[default]
-    PerNode,
-    /// A histogram per target and phase (peer node, DNS name and type, API-server phase,
-    /// every storage operation): what a latency matrix per pair of nodes needs.
-    PerTarget,
-}
-
-impl Detail {
-    pub fn label(self) -> &'static str {
-        match self {
-            Detail::PerNode => "per_node",
-            Detail::PerTarget => "per_target",
-        }
-    }
 }
 
 /// The `dns` section.
@@ -356,31 +334,6 @@ impl<'de> Deserialize<'de> for QueryType {
                 ))
             })
     }
-}
-
-/// The response codes `expect` may name, by their DNS names.
-pub const RCODES: &[(&str, ResponseCode)] = &[
-    ("NOERROR", ResponseCode::NoError),
-    ("FORMERR", ResponseCode::FormErr),
-    ("SERVFAIL", ResponseCode::ServFail),
-    ("NXDOMAIN", ResponseCode::NXDomain),
-    ("NOTIMP", ResponseCode::NotImp),
-    ("REFUSED", ResponseCode::Refused),
-    ("YXDOMAIN", ResponseCode::YXDomain),
-    ("YXRRSET", ResponseCode::YXRRSet),
-    ("NXRRSET", ResponseCode::NXRRSet),
-    ("NOTAUTH", ResponseCode::NotAuth),
-    ("NOTZONE", ResponseCode::NotZone),
-    ("BADVERS", ResponseCode::BADVERS),
-];
-
-/// The DNS name of a response code (`NOERROR`, `NXDOMAIN`, ...), as CoreDNS labels it; codes
-/// outside the table become `OTHER` so the label set stays closed.
-pub fn rcode_name(code: ResponseCode) -> &'static str {
-    RCODES
-        .iter()
-        .find(|(_, c)| *c == code)
-        .map_or("OTHER", |(name, _)| name)
 }
 
 /// `expect`: the response code that makes a lookup a success.
@@ -686,12 +639,6 @@ fn check_count(key: &str, len: usize, max: usize) -> Result<(), (String, String)
     }
     Ok(())
 }
-
-/// The shortest interval of any section.
-pub const MIN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
-/// The longest interval of any section: a probe that runs less than daily tells nobody anything
-/// in time, and with this bound no deadline or tick the scheduler computes can overflow.
-pub const MAX_INTERVAL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// A section's interval and timeout: an interval from [`MIN_INTERVAL`] to [`MAX_INTERVAL`], and
 /// a timeout that ends a run before the next one starts (so it is bounded too).

@@ -17,7 +17,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::config::Detail;
+use serde::{Deserialize, Serialize};
+
 use crate::observation::dns::{DnsObservation, FAMILY_LABELS, FamilyQuery, RCODE_LABELS};
 use crate::observation::storage::StorageObservation;
 
@@ -38,6 +39,30 @@ pub use self::own::*;
 pub use self::peer::*;
 pub use self::reference::*;
 pub use self::storage::*;
+
+/// Where the latency histograms are kept. Every target keeps its own success gauge and result
+/// counters at both levels; the level decides only the histograms, which are most of the cost
+/// of a scrape (a histogram is a dozen or more series).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Detail {
+    /// One histogram per node and protocol (peers), per DNS server, per API-server path (total
+    /// only) and per volume for fsync and sync_write: the cost stays flat in `neighbours`.
+    #[default]
+    PerNode,
+    /// A histogram per target and phase (peer node, DNS name and type, API-server phase,
+    /// every storage operation): what a latency matrix per pair of nodes needs.
+    PerTarget,
+}
+
+impl Detail {
+    pub fn label(self) -> &'static str {
+        match self {
+            Detail::PerNode => "per_node",
+            Detail::PerTarget => "per_target",
+        }
+    }
+}
 
 /// One family as users see it in `/metrics`.
 #[derive(Debug, Clone, Copy)]

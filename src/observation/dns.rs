@@ -4,8 +4,6 @@ use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
 
-use crate::config::rcode_name;
-
 /// How a lookup ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
@@ -155,4 +153,29 @@ pub struct FamilyQuery {
     /// `ipv4` (A) or `ipv6` (AAAA).
     pub family: &'static str,
     pub rcode: &'static str,
+}
+
+/// The response codes `expect` may name, by their DNS names.
+pub const RCODES: &[(&str, ResponseCode)] = &[
+    ("NOERROR", ResponseCode::NoError),
+    ("FORMERR", ResponseCode::FormErr),
+    ("SERVFAIL", ResponseCode::ServFail),
+    ("NXDOMAIN", ResponseCode::NXDomain),
+    ("NOTIMP", ResponseCode::NotImp),
+    ("REFUSED", ResponseCode::Refused),
+    ("YXDOMAIN", ResponseCode::YXDomain),
+    ("YXRRSET", ResponseCode::YXRRSet),
+    ("NXRRSET", ResponseCode::NXRRSet),
+    ("NOTAUTH", ResponseCode::NotAuth),
+    ("NOTZONE", ResponseCode::NotZone),
+    ("BADVERS", ResponseCode::BADVERS),
+];
+
+/// The DNS name of a response code (`NOERROR`, `NXDOMAIN`, ...), as CoreDNS labels it; codes
+/// outside the table become `OTHER` so the label set stays closed.
+pub fn rcode_name(code: ResponseCode) -> &'static str {
+    RCODES
+        .iter()
+        .find(|(_, c)| *c == code)
+        .map_or("OTHER", |(name, _)| name)
 }

@@ -29,7 +29,6 @@ use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
 use crate::config::{DnsConfig, DnsQuery, rcode_name};
-use crate::discovery::coredns::CorednsPod;
 use crate::metrics::{DnsLabels, DnsMetrics};
 pub use crate::observation::dns::{
     DnsObservation, FAMILY_LABELS, FamilyQuery, MAX_CNAME_CHAIN, Outcome, RCODE_LABELS,
@@ -854,16 +853,18 @@ impl DnsTarget {
         Self::labelled(server, server.to_string(), query, dns, system, metrics)
     }
 
-    /// A lookup against one CoreDNS pod, asked directly: `server="coredns/<pod>"`.
+    /// A lookup against one CoreDNS pod (`pod`, at `addr`), asked directly:
+    /// `server="coredns/<pod>"`.
     pub fn coredns_pod(
-        pod: &CorednsPod,
+        pod: &str,
+        addr: SocketAddr,
         query: DnsQuery,
         dns: &DnsConfig,
         system: Arc<SystemResolver>,
         metrics: DnsMetrics,
     ) -> Self {
-        let label = format!("coredns/{}", pod.name);
-        Self::labelled(Via::Server(pod.addr), label, query, dns, system, metrics)
+        let label = format!("coredns/{pod}");
+        Self::labelled(Via::Server(addr), label, query, dns, system, metrics)
     }
 
     fn labelled(

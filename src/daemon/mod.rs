@@ -475,7 +475,8 @@ impl CorednsFollower {
                     .iter()
                     .map(|query| {
                         let target = Arc::new(DnsTarget::coredns_pod(
-                            pod,
+                            &pod.name,
+                            pod.addr,
                             query.clone(),
                             &self.dns,
                             self.system.clone(),
@@ -815,6 +816,9 @@ fn reload(reading: Reading, running: &mut Config, probes: &mut Probes, metrics: 
         .loaded(config.memory_estimate().total(), true);
     *running = config;
 }
+
+#[cfg(test)]
+mod config_fuzz;
 
 #[cfg(test)]
 mod tests {

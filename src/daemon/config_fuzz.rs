@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 
-use super::{Config, MAX_INTERVAL, MEMORY_CEILING, PeerDiscovery};
-use crate::daemon::Probes;
+use super::Probes;
+use crate::config::{Config, MAX_INTERVAL, MEMORY_CEILING, PeerDiscovery};
 use crate::metrics::Metrics;
 use crate::scheduler::Scheduler;
 
