@@ -29,7 +29,7 @@ pub const LOG_TAIL_LINES: i64 = 50;
 
 /// What to collect and from where.
 #[derive(Debug, Clone)]
-pub struct Target {
+pub struct CollectOptions {
     /// The namespace whose NetworkPolicies and Services are checked.
     pub namespace: String,
     /// Label selector of the kube-netprobe DaemonSet's pods.
@@ -427,7 +427,7 @@ impl Recorder {
 pub async fn collect(
     client: &kube::Client,
     server: String,
-    target: &Target,
+    target: &CollectOptions,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Snapshot {
     let rec = Recorder {

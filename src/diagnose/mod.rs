@@ -14,7 +14,7 @@ use std::io::{IsTerminal, Write as _};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use collect::{ProbeScrape, Target};
+use collect::{CollectOptions, ProbeScrape};
 
 use crate::exit;
 
@@ -189,7 +189,7 @@ async fn run_async(opts: Options) -> u8 {
         .namespace
         .clone()
         .unwrap_or_else(|| client.default_namespace().to_owned());
-    let target = Target {
+    let target = CollectOptions {
         namespace: namespace.clone(),
         netprobe_selector: opts.netprobe_selector.clone(),
         netprobe_namespace: opts.netprobe_namespace.clone(),

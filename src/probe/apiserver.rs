@@ -25,7 +25,7 @@ use crate::config::ApiserverConfig;
 use crate::metrics::ApiserverMetrics;
 pub use crate::observation::apiserver::RESULTS;
 use crate::probe::dns::{Outcome, SystemResolver, resolve_system};
-use crate::probe::http::{self, io_result};
+use crate::probe::http_client::{self, io_result};
 use crate::probe::{Health, Transition};
 use crate::scheduler::{RunFuture, Target};
 
@@ -194,7 +194,7 @@ impl ApiserverTarget {
         phases.push(("tls", start.elapsed().as_secs_f64()));
         let response = match tokio::time::timeout_at(
             deadline,
-            http::get(stream, &host, &self.url_path, token.as_deref()),
+            http_client::get(stream, &host, &self.url_path, token.as_deref()),
         )
         .await
         {

@@ -3,7 +3,7 @@
 
 pub mod apiserver;
 pub mod dns;
-pub mod http;
+pub mod http_client;
 pub mod peer;
 pub mod storage;
 

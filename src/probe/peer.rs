@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use crate::config::PeerProtocol;
 use crate::metrics::{PeerKey, PeerMetrics};
-use crate::probe::http::{self, io_result};
+use crate::probe::http_client::{self, io_result};
 use crate::probe::{Health, Transition};
 use crate::scheduler::{RunFuture, Target};
 
@@ -110,12 +110,16 @@ pub async fn probe_http(
         Err(failed) => return failed,
     };
     let host = addr.to_string();
-    let response =
-        match tokio::time::timeout_at(deadline, http::get(stream, &host, path, None)).await {
-            Err(_) => return PeerObservation::timeout(),
-            Ok(Err(failure)) => return PeerObservation::failed(failure.result(), failure),
-            Ok(Ok(response)) => response,
-        };
+    let response = match tokio::time::timeout_at(
+        deadline,
+        http_client::get(stream, &host, path, None),
+    )
+    .await
+    {
+        Err(_) => return PeerObservation::timeout(),
+        Ok(Err(failure)) => return PeerObservation::failed(failure.result(), failure),
+        Ok(Ok(response)) => response,
+    };
     if response.status != hyper::StatusCode::OK {
         return PeerObservation::failed("http_error", format!("HTTP {}", response.status));
     }

@@ -40,14 +40,14 @@ pub(super) fn cidr_contains(cidr: &str, ip: IpAddr) -> bool {
 }
 
 /// What the checks know of CoreDNS: its pods' labels and IPs, and kube-system's labels.
-pub(super) struct DnsTarget {
+pub(super) struct CorednsView {
     pod_labels: Vec<BTreeMap<String, String>>,
     ips: Vec<IpAddr>,
     ns_labels: BTreeMap<String, String>,
 }
 
-impl DnsTarget {
-    pub(super) fn of(s: &Snapshot) -> DnsTarget {
+impl CorednsView {
+    pub(super) fn of(s: &Snapshot) -> CorednsView {
         let mut pod_labels: Vec<_> = s
             .coredns_pods
             .iter()
@@ -66,7 +66,7 @@ impl DnsTarget {
         // Set by the API server from 1.21 on; older clusters select kube-system by it too
         // once someone labels it, so treat it as present.
         ns_labels.insert("kubernetes.io/metadata.name".into(), DNS_NAMESPACE.into());
-        DnsTarget {
+        CorednsView {
             pod_labels,
             ips: coredns_ips(s),
             ns_labels,
@@ -136,7 +136,7 @@ pub fn network_policies(s: &Snapshot) -> Vec<Finding> {
                 .is_none_or(|sel| selects(sel, &labels_of(&pod.metadata)))
         })
     };
-    let dns = DnsTarget::of(s);
+    let dns = CorednsView::of(s);
     let mut out = Vec::new();
     // pod -> (udp ok, tcp ok, egress policies)
     let mut blocked: BTreeMap<(bool, bool), (Vec<String>, BTreeSet<String>)> = BTreeMap::new();
