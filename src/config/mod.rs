@@ -6,6 +6,7 @@
 //! (or `${NODE_NAME:-fallback}`); expansion happens inside string values, never in the YAML
 //! structure, so an odd variable value cannot change the shape of the document.
 
+mod apiserver;
 mod duration;
 mod expand;
 mod memory;
@@ -30,9 +31,9 @@ pub use memory::{MEMORY_CEILING, MemoryEstimate};
 pub use crate::metrics::Detail;
 pub use crate::observation::dns::{RCODES, rcode_name};
 pub use crate::scheduler::{MAX_INTERVAL, MIN_INTERVAL};
+pub use apiserver::{ApiserverConfig, CsiConfig};
 pub use peers::{
-    ApiserverConfig, CsiConfig, KubernetesDiscovery, MAX_PING_BYTES, PeerDiscovery, PeerProtocol,
-    PeersConfig, StaticPeer,
+    KubernetesDiscovery, MAX_PING_BYTES, PeerDiscovery, PeerProtocol, PeersConfig, StaticPeer,
 };
 pub use size::ByteSize;
 pub use storage::{StorageConfig, StorageVolume};
