@@ -7,16 +7,17 @@ CARGO ?= cargo
 ## Everything CI runs: test dependencies, formatting, lints, every test (unit, integration
 ## against real DNS servers, promtool), and the generated files' freshness. Tests that need root
 ## are #[ignore]d in a plain `cargo test` (so a run without root counts them as ignored, not
-## passed); the second `cargo test` runs them, all but the real-cluster ones (scripts/e2e runs
-## them on its cluster) and the series benchmark (scripts/bench-series runs it).
+## passed); the integration run here includes them (--include-ignored, in one run so the slow
+## ones overlap), all but the real-cluster ones (scripts/e2e runs them on its cluster) and the
+## series benchmark (scripts/bench-series runs it).
 test: deps lint check-generated
 	scripts/check-alerts
 	scripts/check-alertmanager-config
 	scripts/check-alertmanager
 	scripts/check-dashboards
 	scripts/check-chart
-	$(CARGO) test --all-targets --locked
-	$(CARGO) test --locked --test integration -- --ignored --skip cluster:: --skip series_scrape_size_and_rss
+	$(CARGO) test --lib --bins --benches --locked
+	$(CARGO) test --locked --test integration -- --include-ignored --skip cluster:: --skip series_scrape_size_and_rss
 	scripts/e2e
 
 ## The real-cluster end-to-end test (root): the image, a 3-node Kubernetes cluster on this
