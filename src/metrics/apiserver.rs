@@ -71,13 +71,8 @@ impl ApiserverMetrics {
         self.requests
             .get_or_create(&PathResultLabels { path, result })
             .inc();
-        let phases = match self.detail {
-            Detail::PerTarget => phases,
-            // Per node, the whole request only (the last phase): dns, connect, tls and
-            // first_byte would make five histograms of each path.
-            Detail::PerNode => phases.last().map(std::slice::from_ref).unwrap_or_default(),
-        };
-        for (phase, seconds) in phases {
+        // Per node, dns, connect, tls and first_byte would make five histograms of each path.
+        for (phase, seconds) in self.detail.kept_phases(phases) {
             self.duration
                 .get_or_create(&PathPhaseLabels { path, phase })
                 .observe(*seconds);

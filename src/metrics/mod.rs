@@ -62,6 +62,15 @@ impl Detail {
             Detail::PerTarget => "per_target",
         }
     }
+
+    /// The phases of one request (in order, the last being the whole request) that get a
+    /// histogram at this level: all of them per target, the whole request only per node.
+    pub fn kept_phases<'a>(self, phases: &'a [(&'static str, f64)]) -> &'a [(&'static str, f64)] {
+        match self {
+            Detail::PerTarget => phases,
+            Detail::PerNode => phases.last().map(std::slice::from_ref).unwrap_or_default(),
+        }
+    }
 }
 
 /// One family as users see it in `/metrics`.

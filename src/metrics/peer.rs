@@ -212,13 +212,9 @@ impl PeerMetrics {
         self.requests
             .get_or_create(&Self::result_labels(key, result))
             .inc();
-        let phases = match self.detail {
-            Detail::PerTarget => phases,
-            // Per node, the whole probe only: one histogram per protocol, where the phases
-            // would multiply it by three for http and bulk.
-            Detail::PerNode => phases.last().map(std::slice::from_ref).unwrap_or_default(),
-        };
-        for (phase, seconds) in phases {
+        // Per node, one histogram per protocol, where the phases would multiply it by three for
+        // http and bulk.
+        for (phase, seconds) in self.detail.kept_phases(phases) {
             self.duration
                 .get_or_create(&self.phase_labels(key, phase))
                 .observe(*seconds);
