@@ -10,6 +10,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use kube_netprobe::metrics::{PeerResult, Phase};
 use kube_netprobe::probe::peer::probe_http;
 use std::io::{Read, Write};
 use tokio::time::Instant;
@@ -65,8 +66,13 @@ fn main() {
             for _ in 0..probes {
                 let observation =
                     probe_http(addr, "/ping", None, Instant::now() + Duration::from_secs(2)).await;
-                assert_eq!(observation.result, "success", "{:?}", observation.detail);
-                let phase = |name: &str| {
+                assert_eq!(
+                    observation.result,
+                    PeerResult::success,
+                    "{:?}",
+                    observation.detail
+                );
+                let phase = |name: Phase| {
                     observation
                         .phases
                         .iter()
@@ -74,7 +80,7 @@ fn main() {
                         .map(|(_, s)| *s)
                         .unwrap()
                 };
-                let waited = phase("first_byte") - phase("connect");
+                let waited = phase(Phase::first_byte) - phase(Phase::connect);
                 errors.push((waited - delay.as_secs_f64()) * 1000.0);
             }
             errors.sort_by(f64::total_cmp);

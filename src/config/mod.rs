@@ -14,7 +14,7 @@ mod peers;
 mod size;
 mod storage;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -597,12 +597,20 @@ impl Config {
             }
         }
         if let PeerDiscovery::Static(list) = &peers.discovery {
-            let mut seen = HashSet::new();
+            // A dual-stack node is listed once per family; two addresses of one family would
+            // leave which one to probe to chance.
+            let mut seen: HashMap<(&str, bool), usize> = HashMap::new();
             for (i, peer) in list.iter().enumerate() {
-                if !seen.insert(&peer.node) {
+                let family = peer.addr.is_ipv4();
+                if let Some(first) = seen.insert((&peer.node, family), i) {
                     return Err((
                         format!("peers.discovery.static[{i}]"),
-                        format!("node `{}` is listed twice", peer.node),
+                        format!(
+                            "node `{}` already has an {} address at peers.discovery.static[{first}] (`{}`): list a node at most once per IP family",
+                            peer.node,
+                            if family { "IPv4" } else { "IPv6" },
+                            list[first]
+                        ),
                     ));
                 }
             }

@@ -111,7 +111,7 @@ impl Default for KubernetesDiscovery {
     }
 }
 
-/// One `node=ip:port` entry of a static peer list.
+/// One `node=ip:port` entry of a static peer list; a dual-stack node has one entry per family.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct StaticPeer {
     pub node: String,
@@ -130,7 +130,7 @@ impl FromStr for StaticPeer {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = || {
             format!(
-                "`{s}` is not a peer: write it as `node-name=ip:port`, like `node-a=10.0.0.5:9753`"
+                "`{s}` is not a peer: write it as `node-name=ip:port`, like `node-a=10.0.0.5:9753`, or with an IPv6 address in brackets, like `node-a=[fd00::5]:9753`"
             )
         };
         let (node, addr) = s.split_once('=').ok_or_else(bad)?;
@@ -170,5 +170,8 @@ mod tests {
         assert_eq!(p.to_string(), "node-a=198.18.0.1:9753");
         assert!("198.18.0.1:9753".parse::<StaticPeer>().is_err());
         assert!("=198.18.0.1:9753".parse::<StaticPeer>().is_err());
+        let v6: StaticPeer = "node-a=[fd00::1]:9753".parse().unwrap();
+        assert_eq!(v6.to_string(), "node-a=[fd00::1]:9753");
+        assert!("node-a=fd00::1:9753".parse::<StaticPeer>().is_err());
     }
 }

@@ -14,13 +14,14 @@ use tokio::task::AbortHandle;
 
 use crate::config::{
     ApiserverConfig, ByteSize, Config, ConfigError, CsiConfig, DnsConfig, DnsQuery, DnsServer,
-    HumanDuration, PeerDiscovery, PeerProtocol, PeersConfig, StorageConfig, StorageVolume,
+    HumanDuration, PeerDiscovery, PeerProtocol, PeersConfig, StaticPeer, StorageConfig,
+    StorageVolume,
 };
 use crate::discovery::Peer;
 use crate::discovery::coredns::CorednsPod;
 use crate::discovery::mesh::Mesh;
 use crate::http::AppState;
-use crate::metrics::{DnsLabels, DnsMetrics, Metrics};
+use crate::metrics::{ApiserverKey, DnsLabels, DnsMetrics, Metrics};
 use crate::probe::apiserver::{ApiserverTarget, endpoints};
 use crate::probe::dns::{DnsTarget, SystemResolver, Via};
 use crate::probe::peer::{PeerSettings, icmp_available};
@@ -140,7 +141,7 @@ struct ApiserverSection {
     config: ApiserverConfig,
     /// The `dns` path resolves through the pod's resolver: a new resolv.conf path restarts it.
     resolv_conf: PathBuf,
-    targets: Vec<(TaskId, &'static str)>,
+    targets: Vec<(TaskId, Arc<ApiserverTarget>)>,
 }
 
 /// What a volume's probe runs with, beside the volume itself.
@@ -381,28 +382,46 @@ impl Probes {
         {
             return;
         }
-        let mut next = Vec::new();
+        let previous = self.apiserver.take();
+        let mut next: Vec<(TaskId, Arc<ApiserverTarget>)> = Vec::new();
         if apiserver.is_enabled() {
             for (path, endpoint) in endpoints(apiserver) {
+                // A path that stays goes on under the families it had.
+                let families = previous
+                    .iter()
+                    .flat_map(|p| &p.targets)
+                    .find(|(_, t)| t.path() == path)
+                    .map(|(_, t)| t.families())
+                    .unwrap_or_default();
                 let target = Arc::new(ApiserverTarget::new(
                     path,
                     endpoint,
                     apiserver,
                     self.system.clone(),
                     self.metrics.apiserver.clone(),
+                    families,
                 ));
-                next.push((self.scheduler.spawn(target), path));
+                next.push((self.scheduler.spawn(target.clone()), target));
             }
         } else {
             tracing::info!(
                 "not running in a cluster (KUBERNETES_SERVICE_HOST is unset) or apiserver.enabled is false: API-server probes are off"
             );
         }
-        if let Some(previous) = self.apiserver.take() {
-            for (id, path) in previous.targets {
+        if let Some(previous) = previous {
+            for (id, old) in previous.targets {
                 self.scheduler.remove(id);
-                if !next.iter().any(|(_, p)| *p == path) {
-                    self.metrics.apiserver.remove_path(path);
+                match next.iter().find(|(_, t)| t.path() == old.path()) {
+                    None => old.retire(),
+                    Some((_, new)) => {
+                        // A direct address of another family leaves the old family's series.
+                        for family in old.families().difference(&new.families()) {
+                            self.metrics.apiserver.remove_target(ApiserverKey {
+                                path: old.path(),
+                                family: *family,
+                            });
+                        }
+                    }
                 }
             }
         }
@@ -535,14 +554,7 @@ fn start_peers(
     match &peers.discovery {
         PeerDiscovery::None => {}
         PeerDiscovery::Static(list) => {
-            let list: Vec<Peer> = list
-                .iter()
-                .map(|p| Peer {
-                    node: p.node.clone(),
-                    addrs: vec![p.addr],
-                })
-                .collect();
-            mesh.lock().expect("mesh lock").apply(&list);
+            mesh.lock().expect("mesh lock").apply(&static_peers(list));
         }
         PeerDiscovery::Kubernetes(kubernetes) => {
             if let Some(seed) = seed {
@@ -570,6 +582,22 @@ fn start_peers(
         mesh,
         _tasks: tasks,
     })
+}
+
+/// A static list as peers: a node listed once per IP family is one peer with both addresses,
+/// in the order listed.
+fn static_peers(list: &[StaticPeer]) -> Vec<Peer> {
+    let mut peers: Vec<Peer> = Vec::new();
+    for entry in list {
+        match peers.iter_mut().find(|p| p.node == entry.node) {
+            Some(peer) => peer.addrs.push(entry.addr),
+            None => peers.push(Peer {
+                node: entry.node.clone(),
+                addrs: vec![entry.addr],
+            }),
+        }
+    }
+    peers
 }
 
 /// The signals the daemon answers, installed before anything else so that none of them finds

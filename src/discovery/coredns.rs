@@ -31,40 +31,53 @@ pub struct CorednsPod {
     pub addr: SocketAddr,
 }
 
-/// A pod's IP, when it has one and is not on its way out.
-fn pod_ip(pod: &Pod) -> Option<(String, IpAddr)> {
+/// A pod's IPs (one per family on a dual-stack cluster), when it has one and is not on its way
+/// out.
+fn pod_ips(pod: &Pod) -> Option<(String, Vec<IpAddr>)> {
     let name = pod.metadata.name.clone()?;
     if pod.metadata.deletion_timestamp.is_some() {
         return None;
     }
-    let ip = pod.status.as_ref()?.pod_ip.as_ref()?.parse().ok()?;
-    Some((name, ip))
+    let ips = crate::discovery::kube::pod_ips(pod);
+    if ips.is_empty() {
+        return None;
+    }
+    Some((name, ips))
 }
 
 /// The pods the watch has shown so far.
 #[derive(Debug, Default)]
 pub struct CorednsView {
-    pods: Store<IpAddr>,
+    pods: Store<Vec<IpAddr>>,
 }
 
 impl CorednsView {
     pub fn event(&mut self, event: Event<Pod>) {
-        self.pods.apply(event, pod_ip);
+        self.pods.apply(event, pod_ips);
     }
 
     pub fn synced(&self) -> bool {
         self.pods.synced()
     }
 
-    /// Every probe-able pod, sorted by name.
+    /// Every probe-able pod, sorted by name: once per IP family it has (the first address of
+    /// each), so a dual-stack pod is asked over both.
     pub fn pods(&self, port: u16) -> Vec<CorednsPod> {
-        self.pods
-            .iter()
-            .map(|(name, ip)| CorednsPod {
-                name: name.clone(),
-                addr: SocketAddr::new(*ip, port),
-            })
-            .collect()
+        let mut out = Vec::new();
+        for (name, ips) in self.pods.iter() {
+            let mut families = Vec::new();
+            for ip in ips {
+                let family = ip.is_ipv4();
+                if !families.contains(&family) {
+                    families.push(family);
+                    out.push(CorednsPod {
+                        name: name.clone(),
+                        addr: SocketAddr::new(*ip, port),
+                    });
+                }
+            }
+        }
+        out
     }
 }
 
@@ -212,5 +225,24 @@ mod tests {
         );
         view.event(Event::InitDone);
         assert_eq!(names(&view), ["198.18.0.12:53 new"]);
+    }
+
+    #[test]
+    fn a_dual_stack_pod_is_asked_over_each_family() {
+        let mut view = CorednsView::default();
+        view.event(Event::Init);
+        let mut dual = pod("coredns-a", Some("198.18.0.11"), false);
+        dual.status.as_mut().expect("status").pod_ips = Some(
+            ["198.18.0.11", "fd00::11", "fd00::12"]
+                .into_iter()
+                .map(|ip| k8s_openapi::api::core::v1::PodIP { ip: ip.into() })
+                .collect(),
+        );
+        view.event(Event::InitApply(dual));
+        view.event(Event::InitDone);
+        assert_eq!(
+            names(&view),
+            ["198.18.0.11:53 coredns-a", "[fd00::11]:53 coredns-a"]
+        );
     }
 }

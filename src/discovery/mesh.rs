@@ -9,8 +9,8 @@ use std::sync::Arc;
 use crate::config::PeerProtocol;
 use crate::discovery::Peer;
 use crate::discovery::ring::{expected_checkers, neighbours};
-use crate::metrics::PeerMetrics;
-use crate::probe::peer::{PeerSettings, PeerTarget, family};
+use crate::metrics::{IpFamily, PeerMetrics};
+use crate::probe::peer::{PeerSettings, PeerTarget};
 use crate::scheduler::{Scheduler, TaskId};
 
 /// The probes of one peer node.
@@ -72,16 +72,11 @@ impl Mesh {
                 self.retire(probes);
                 continue;
             };
-            let still: BTreeSet<(&str, &str)> =
-                kept.targets.iter().map(|(_, t)| t.series()).collect();
-            let protocols: BTreeSet<&str> = still.iter().map(|(p, _)| *p).collect();
+            let still: BTreeSet<_> = kept.targets.iter().map(|(_, t)| t.series()).collect();
             for (id, target) in &probes.targets {
                 self.scheduler.remove(*id);
-                let (protocol, family) = target.series();
-                if !still.contains(&(protocol, family)) {
-                    // The node's counters are shared by its families: only when the protocol
-                    // is gone altogether.
-                    target.retire(!protocols.contains(protocol));
+                if !still.contains(&target.series()) {
+                    target.retire();
                 }
             }
         }
@@ -147,9 +142,9 @@ impl Mesh {
 
     fn start(&self, peer: &Peer) -> NodeProbes {
         // One address per family: the first the pod lists.
-        let mut per_family: BTreeMap<&str, SocketAddr> = BTreeMap::new();
+        let mut per_family: BTreeMap<IpFamily, SocketAddr> = BTreeMap::new();
         for addr in &peer.addrs {
-            per_family.entry(family(addr.ip())).or_insert(*addr);
+            per_family.entry(IpFamily::of(addr.ip())).or_insert(*addr);
         }
         let mut targets = Vec::new();
         for protocol in &self.protocols {
@@ -174,12 +169,7 @@ impl Mesh {
     fn retire(&self, probes: NodeProbes) {
         for (id, target) in &probes.targets {
             self.scheduler.remove(*id);
-            target.retire(false);
-        }
-        // Only once no family of the node can record any more: the counters and histograms are
-        // shared by its families.
-        for (_, target) in &probes.targets {
-            target.retire(true);
+            target.retire();
         }
     }
 }
@@ -199,7 +189,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::metrics::{Metrics, PeerKey};
+    use crate::metrics::{Metrics, PeerKey, PeerProtocolLabel, PeerResult, Phase};
 
     fn peer(node: &str, ip: &str) -> Peer {
         Peer {
@@ -240,7 +230,7 @@ mod tests {
         // Probed from now on: counters at 0, no `up` until the first probe ends.
         assert!(
             text.contains(
-                r#"netprobe_peer_requests_total{target_node="node-2",protocol="tcp",result="success"} 0"#
+                r#"netprobe_peer_requests_total{target_node="node-2",protocol="tcp",family="ipv4",result="success"} 0"#
             ),
             "{text}"
         );
@@ -289,10 +279,12 @@ mod tests {
         for node in ["node-1", "node-2"] {
             let key = PeerKey {
                 target_node: node.into(),
-                protocol: "tcp",
-                family: "ipv4",
+                protocol: PeerProtocolLabel::tcp,
+                family: IpFamily::ipv4,
             };
-            metrics.peers.record(&key, "success", &[("connect", 0.001)]);
+            metrics
+                .peers
+                .record(&key, PeerResult::success, &[(Phase::connect, 0.001)]);
         }
         // The reloaded config drops http, and only one neighbour is kept.
         let mut next = Mesh::new(
@@ -313,7 +305,7 @@ mod tests {
         assert!(!text.contains(&format!("\"{gone}\"")), "{text}");
         assert!(!text.contains("protocol=\"http\""), "{text}");
         let counter = format!(
-            r#"netprobe_peer_requests_total{{target_node="{kept}",protocol="tcp",result="success"}} "#
+            r#"netprobe_peer_requests_total{{target_node="{kept}",protocol="tcp",family="ipv4",result="success"}} "#
         );
         assert!(
             text.contains(&format!("{counter}1\n")),

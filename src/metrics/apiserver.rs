@@ -1,31 +1,113 @@
-//! The API-server probe families, per path.
+//! The API-server probe families, per path and IP family.
 
 use super::*;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(super) struct PathLabels {
-    path: &'static str,
+/// The `path` label: how the probe reached the API server.
+#[allow(non_camel_case_types)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelValue)]
+pub enum ApiserverPath {
+    /// The Service IP from the environment.
+    direct,
+    /// The Service name, through the pod's resolver.
+    dns,
+}
+
+impl ApiserverPath {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::direct => "direct",
+            Self::dns => "dns",
+        }
+    }
+}
+
+/// The `result` of an API-server probe.
+#[allow(non_camel_case_types)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum ApiserverResult {
+    success,
+    timeout,
+    refused,
+    reset,
+    unreachable,
+    dns_error,
+    tls_error,
+    http_error,
+    permission_denied,
+    error,
+}
+
+impl ApiserverResult {
+    pub const ALL: [Self; 10] = [
+        Self::success,
+        Self::timeout,
+        Self::refused,
+        Self::reset,
+        Self::unreachable,
+        Self::dns_error,
+        Self::tls_error,
+        Self::http_error,
+        Self::permission_denied,
+        Self::error,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::success => "success",
+            Self::timeout => "timeout",
+            Self::refused => "refused",
+            Self::reset => "reset",
+            Self::unreachable => "unreachable",
+            Self::dns_error => "dns_error",
+            Self::tls_error => "tls_error",
+            Self::http_error => "http_error",
+            Self::permission_denied => "permission_denied",
+            Self::error => "error",
+        }
+    }
+}
+
+impl From<NetFailure> for ApiserverResult {
+    fn from(failure: NetFailure) -> Self {
+        match failure {
+            NetFailure::timeout => Self::timeout,
+            NetFailure::refused => Self::refused,
+            NetFailure::reset => Self::reset,
+            NetFailure::unreachable => Self::unreachable,
+            NetFailure::permission_denied => Self::permission_denied,
+            NetFailure::error => Self::error,
+        }
+    }
+}
+
+/// One API-server target: a path over an IP family.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct ApiserverKey {
+    pub path: ApiserverPath,
+    pub family: IpFamily,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(super) struct PathResultLabels {
-    path: &'static str,
-    result: &'static str,
+pub(super) struct ApiserverResultLabels {
+    #[prometheus(flatten)]
+    key: ApiserverKey,
+    result: ApiserverResult,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(super) struct PathPhaseLabels {
-    path: &'static str,
-    phase: &'static str,
+pub(super) struct ApiserverPhaseLabels {
+    #[prometheus(flatten)]
+    key: ApiserverKey,
+    phase: Phase,
 }
 
 /// The API-server families.
 #[derive(Debug, Clone)]
 pub struct ApiserverMetrics {
     detail: Detail,
-    up: Family<PathLabels, Gauge>,
-    requests: Family<PathResultLabels, Counter>,
-    duration: HistogramFamily<PathPhaseLabels>,
+    up: Family<ApiserverKey, Gauge>,
+    requests: Family<ApiserverResultLabels, Counter>,
+    duration: HistogramFamily<ApiserverPhaseLabels>,
 }
 
 impl ApiserverMetrics {
@@ -47,38 +129,44 @@ impl ApiserverMetrics {
         this
     }
 
-    /// Creates a path's success counter at 0. `up` appears with the first result: a 0 before
+    /// Creates a target's success counter at 0. `up` appears with the first result: a 0 before
     /// any probe would read as a failing path on every start and rollout.
-    pub fn add_path(&self, path: &'static str) {
-        let _ = self.requests.get_or_create(&PathResultLabels {
-            path,
-            result: "success",
+    pub fn add_target(&self, key: ApiserverKey) {
+        let _ = self.requests.get_or_create(&ApiserverResultLabels {
+            key,
+            result: ApiserverResult::success,
         });
     }
 
-    /// Removes every series of a path that is no longer probed.
-    pub fn remove_path(&self, path: &'static str) {
-        self.up.remove(&PathLabels { path });
-        for result in crate::observation::apiserver::RESULTS {
-            self.requests.remove(&PathResultLabels { path, result });
+    /// Removes every series of a target that is no longer probed.
+    pub fn remove_target(&self, key: ApiserverKey) {
+        self.up.remove(&key);
+        for result in ApiserverResult::ALL {
+            self.requests.remove(&ApiserverResultLabels { key, result });
         }
-        for phase in ["dns", "connect", "tls", "first_byte", "total"] {
-            self.duration.remove(&PathPhaseLabels { path, phase });
+        for phase in [
+            Phase::dns,
+            Phase::connect,
+            Phase::tls,
+            Phase::first_byte,
+            Phase::total,
+        ] {
+            self.duration.remove(&ApiserverPhaseLabels { key, phase });
         }
     }
 
-    pub fn record(&self, path: &'static str, result: &'static str, phases: &[(&'static str, f64)]) {
+    pub fn record(&self, key: ApiserverKey, result: ApiserverResult, phases: &[(Phase, f64)]) {
         self.requests
-            .get_or_create(&PathResultLabels { path, result })
+            .get_or_create(&ApiserverResultLabels { key, result })
             .inc();
         // Per node, dns, connect, tls and first_byte would make five histograms of each path.
         for (phase, seconds) in self.detail.kept_phases(phases) {
             self.duration
-                .get_or_create(&PathPhaseLabels { path, phase })
+                .get_or_create(&ApiserverPhaseLabels { key, phase: *phase })
                 .observe(*seconds);
         }
         self.up
-            .get_or_create(&PathLabels { path })
-            .set(i64::from(result == "success"));
+            .get_or_create(&key)
+            .set(i64::from(result == ApiserverResult::success));
     }
 }

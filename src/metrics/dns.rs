@@ -11,14 +11,22 @@ pub const DNS_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5, 4.5, 5.0, 5.5,
 ];
 
-pub(super) const DNS_LABELS: &[&str] = &["server", "name", "qtype"];
+/// `family` is the IP family the queries travel over: the server's address's (a dual-stack
+/// CoreDNS pod is asked over each), for `system` that of resolv.conf's first nameserver.
+pub(super) const DNS_LABELS: &[&str] = &["server", "name", "qtype", "family"];
 
-/// Labels that identify one DNS target: (server, query name, record type).
+/// Labels whose set depends on `metrics.detail`: the duration histogram is kept per server by
+/// default and per target on request, one family with or without the query's labels.
+pub(super) type DetailLabels = Vec<(&'static str, String)>;
+
+/// Labels that identify one DNS target: (server, query name, record type, and the IP family
+/// the queries travel over).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DnsLabels {
     pub server: String,
     pub name: String,
     pub qtype: String,
+    pub family: IpFamily,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -26,6 +34,7 @@ pub(super) struct DnsRcodeLabels {
     server: String,
     name: String,
     qtype: String,
+    family: IpFamily,
     rcode: &'static str,
 }
 
@@ -34,6 +43,7 @@ pub(super) struct DnsProtocolLabels {
     server: String,
     name: String,
     qtype: String,
+    family: IpFamily,
     protocol: &'static str,
 }
 
@@ -62,6 +72,7 @@ impl DnsLabels {
             server: self.server.clone(),
             name: self.name.clone(),
             qtype: self.qtype.clone(),
+            family: self.family,
             rcode,
         }
     }
@@ -71,6 +82,7 @@ impl DnsLabels {
             server: self.server.clone(),
             name: self.name.clone(),
             qtype: self.qtype.clone(),
+            family: self.family,
             protocol,
         }
     }
@@ -92,7 +104,7 @@ pub(super) const PRECREATED_RCODES: &[&str] = &["SERVFAIL", "TIMEOUT"];
 pub struct DnsMetrics {
     detail: Detail,
     duration: HistogramFamily<DetailLabels>,
-    duration_sharers: Sharers,
+    duration_sharers: Sharers<DetailLabels>,
     lookups: Family<DnsRcodeLabels, Counter>,
     success: Family<DnsLabels, Gauge>,
     queries: Family<DnsProtocolLabels, Counter>,
@@ -133,6 +145,7 @@ impl DnsMetrics {
             labels.push(("name", target.name.clone()));
             labels.push(("qtype", target.qtype.clone()));
         }
+        labels.push(("family", target.family.as_str().to_owned()));
         labels
     }
 

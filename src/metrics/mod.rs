@@ -8,9 +8,11 @@
 //! real encode, so the reference cannot drift from the code.
 
 use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelSetEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -65,12 +67,50 @@ impl Detail {
 
     /// The phases of one request (in order, the last being the whole request) that get a
     /// histogram at this level: all of them per target, the whole request only per node.
-    pub fn kept_phases<'a>(self, phases: &'a [(&'static str, f64)]) -> &'a [(&'static str, f64)] {
+    pub fn kept_phases<T>(self, phases: &[T]) -> &[T] {
         match self {
             Detail::PerTarget => phases,
             Detail::PerNode => phases.last().map(std::slice::from_ref).unwrap_or_default(),
         }
     }
+}
+
+/// The `phase` label of the request histograms (peers and the API server): seconds from the
+/// start of the request to the end of the name lookup, the connect, the TLS handshake, the
+/// first response byte, and the whole request.
+#[allow(non_camel_case_types)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum Phase {
+    dns,
+    connect,
+    tls,
+    first_byte,
+    total,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::dns => "dns",
+            Self::connect => "connect",
+            Self::tls => "tls",
+            Self::first_byte => "first_byte",
+            Self::total => "total",
+        }
+    }
+}
+
+/// How a network exchange failed, as far as the socket says; each prober's `result` set holds
+/// these values and adds its own.
+#[allow(non_camel_case_types)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum NetFailure {
+    timeout,
+    refused,
+    reset,
+    unreachable,
+    permission_denied,
+    error,
 }
 
 /// One family as users see it in `/metrics`.
@@ -110,13 +150,13 @@ pub const HTTP_CONNECTIONS_CLOSED: FamilyDoc = FamilyDoc {
 pub const DNS_DURATION: FamilyDoc = FamilyDoc {
     name: "netprobe_dns_lookup_duration_seconds",
     kind: "histogram",
-    labels: &["server"],
-    help: "Time from the first query of a lookup to its final response, for lookups that got a response (any rcode); search-list walks, retries and TCP fallback included, and for server=system lookups of qtype A the AAAA answer too (getaddrinfo waits for both). One histogram per server over all its names; with metrics.detail per_target, one per (server, name, qtype), labels name and qtype added. Absent until the server's first lookup ends",
+    labels: &["server", "family"],
+    help: "Time from the first query of a lookup to its final response, for lookups that got a response (any rcode); search-list walks, retries and TCP fallback included, and for server=system lookups of qtype A the AAAA answer too (getaddrinfo waits for both). One histogram per server and IP family over all its names; with metrics.detail per_target, one per (server, name, qtype, family), labels name and qtype added. Absent until the server's first lookup ends",
 };
 pub const DNS_LOOKUPS: FamilyDoc = FamilyDoc {
     name: "netprobe_dns_lookups_total",
     kind: "counter",
-    labels: &["server", "name", "qtype", "rcode"],
+    labels: &["server", "name", "qtype", "family", "rcode"],
     help: "Lookups by final response code (NXDOMAIN, SERVFAIL, REFUSED, ...; NOERROR only when the answer holds a record of the queried type for the name, directly or through a CNAME chain), NODATA (NOERROR without such a record: empty, other types only, or a CNAME chain ending without one), WRONG_ANSWER (NOERROR with records of the type only for other names, or a CNAME loop), or TIMEOUT / NETWORK_ERROR when no response came",
 };
 pub const DNS_SUCCESS: FamilyDoc = FamilyDoc {
@@ -128,7 +168,7 @@ pub const DNS_SUCCESS: FamilyDoc = FamilyDoc {
 pub const DNS_QUERIES: FamilyDoc = FamilyDoc {
     name: "netprobe_dns_queries_total",
     kind: "counter",
-    labels: &["server", "name", "qtype", "protocol"],
+    labels: &["server", "name", "qtype", "family", "protocol"],
     help: "DNS messages sent, by protocol (udp, tcp); tcp counts fallbacks after truncated answers and use-vc, and appears with the first one. Divided by lookups, this is the search-list amplification",
 };
 pub const DNS_LOOKUP_QUERIES: FamilyDoc = FamilyDoc {
@@ -229,16 +269,18 @@ struct ProbeLabels {
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
-/// Labels whose set depends on `metrics.detail`: the histograms that are kept per node by
-/// default and per target on request share one family, with or without the target's labels.
-type DetailLabels = Vec<(&'static str, String)>;
-
 /// How many targets share each per-node histogram, so that it goes with the last of them.
-#[derive(Debug, Clone, Default)]
-struct Sharers(Arc<Mutex<HashMap<DetailLabels, usize>>>);
+#[derive(Debug, Clone)]
+struct Sharers<K>(Arc<Mutex<HashMap<K, usize>>>);
 
-impl Sharers {
-    fn add(&self, key: &DetailLabels) {
+impl<K> Default for Sharers<K> {
+    fn default() -> Self {
+        Self(Arc::default())
+    }
+}
+
+impl<K: Clone + Hash + Eq> Sharers<K> {
+    fn add(&self, key: &K) {
         *self
             .0
             .lock()
@@ -248,7 +290,7 @@ impl Sharers {
     }
 
     /// One sharer fewer; true when it was the last.
-    fn remove(&self, key: &DetailLabels) -> bool {
+    fn remove(&self, key: &K) -> bool {
         let mut map = self.0.lock().expect("sharers lock");
         match map.get_mut(key) {
             Some(n) if *n > 1 => {

@@ -18,14 +18,14 @@ pub const PEER_UP: FamilyDoc = FamilyDoc {
 pub const PEER_REQUESTS: FamilyDoc = FamilyDoc {
     name: "netprobe_peer_requests_total",
     kind: "counter",
-    labels: &["target_node", "protocol", "result"],
+    labels: &["target_node", "protocol", "family", "result"],
     help: "Peer probes by result: success, timeout, refused, reset, unreachable, http_error, short_body, permission_denied, error",
 };
 pub const PEER_DURATION: FamilyDoc = FamilyDoc {
     name: "netprobe_peer_request_duration_seconds",
     kind: "histogram",
-    labels: &["protocol", "phase"],
-    help: "Time of successful peer probes, from the start of the probe, per node and protocol: phase total (http, bulk, icmp) or connect (tcp). With metrics.detail per_target, per peer (label target_node added) and every phase: connect, first_byte (first response byte), total",
+    labels: &["protocol", "family", "phase"],
+    help: "Time of successful peer probes, from the start of the probe, per node, protocol and IP family: phase total (http, bulk, icmp) or connect (tcp). With metrics.detail per_target, per peer (label target_node added) and every phase: connect, first_byte (first response byte), total",
 };
 pub const PEER_TARGETS: FamilyDoc = FamilyDoc {
     name: "netprobe_peer_targets",
@@ -60,19 +60,19 @@ pub const DISCOVERY_PEERS: FamilyDoc = FamilyDoc {
 pub const APISERVER_UP: FamilyDoc = FamilyDoc {
     name: "netprobe_apiserver_up",
     kind: "gauge",
-    labels: &["path"],
-    help: "1 if the last API-server probe over this path succeeded, else 0: direct (the Service IP from the environment) or dns (the Service name through the pod's resolver). Absent until the first probe ends",
+    labels: &["path", "family"],
+    help: "1 if the last API-server probe over this path and IP family succeeded, else 0: direct (the Service IP from the environment) or dns (the Service name through the pod's resolver). Absent until the first probe ends",
 };
 pub const APISERVER_REQUESTS: FamilyDoc = FamilyDoc {
     name: "netprobe_apiserver_requests_total",
     kind: "counter",
-    labels: &["path", "result"],
+    labels: &["path", "family", "result"],
     help: "API-server probes by result: success, timeout, refused, reset, unreachable, dns_error, tls_error, http_error, error",
 };
 pub const APISERVER_DURATION: FamilyDoc = FamilyDoc {
     name: "netprobe_apiserver_request_duration_seconds",
     kind: "histogram",
-    labels: &["path", "phase"],
+    labels: &["path", "family", "phase"],
     help: "Time of successful API-server probes, from the start of the probe: phase total; with metrics.detail per_target, every phase: dns, connect, tls, first_byte, total",
 };
 
@@ -80,18 +80,160 @@ pub(super) fn network_histogram() -> Histogram {
     Histogram::new(NETWORK_BUCKETS.iter().copied())
 }
 
+/// The `family` label: the IP family a probe went over.
+#[allow(non_camel_case_types)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelValue)]
+pub enum IpFamily {
+    ipv4,
+    ipv6,
+}
+
+impl IpFamily {
+    pub const ALL: [Self; 2] = [Self::ipv4, Self::ipv6];
+
+    /// The family of an address; an IPv4-mapped IPv6 address travels as IPv4.
+    pub fn of(ip: IpAddr) -> Self {
+        match ip.to_canonical() {
+            IpAddr::V4(_) => Self::ipv4,
+            IpAddr::V6(_) => Self::ipv6,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ipv4 => "ipv4",
+            Self::ipv6 => "ipv6",
+        }
+    }
+}
+
+impl std::fmt::Display for IpFamily {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The `protocol` label of the peer families.
+#[allow(non_camel_case_types)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelValue)]
+pub enum PeerProtocolLabel {
+    http,
+    tcp,
+    bulk,
+    icmp,
+}
+
+impl PeerProtocolLabel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::http => "http",
+            Self::tcp => "tcp",
+            Self::bulk => "bulk",
+            Self::icmp => "icmp",
+        }
+    }
+}
+
+/// The `result` of a peer probe.
+#[allow(non_camel_case_types)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum PeerResult {
+    success,
+    timeout,
+    refused,
+    reset,
+    unreachable,
+    http_error,
+    short_body,
+    permission_denied,
+    error,
+}
+
+impl PeerResult {
+    pub const ALL: [Self; 9] = [
+        Self::success,
+        Self::timeout,
+        Self::refused,
+        Self::reset,
+        Self::unreachable,
+        Self::http_error,
+        Self::short_body,
+        Self::permission_denied,
+        Self::error,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::success => "success",
+            Self::timeout => "timeout",
+            Self::refused => "refused",
+            Self::reset => "reset",
+            Self::unreachable => "unreachable",
+            Self::http_error => "http_error",
+            Self::short_body => "short_body",
+            Self::permission_denied => "permission_denied",
+            Self::error => "error",
+        }
+    }
+}
+
+impl From<NetFailure> for PeerResult {
+    fn from(failure: NetFailure) -> Self {
+        match failure {
+            NetFailure::timeout => Self::timeout,
+            NetFailure::refused => Self::refused,
+            NetFailure::reset => Self::reset,
+            NetFailure::unreachable => Self::unreachable,
+            NetFailure::permission_denied => Self::permission_denied,
+            NetFailure::error => Self::error,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct PeerUpLabels {
     target_node: String,
-    protocol: &'static str,
-    family: &'static str,
+    protocol: PeerProtocolLabel,
+    family: IpFamily,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct PeerResultLabels {
     target_node: String,
-    protocol: &'static str,
-    result: &'static str,
+    protocol: PeerProtocolLabel,
+    family: IpFamily,
+    result: PeerResult,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct PeerProtocolPhase {
+    protocol: PeerProtocolLabel,
+    family: IpFamily,
+    phase: Phase,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct PeerTargetPhase {
+    target_node: String,
+    #[prometheus(flatten)]
+    rest: PeerProtocolPhase,
+}
+
+/// The labels of a peer histogram: per node (protocol, family, phase) or, at per_target, the
+/// peer's node first.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub(super) enum PeerPhaseLabels {
+    PerNode(PeerProtocolPhase),
+    PerTarget(PeerTargetPhase),
+}
+
+impl EncodeLabelSet for PeerPhaseLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        match self {
+            Self::PerNode(labels) => labels.encode(encoder),
+            Self::PerTarget(labels) => labels.encode(encoder),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -101,7 +243,7 @@ pub(super) struct TargetNodeLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct FamilyLabels {
-    family: &'static str,
+    family: IpFamily,
 }
 
 /// The `reason` label values of the Kubernetes list/watch error counters.
@@ -117,8 +259,8 @@ pub(super) struct SourceReasonLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct PeerKey {
     pub target_node: String,
-    pub protocol: &'static str,
-    pub family: &'static str,
+    pub protocol: PeerProtocolLabel,
+    pub family: IpFamily,
 }
 
 /// The pod-to-pod families and the discovery's own.
@@ -127,8 +269,8 @@ pub struct PeerMetrics {
     detail: Detail,
     up: Family<PeerUpLabels, Gauge>,
     requests: Family<PeerResultLabels, Counter>,
-    duration: HistogramFamily<DetailLabels>,
-    duration_sharers: Sharers,
+    duration: HistogramFamily<PeerPhaseLabels>,
+    duration_sharers: Sharers<PeerProtocolPhase>,
     targets: Gauge,
     checkers: Family<TargetNodeLabels, Gauge>,
     icmp_available: Family<FamilyLabels, Gauge>,
@@ -166,7 +308,7 @@ impl PeerMetrics {
         this
     }
 
-    pub(super) fn up_labels(key: &PeerKey) -> PeerUpLabels {
+    fn up_labels(key: &PeerKey) -> PeerUpLabels {
         PeerUpLabels {
             target_node: key.target_node.clone(),
             protocol: key.protocol,
@@ -174,24 +316,34 @@ impl PeerMetrics {
         }
     }
 
-    pub(super) fn result_labels(key: &PeerKey, result: &'static str) -> PeerResultLabels {
+    fn result_labels(key: &PeerKey, result: PeerResult) -> PeerResultLabels {
         PeerResultLabels {
             target_node: key.target_node.clone(),
             protocol: key.protocol,
+            family: key.family,
             result,
         }
     }
 
-    /// The histogram a phase of a target records into: per peer at per_target; per protocol
-    /// at per_node, where the target's node is left out.
-    pub(super) fn phase_labels(&self, key: &PeerKey, phase: &'static str) -> DetailLabels {
-        let mut labels = Vec::with_capacity(3);
-        if self.detail == Detail::PerTarget {
-            labels.push(("target_node", key.target_node.clone()));
+    fn shared_labels(key: &PeerKey, phase: Phase) -> PeerProtocolPhase {
+        PeerProtocolPhase {
+            protocol: key.protocol,
+            family: key.family,
+            phase,
         }
-        labels.push(("protocol", key.protocol.to_owned()));
-        labels.push(("phase", phase.to_owned()));
-        labels
+    }
+
+    /// The histogram a phase of a target records into: per peer at per_target; per protocol
+    /// and family at per_node, where the target's node is left out.
+    fn phase_labels(&self, key: &PeerKey, phase: Phase) -> PeerPhaseLabels {
+        let shared = Self::shared_labels(key, phase);
+        match self.detail {
+            Detail::PerNode => PeerPhaseLabels::PerNode(shared),
+            Detail::PerTarget => PeerPhaseLabels::PerTarget(PeerTargetPhase {
+                target_node: key.target_node.clone(),
+                rest: shared,
+            }),
+        }
     }
 
     /// Creates a target's success counter at 0. `up` appears with the first result: a 0 before
@@ -199,60 +351,48 @@ impl PeerMetrics {
     pub fn add_target(&self, key: &PeerKey) {
         let _ = self
             .requests
-            .get_or_create(&Self::result_labels(key, "success"));
+            .get_or_create(&Self::result_labels(key, PeerResult::success));
         if self.detail == Detail::PerNode {
-            // The protocol's histogram is shared by every peer probed over it.
-            self.duration_sharers.add(&self.phase_labels(key, ""));
+            // The protocol's histogram (of this family) is shared by every peer probed over it.
+            self.duration_sharers
+                .add(&Self::shared_labels(key, Phase::total));
         }
     }
 
-    /// Records one probe: `result` from the closed set, phase timings when it succeeded (in
-    /// order; the last is the whole probe: total, or connect for tcp).
-    pub fn record(&self, key: &PeerKey, result: &'static str, phases: &[(&'static str, f64)]) {
+    /// Records one probe: its result, and phase timings when it succeeded (in order; the last is
+    /// the whole probe: total, or connect for tcp).
+    pub fn record(&self, key: &PeerKey, result: PeerResult, phases: &[(Phase, f64)]) {
         self.requests
             .get_or_create(&Self::result_labels(key, result))
             .inc();
-        // Per node, one histogram per protocol, where the phases would multiply it by three for
-        // http and bulk.
+        // Per node, one histogram per protocol and family, where the phases would multiply it
+        // by three for http and bulk.
         for (phase, seconds) in self.detail.kept_phases(phases) {
             self.duration
-                .get_or_create(&self.phase_labels(key, phase))
+                .get_or_create(&self.phase_labels(key, *phase))
                 .observe(*seconds);
         }
         self.up
             .get_or_create(&Self::up_labels(key))
-            .set(i64::from(result == "success"));
+            .set(i64::from(result == PeerResult::success));
     }
 
-    /// Removes every series of a target. `results` and `phases` are the closed sets its prober
-    /// can produce. Counters and histograms are shared by the IP families of a node; the caller
-    /// removes them once the node's last family goes (`shared`).
-    pub fn remove_target(
-        &self,
-        key: &PeerKey,
-        results: &[&'static str],
-        phases: &[&'static str],
-        shared: bool,
-    ) {
+    /// Removes every series of a target; `phases` is the closed set its prober can record.
+    /// A per-node histogram goes with the last target sharing it.
+    pub fn remove_target(&self, key: &PeerKey, phases: &[Phase]) {
         self.up.remove(&Self::up_labels(key));
-        if shared {
-            for result in results {
-                self.requests.remove(&Self::result_labels(key, result));
-            }
+        for result in PeerResult::ALL {
+            self.requests.remove(&Self::result_labels(key, result));
         }
-        match self.detail {
-            Detail::PerTarget if shared => {
-                for phase in phases {
-                    self.duration.remove(&self.phase_labels(key, phase));
-                }
-            }
-            Detail::PerTarget => {}
-            Detail::PerNode => {
-                if self.duration_sharers.remove(&self.phase_labels(key, "")) {
-                    for phase in phases {
-                        self.duration.remove(&self.phase_labels(key, phase));
-                    }
-                }
+        let last = match self.detail {
+            Detail::PerTarget => true,
+            Detail::PerNode => self
+                .duration_sharers
+                .remove(&Self::shared_labels(key, Phase::total)),
+        };
+        if last {
+            for phase in phases {
+                self.duration.remove(&self.phase_labels(key, *phase));
             }
         }
     }
@@ -270,7 +410,9 @@ impl PeerMetrics {
     /// Records the result of the ICMP socket check (made only when icmp probes are configured).
     pub fn set_icmp_available(&self, available: bool) {
         self.icmp_available
-            .get_or_create(&FamilyLabels { family: "ipv4" })
+            .get_or_create(&FamilyLabels {
+                family: IpFamily::ipv4,
+            })
             .set(i64::from(available));
     }
 

@@ -12,6 +12,7 @@ fn target() -> DnsLabels {
         server: "10.96.0.10:53".into(),
         name: "kubernetes.default.svc.cluster.local".into(),
         qtype: "A".into(),
+        family: IpFamily::ipv4,
     }
 }
 
@@ -29,6 +30,11 @@ fn sample<'a>(text: &'a str, series: &str) -> Option<&'a str> {
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
 }
 
+const DIRECT: ApiserverKey = ApiserverKey {
+    path: ApiserverPath::direct,
+    family: IpFamily::ipv4,
+};
+
 const T: &str = r#"name="kubernetes.default.svc.cluster.local",qtype="A""#;
 
 #[test]
@@ -36,7 +42,7 @@ fn recording_a_lookup_sets_every_dns_family() {
     let m = Metrics::new();
     let t = target();
     m.dns.add_target(&t);
-    let labels = format!(r#"server="10.96.0.10:53",{T}"#);
+    let labels = format!(r#"server="10.96.0.10:53",{T},family="ipv4""#);
     let before = m.encode_openmetrics();
     assert_eq!(
         sample(
@@ -104,7 +110,7 @@ fn recording_a_lookup_sets_every_dns_family() {
         Some("2")
     );
     // One histogram per server by default.
-    let server = r#"server="10.96.0.10:53""#;
+    let server = r#"server="10.96.0.10:53",family="ipv4""#;
     assert_eq!(
         sample(
             &text,
@@ -129,7 +135,7 @@ fn a_timeout_counts_but_is_not_a_latency() {
     m.dns
         .record(&t, &observation(Outcome::Timeout, None, 1, 0), false);
     let text = m.encode_openmetrics();
-    let labels = format!(r#"server="10.96.0.10:53",{T}"#);
+    let labels = format!(r#"server="10.96.0.10:53",{T},family="ipv4""#);
     assert_eq!(
         sample(
             &text,
@@ -140,7 +146,7 @@ fn a_timeout_counts_but_is_not_a_latency() {
     assert_eq!(
         sample(
             &text,
-            r#"netprobe_dns_lookup_duration_seconds_count{server="10.96.0.10:53"}"#
+            r#"netprobe_dns_lookup_duration_seconds_count{server="10.96.0.10:53",family="ipv4"}"#
         ),
         Some("0")
     );
@@ -156,13 +162,13 @@ fn a_timeout_counts_but_is_not_a_latency() {
 fn peer_histograms_follow_the_detail_level() {
     let key = |node: &str| PeerKey {
         target_node: node.into(),
-        protocol: "http",
-        family: "ipv4",
+        protocol: PeerProtocolLabel::http,
+        family: IpFamily::ipv4,
     };
     let phases = [
-        ("connect", 0.0002),
-        ("first_byte", 0.0004),
-        ("total", 0.0006),
+        (Phase::connect, 0.0002),
+        (Phase::first_byte, 0.0004),
+        (Phase::total, 0.0006),
     ];
     let count = |text: &str, labels: &str| {
         sample(
@@ -175,25 +181,23 @@ fn peer_histograms_follow_the_detail_level() {
     let m = Metrics::with_detail(Detail::PerNode);
     for node in ["node-b", "node-c"] {
         m.peers.add_target(&key(node));
-        m.peers.record(&key(node), "success", &phases);
+        m.peers.record(&key(node), PeerResult::success, &phases);
     }
     let text = m.encode_openmetrics();
     assert_eq!(
-        count(&text, r#"protocol="http",phase="total""#).as_deref(),
+        count(&text, r#"protocol="http",family="ipv4",phase="total""#).as_deref(),
         Some("2")
     );
     assert!(!text.contains(r#"phase="connect""#), "{text}");
     assert!(!text.contains("netprobe_peer_request_duration_seconds_count{target_node"));
-    m.peers
-        .remove_target(&key("node-b"), &["success"], &["total"], true);
+    m.peers.remove_target(&key("node-b"), &[Phase::total]);
     let text = m.encode_openmetrics();
     assert_eq!(
-        count(&text, r#"protocol="http",phase="total""#).as_deref(),
+        count(&text, r#"protocol="http",family="ipv4",phase="total""#).as_deref(),
         Some("2"),
         "node-c still shares it"
     );
-    m.peers
-        .remove_target(&key("node-c"), &["success"], &["total"], true);
+    m.peers.remove_target(&key("node-c"), &[Phase::total]);
     let text = m.encode_openmetrics();
     assert!(
         !text.contains("netprobe_peer_request_duration_seconds_count"),
@@ -202,10 +206,11 @@ fn peer_histograms_follow_the_detail_level() {
 
     let m = Metrics::with_detail(Detail::PerTarget);
     m.peers.add_target(&key("node-b"));
-    m.peers.record(&key("node-b"), "success", &phases);
+    m.peers.record(&key("node-b"), PeerResult::success, &phases);
     let text = m.encode_openmetrics();
     for phase in ["connect", "first_byte", "total"] {
-        let labels = format!(r#"target_node="node-b",protocol="http",phase="{phase}""#);
+        let labels =
+            format!(r#"target_node="node-b",protocol="http",family="ipv4",phase="{phase}""#);
         assert_eq!(count(&text, &labels).as_deref(), Some("1"), "{text}");
     }
 }
@@ -231,7 +236,8 @@ fn dns_histograms_follow_the_detail_level() {
         m.dns.add_target(&t);
         m.dns.record(&t, &ok, true);
     }
-    let series = r#"netprobe_dns_lookup_duration_seconds_count{server="10.96.0.10:53"}"#;
+    let series =
+        r#"netprobe_dns_lookup_duration_seconds_count{server="10.96.0.10:53",family="ipv4"}"#;
     assert_eq!(sample(&m.encode_openmetrics(), series), Some("2"));
     m.dns.remove_target(&target());
     assert_eq!(sample(&m.encode_openmetrics(), series), Some("2"));
@@ -241,8 +247,9 @@ fn dns_histograms_follow_the_detail_level() {
     let m = Metrics::with_detail(Detail::PerTarget);
     m.dns.add_target(&target());
     m.dns.record(&target(), &ok, true);
-    let series =
-        format!(r#"netprobe_dns_lookup_duration_seconds_count{{server="10.96.0.10:53",{T}}}"#);
+    let series = format!(
+        r#"netprobe_dns_lookup_duration_seconds_count{{server="10.96.0.10:53",{T},family="ipv4"}}"#
+    );
     assert_eq!(sample(&m.encode_openmetrics(), &series), Some("1"));
 }
 
@@ -279,7 +286,7 @@ fn unusable_answers_count_under_their_own_rcode() {
     let m = Metrics::new();
     let t = target();
     m.dns.add_target(&t);
-    let labels = format!(r#"server="10.96.0.10:53",{T}"#);
+    let labels = format!(r#"server="10.96.0.10:53",{T},family="ipv4""#);
     for outcome in [
         Outcome::NoData { answers: 1 },
         Outcome::WrongAnswer { answers: 1 },
@@ -340,11 +347,11 @@ fn success_series_appear_with_the_first_result() {
     let m = Metrics::new();
     let peer = PeerKey {
         target_node: "node-b".into(),
-        protocol: "http",
-        family: "ipv4",
+        protocol: PeerProtocolLabel::http,
+        family: IpFamily::ipv4,
     };
     m.peers.add_target(&peer);
-    m.apiserver.add_path("direct");
+    m.apiserver.add_target(DIRECT);
     m.storage.add_volume("scratch");
     let text = m.encode_openmetrics();
     for absent in [
@@ -357,16 +364,17 @@ fn success_series_appear_with_the_first_result() {
     }
     // The counters are there at 0, so that rate() sees the first failure.
     for zero in [
-        r#"netprobe_peer_requests_total{target_node="node-b",protocol="http",result="success"}"#,
-        r#"netprobe_apiserver_requests_total{path="direct",result="success"}"#,
+        r#"netprobe_peer_requests_total{target_node="node-b",protocol="http",family="ipv4",result="success"}"#,
+        r#"netprobe_apiserver_requests_total{path="direct",family="ipv4",result="success"}"#,
         r#"netprobe_storage_probes_total{volume="scratch",result="timeout"}"#,
         r#"netprobe_storage_stuck_seconds{volume="scratch"}"#,
     ] {
         let value = sample(&text, zero).and_then(|v| v.parse::<f64>().ok());
         assert_eq!(value, Some(0.0), "{zero}: {text}");
     }
-    m.peers.record(&peer, "timeout", &[]);
-    m.apiserver.record("direct", "success", &[("total", 0.002)]);
+    m.peers.record(&peer, PeerResult::timeout, &[]);
+    m.apiserver
+        .record(DIRECT, ApiserverResult::success, &[(Phase::total, 0.002)]);
     m.storage.record(
         "scratch",
         &StorageObservation {
@@ -387,7 +395,7 @@ fn success_series_appear_with_the_first_result() {
             r#"netprobe_peer_up{target_node="node-b",protocol="http",family="ipv4"}"#,
             "0",
         ),
-        (r#"netprobe_apiserver_up{path="direct"}"#, "1"),
+        (r#"netprobe_apiserver_up{path="direct",family="ipv4"}"#, "1"),
         (r#"netprobe_storage_probe_success{volume="scratch"}"#, "0"),
         (
             r#"netprobe_storage_operation_duration_seconds_count{volume="scratch",operation="fsync"}"#,
@@ -452,16 +460,18 @@ fn metrics_reference_is_current() {
     m.dns.record(&target(), &ok, true);
     let peer = PeerKey {
         target_node: "node-b".into(),
-        protocol: "http",
-        family: "ipv4",
+        protocol: PeerProtocolLabel::http,
+        family: IpFamily::ipv4,
     };
     m.peers.add_target(&peer);
-    m.peers.record(&peer, "success", &[("total", 0.001)]);
+    m.peers
+        .record(&peer, PeerResult::success, &[(Phase::total, 0.001)]);
     m.peers.set_targets(1, "node-a", 1);
     m.peers.add_discovery_source("pods");
     m.peers.set_icmp_available(true);
-    m.apiserver.add_path("direct");
-    m.apiserver.record("direct", "success", &[("total", 0.002)]);
+    m.apiserver.add_target(DIRECT);
+    m.apiserver
+        .record(DIRECT, ApiserverResult::success, &[(Phase::total, 0.002)]);
     m.csi
         .set(&[("ebs.csi.aws.com".to_owned(), true)].into_iter().collect());
     m.storage.add_volume("scratch");

@@ -2,6 +2,5 @@
 //! closed sets of label values. The probers (above) produce these and the metrics (below)
 //! record them, so neither imports the other's types.
 
-pub mod apiserver;
 pub mod dns;
 pub mod storage;

@@ -17,6 +17,8 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
+use crate::metrics::NetFailure;
+
 /// What a GET saw.
 #[derive(Debug, Clone)]
 pub struct Response {
@@ -38,10 +40,10 @@ pub enum Failure {
 
 impl Failure {
     /// The `result` label: refused, reset, unreachable, timeout, permission_denied or error.
-    pub fn result(&self) -> &'static str {
+    pub fn result(&self) -> NetFailure {
         match self {
             Failure::Io(e) => io_result(e),
-            Failure::Protocol(_) => "error",
+            Failure::Protocol(_) => NetFailure::error,
         }
     }
 }
@@ -56,15 +58,17 @@ impl std::fmt::Display for Failure {
 }
 
 /// The `result` label of a socket error.
-pub fn io_result(e: &io::Error) -> &'static str {
+pub fn io_result(e: &io::Error) -> NetFailure {
     use io::ErrorKind as K;
     match e.kind() {
-        K::ConnectionRefused => "refused",
-        K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof => "reset",
-        K::HostUnreachable | K::NetworkUnreachable => "unreachable",
-        K::TimedOut => "timeout",
-        K::PermissionDenied => "permission_denied",
-        _ => "error",
+        K::ConnectionRefused => NetFailure::refused,
+        K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof => {
+            NetFailure::reset
+        }
+        K::HostUnreachable | K::NetworkUnreachable => NetFailure::unreachable,
+        K::TimedOut => NetFailure::timeout,
+        K::PermissionDenied => NetFailure::permission_denied,
+        _ => NetFailure::error,
     }
 }
 

@@ -17,56 +17,46 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::config::PeerProtocol;
-use crate::metrics::{PeerKey, PeerMetrics};
+use crate::metrics::{
+    IpFamily, NetFailure, PeerKey, PeerMetrics, PeerProtocolLabel, PeerResult, Phase,
+};
 use crate::probe::http_client::{self, io_result};
 use crate::probe::{Health, Transition};
 use crate::scheduler::{RunFuture, Target};
 
-/// Every `result` a peer probe can have.
-pub const RESULTS: &[&str] = &[
-    "success",
-    "timeout",
-    "refused",
-    "reset",
-    "unreachable",
-    "http_error",
-    "short_body",
-    "permission_denied",
-    "error",
-];
-
 /// Every `phase` a peer probe records.
-pub const PHASES: &[&str] = &["connect", "first_byte", "total"];
+pub const PHASES: &[Phase] = &[Phase::connect, Phase::first_byte, Phase::total];
 
-/// What one probe saw: a result from [`RESULTS`], and phase timings (seconds from the start)
-/// when it succeeded.
+/// What one probe saw: a result, and phase timings (seconds from the start) when it succeeded.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PeerObservation {
-    pub result: &'static str,
-    pub phases: Vec<(&'static str, f64)>,
+    pub result: PeerResult,
+    pub phases: Vec<(Phase, f64)>,
     /// What went wrong, for the log.
     pub detail: Option<String>,
 }
 
 impl PeerObservation {
-    fn failed(result: &'static str, detail: impl ToString) -> Self {
+    fn failed(result: impl Into<PeerResult>, detail: impl ToString) -> Self {
         Self {
-            result,
+            result: result.into(),
             phases: Vec::new(),
             detail: Some(detail.to_string()),
         }
     }
 
     fn timeout() -> Self {
-        Self::failed("timeout", "no answer before the deadline")
+        Self::failed(NetFailure::timeout, "no answer before the deadline")
     }
 }
 
-/// The IP family label of an address.
-pub fn family(ip: IpAddr) -> &'static str {
-    match ip {
-        IpAddr::V4(_) => "ipv4",
-        IpAddr::V6(_) => "ipv6",
+/// The `protocol` label of a way of probing.
+pub fn protocol_label(protocol: PeerProtocol) -> PeerProtocolLabel {
+    match protocol {
+        PeerProtocol::Http => PeerProtocolLabel::http,
+        PeerProtocol::Tcp => PeerProtocolLabel::tcp,
+        PeerProtocol::Bulk => PeerProtocolLabel::bulk,
+        PeerProtocol::Icmp => PeerProtocolLabel::icmp,
     }
 }
 
@@ -89,8 +79,8 @@ pub async fn probe_tcp(addr: SocketAddr, deadline: Instant) -> PeerObservation {
     let start = Instant::now();
     match connect(addr, deadline).await {
         Ok((_stream, connected)) => PeerObservation {
-            result: "success",
-            phases: vec![("connect", (connected - start).as_secs_f64())],
+            result: PeerResult::success,
+            phases: vec![(Phase::connect, (connected - start).as_secs_f64())],
             detail: None,
         },
         Err(failed) => failed,
@@ -121,22 +111,28 @@ pub async fn probe_http(
         Ok(Ok(response)) => response,
     };
     if response.status != hyper::StatusCode::OK {
-        return PeerObservation::failed("http_error", format!("HTTP {}", response.status));
+        return PeerObservation::failed(
+            PeerResult::http_error,
+            format!("HTTP {}", response.status),
+        );
     }
     if let Some(expected) = expect_bytes
         && response.body_len != expected
     {
         return PeerObservation::failed(
-            "short_body",
+            PeerResult::short_body,
             format!("{} of {expected} bytes", response.body_len),
         );
     }
     PeerObservation {
-        result: "success",
+        result: PeerResult::success,
         phases: vec![
-            ("connect", (connected - start).as_secs_f64()),
-            ("first_byte", (response.first_byte - start).as_secs_f64()),
-            ("total", (response.done - start).as_secs_f64()),
+            (Phase::connect, (connected - start).as_secs_f64()),
+            (
+                Phase::first_byte,
+                (response.first_byte - start).as_secs_f64(),
+            ),
+            (Phase::total, (response.done - start).as_secs_f64()),
         ],
         detail: None,
     }
@@ -198,8 +194,8 @@ pub async fn probe_icmp(ip: IpAddr, sequence: u16, deadline: Instant) -> PeerObs
         Err(_) => PeerObservation::timeout(),
         Ok(Err(e)) => PeerObservation::failed(io_result(&e), e),
         Ok(Ok(answered)) => PeerObservation {
-            result: "success",
-            phases: vec![("total", (answered - start).as_secs_f64())],
+            result: PeerResult::success,
+            phases: vec![(Phase::total, (answered - start).as_secs_f64())],
             detail: None,
         },
     }
@@ -240,8 +236,8 @@ impl PeerTarget {
     ) -> Self {
         let key = PeerKey {
             target_node: node.to_owned(),
-            protocol: protocol.label(),
-            family: family(addr.ip()),
+            protocol: protocol_label(protocol),
+            family: IpFamily::of(addr.ip()),
         };
         metrics.add_target(&key);
         Self {
@@ -290,15 +286,19 @@ impl PeerTarget {
         self.metrics
             .record(&self.key, observation.result, &observation.phases);
         let k = &self.key;
-        match self.health.update(observation.result == "success") {
+        let (protocol, family) = (k.protocol.as_str(), k.family.as_str());
+        match self
+            .health
+            .update(observation.result == PeerResult::success)
+        {
             Transition::StartedFailing { suppressed } => tracing::warn!(
-                target_node = %k.target_node, protocol = k.protocol, family = k.family,
-                addr = %self.addr, result = observation.result,
+                target_node = %k.target_node, protocol, family,
+                addr = %self.addr, result = observation.result.as_str(),
                 detail = observation.detail.as_deref().unwrap_or(""), suppressed,
                 "peer probe failing"
             ),
             Transition::Recovered { suppressed } => tracing::info!(
-                target_node = %k.target_node, protocol = k.protocol, family = k.family,
+                target_node = %k.target_node, protocol, family,
                 suppressed, "peer probe recovered"
             ),
             Transition::Unchanged => {}
@@ -306,17 +306,15 @@ impl PeerTarget {
     }
 
     /// Its (protocol, family) labels.
-    pub fn series(&self) -> (&'static str, &'static str) {
+    pub fn series(&self) -> (PeerProtocolLabel, IpFamily) {
         (self.key.protocol, self.key.family)
     }
 
-    /// Stops recording and removes this target's own series (`up`); with `shared`, also the
-    /// node's counters and histograms for this protocol.
-    pub fn retire(&self, shared: bool) {
+    /// Stops recording and removes this target's series.
+    pub fn retire(&self) {
         let mut retired = self.retired.lock().expect("peer target lock");
         *retired = true;
-        self.metrics
-            .remove_target(&self.key, RESULTS, PHASES, shared);
+        self.metrics.remove_target(&self.key, PHASES);
     }
 }
 
@@ -328,7 +326,10 @@ impl Target for PeerTarget {
     fn describe(&self) -> String {
         format!(
             "peer {} {} {} ({})",
-            self.key.target_node, self.key.protocol, self.key.family, self.addr
+            self.key.target_node,
+            self.key.protocol.as_str(),
+            self.key.family,
+            self.addr
         )
     }
 
@@ -368,9 +369,8 @@ mod tests {
             (K::PermissionDenied, "permission_denied"),
             (K::Other, "error"),
         ] {
-            let label = io_result(&io::Error::from(kind));
-            assert_eq!(label, result, "{kind:?}");
-            assert!(RESULTS.contains(&label));
+            let label = PeerResult::from(io_result(&io::Error::from(kind)));
+            assert_eq!(label.as_str(), result, "{kind:?}");
         }
     }
 
@@ -393,15 +393,15 @@ mod tests {
         });
         let deadline = Instant::now() + Duration::from_secs(5);
         let tcp = probe_tcp(addr, deadline).await;
-        assert_eq!(tcp.result, "success");
+        assert_eq!(tcp.result, PeerResult::success);
         let http = probe_http(addr, "/ping", None, deadline).await;
-        assert_eq!(http.result, "success", "{:?}", http.detail);
+        assert_eq!(http.result, PeerResult::success, "{:?}", http.detail);
         assert_eq!(
             http.phases.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
-            ["connect", "first_byte", "total"]
+            PHASES
         );
         let short = probe_http(addr, "/ping?bytes=10", Some(10), deadline).await;
-        assert_eq!(short.result, "short_body");
+        assert_eq!(short.result, PeerResult::short_body);
     }
 
     #[tokio::test]
@@ -411,10 +411,10 @@ mod tests {
             .local_addr()
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
-        assert_eq!(probe_tcp(port, deadline).await.result, "refused");
+        assert_eq!(probe_tcp(port, deadline).await.result, PeerResult::refused);
         assert_eq!(
             probe_http(port, "/ping", None, deadline).await.result,
-            "refused"
+            PeerResult::refused
         );
     }
 }

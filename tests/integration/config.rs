@@ -71,6 +71,14 @@ const INVALID: &[(&str, &str)] = &[
         ":4:7: dns.servers[1]: `kube-dns.kube-system:53` is not a DNS server: expected `system`, `nameservers` or an IP address with a port, like `10.96.0.10:53` or `[fd00::a]:53`",
     ),
     (
+        "invalid-static-peer-family.yaml",
+        ": peers.discovery.static[3]: node `node-a` already has an IPv4 address at peers.discovery.static[0] (`node-a=198.18.0.1:9753`): list a node at most once per IP family",
+    ),
+    (
+        "invalid-static-peer.yaml",
+        ":5:9: peers.discovery.static[1]: `node-a=fd00::1:9753` is not a peer: write it as `node-name=ip:port`, like `node-a=10.0.0.5:9753`, or with an IPv6 address in brackets, like `node-a=[fd00::5]:9753`",
+    ),
+    (
         "invalid-timeout-not-below-interval.yaml",
         ": dns.timeout: 5s must be shorter than dns.interval (5s), so that a probe ends before the next one starts",
     ),

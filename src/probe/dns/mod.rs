@@ -29,7 +29,7 @@ use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
 use crate::config::{DnsConfig, DnsQuery, rcode_name};
-use crate::metrics::{DnsLabels, DnsMetrics};
+use crate::metrics::{DnsLabels, DnsMetrics, IpFamily};
 pub use crate::observation::dns::{
     DnsObservation, FAMILY_LABELS, FamilyQuery, MAX_CNAME_CHAIN, Outcome, RCODE_LABELS,
 };
@@ -107,10 +107,21 @@ impl DnsTarget {
         system: Arc<SystemResolver>,
         metrics: DnsMetrics,
     ) -> Self {
+        // The family the queries travel over: the server's; for `system`, that of the first
+        // nameserver in resolv.conf, which libc asks first (127.0.0.1 when there is none).
+        let family = match server {
+            Via::Server(addr) => IpFamily::of(addr.ip()),
+            Via::System => system
+                .current()
+                .nameservers
+                .first()
+                .map_or(IpFamily::ipv4, |ns| IpFamily::of(ns.ip())),
+        };
         let labels = DnsLabels {
             server: server_label,
             name: query.name.as_str().to_owned(),
             qtype: query.qtype.0.to_string(),
+            family,
         };
         metrics.add_target(&labels);
         if server == Via::System && query.qtype.0 == RecordType::A {
