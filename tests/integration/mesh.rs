@@ -251,3 +251,182 @@ fn four_nodes_name_the_one_at_fault() {
         victim_name,
     );
 }
+
+fn dual_stack_config(cluster: &Cluster, me: usize) -> String {
+    // `[::]` takes both families (net.ipv6.bindv6only is 0 in a new namespace).
+    format!(
+        "listen: \"[::]:9753\"\nnode_name: {}\ndns: {{ servers: [] }}\napiserver: {{ enabled: false }}\n\
+         peers:\n  interval: 500ms\n  timeout: 400ms\n  neighbours: {NEIGHBOURS}\n  \
+         protocols: [http, tcp]\n  discovery:\n    static: [{}]\n",
+        cluster.node(me).name(),
+        cluster.static_peers_dual_stack()
+    )
+}
+
+const DUAL_PROTOCOLS: [&str; 2] = ["http", "tcp"];
+const FAMILIES: [&str; 2] = ["ipv4", "ipv6"];
+
+fn up_in(m: &Metrics, target: &str, protocol: &str, family: &str) -> Option<f64> {
+    m.get(
+        "netprobe_peer_up",
+        &[
+            ("target_node", target),
+            ("protocol", protocol),
+            ("family", family),
+        ],
+    )
+}
+
+fn results_in(m: &Metrics, target: &str, family: &str, result: &str) -> f64 {
+    m.sum(
+        "netprobe_peer_requests_total",
+        &[
+            ("target_node", target),
+            ("family", family),
+            ("result", result),
+        ],
+    )
+}
+
+/// Waits until `daemon` reports `want` for each (target, protocol, family) in `expect`.
+fn wait_up_in(
+    daemon: &mut NetnsDaemon,
+    expect: &[(String, &str, &str, f64)],
+    what: &str,
+) -> Metrics {
+    daemon
+        .wait_until(what, WAIT, |m| {
+            let wrong: Vec<String> = expect
+                .iter()
+                .filter(|(t, p, f, want)| up_in(m, t, p, f) != Some(*want))
+                .map(|(t, p, f, want)| {
+                    format!("{t}/{p}/{f}: {:?} (want {want})", up_in(m, t, p, f))
+                })
+                .collect();
+            if wrong.is_empty() {
+                Ok(())
+            } else {
+                Err(wrong.join(", "))
+            }
+        })
+        .1
+}
+
+/// Every (target, protocol, family) of `targets` at `want`.
+fn all_up(targets: &BTreeSet<String>, want: f64) -> Vec<(String, &'static str, &'static str, f64)> {
+    targets
+        .iter()
+        .flat_map(|t| {
+            DUAL_PROTOCOLS
+                .iter()
+                .flat_map(move |p| FAMILIES.iter().map(move |f| (t.clone(), *p, *f, want)))
+        })
+        .collect()
+}
+
+/// Dual-stack nodes listed once per family in a static list are probed over both; when one
+/// node drops IPv6, its checkers name that node and that family: `netprobe_peer_up` 0 for
+/// `family="ipv6"` of that node only, its IPv4 still 1, and every other pair up on both.
+#[test]
+#[ignore = "needs root: network namespaces"]
+fn dual_stack_nodes_name_the_node_and_family_of_an_ipv6_fault() {
+    let cluster = Cluster::new(4);
+    let mut daemons: Vec<NetnsDaemon> = (0..cluster.len())
+        .map(|i| cluster.node(i).run_daemon(&dual_stack_config(&cluster, i)))
+        .collect();
+    let names: Vec<String> = cluster
+        .nodes()
+        .iter()
+        .map(|n| n.name().to_owned())
+        .collect();
+    let mesh = targets(&daemons);
+    for (i, daemon) in daemons.iter_mut().enumerate() {
+        assert_eq!(mesh[&i].len(), NEIGHBOURS, "node-{i} probes {:?}", mesh[&i]);
+        let m = wait_up_in(
+            daemon,
+            &all_up(&mesh[&i], 1.0),
+            &format!("node-{i}: every peer up over IPv4 and IPv6"),
+        );
+        // Each family has its own counters; nothing has failed yet.
+        for t in &mesh[&i] {
+            for f in FAMILIES {
+                assert!(
+                    results_in(&m, t, f, "success") >= 1.0,
+                    "node-{i} -> {t} {f}"
+                );
+                assert_eq!(results_in(&m, t, f, "timeout"), 0.0, "node-{i} -> {t} {f}");
+            }
+        }
+    }
+    let victim = 2;
+    let victim_name = names[victim].clone();
+    let checkers: Vec<usize> = mesh
+        .iter()
+        .filter(|(_, t)| t.contains(&victim_name))
+        .map(|(i, _)| *i)
+        .collect();
+    assert_eq!(checkers.len(), NEIGHBOURS);
+
+    cluster.drop_ipv6(victim);
+    for &c in &checkers {
+        let expect: Vec<_> = DUAL_PROTOCOLS
+            .iter()
+            .flat_map(|p| {
+                [
+                    (victim_name.clone(), *p, "ipv6", 0.0),
+                    (victim_name.clone(), *p, "ipv4", 1.0),
+                ]
+            })
+            .collect();
+        let m = wait_up_in(
+            &mut daemons[c],
+            &expect,
+            &format!("node-{c} to see {victim_name} down over IPv6 only"),
+        );
+        assert!(
+            results_in(&m, &victim_name, "ipv6", "timeout") >= 1.0,
+            "node-{c}: IPv6 timeouts towards {victim_name}"
+        );
+        assert_eq!(
+            results_in(&m, &victim_name, "ipv4", "timeout"),
+            0.0,
+            "node-{c}: no IPv4 failure towards {victim_name}"
+        );
+    }
+    // Nobody else changes: every pair without the victim stays up on both families. (The
+    // victim's own IPv6 probes fail too, their answers dropped on the way in; its IPv4 ones
+    // pass.)
+    for (i, daemon) in daemons.iter_mut().enumerate() {
+        let m = daemon.scrape();
+        for (t, p, f, _) in all_up(&mesh[&i], 1.0) {
+            if f == "ipv6" && (i == victim || t == victim_name) {
+                continue;
+            }
+            assert_eq!(up_in(&m, &t, p, f), Some(1.0), "node-{i} -> {t}/{p}/{f}");
+        }
+    }
+    let m = wait_up_in(
+        &mut daemons[victim],
+        &mesh[&victim]
+            .iter()
+            .map(|t| (t.clone(), "http", "ipv6", 0.0))
+            .collect::<Vec<_>>(),
+        &format!("{victim_name}'s own IPv6 probes to fail"),
+    );
+    for t in &mesh[&victim] {
+        assert_eq!(
+            up_in(&m, t, "http", "ipv4"),
+            Some(1.0),
+            "{victim_name} -> {t} ipv4"
+        );
+    }
+
+    cluster.heal(victim);
+    for &c in &checkers {
+        wait_up_in(
+            &mut daemons[c],
+            &all_up(&BTreeSet::from([victim_name.clone()]), 1.0),
+            &format!("node-{c} to see {victim_name} back over IPv6"),
+        );
+    }
+}

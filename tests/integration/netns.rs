@@ -8,7 +8,15 @@
 //!  root ns (the test process)              np<pid>-<k>-hub                np<pid>-<k>-<i>
 //!  nph<X>  198.A.B.254/24  ── veth ──  host ─┐
 //!                                            br0 ─ p<i> ── veth ──  eth0  198.A.B.(i+1)/24
+//!                                                                         fd00:6e70:0:X::(i+1)/64
 //! ```
+//!
+//! Every node is dual-stack: besides its IPv4 address, `eth0` has an IPv6 address from the
+//! unique-local fd00::/8 (`fd00:6e70:0:X::/64`, the same X as its IPv4 subnet). IPv6 lives only
+//! inside the nodes' namespaces: the harness link stays IPv4-only, so no IPv6 route or address
+//! is added to the machine's own namespace. Where a node's namespace starts with IPv6 disabled
+//! (`net.ipv6.conf.*.disable_ipv6`), it is enabled in that namespace only, and goes back with
+//! the namespace on drop; the machine's own setting is never touched.
 //!
 //! The bridge lives in a namespace of its own, so node-to-node traffic never passes through
 //! the host's netfilter (`net.bridge.bridge-nf-call-iptables` and a `FORWARD` policy of DROP
@@ -19,7 +27,7 @@
 //! parallel test processes never pick the same subnet. No routes, NAT or forwarding lead
 //! anywhere else: the nodes have no default route.
 //!
-//! Faults are `iptables` rules in the node's own namespace (in a chain `NETPROBE-FAULT`, after
+//! Faults are `iptables` rules (`ip6tables` for the IPv6-only fault) in the node's own namespace (in a chain `NETPROBE-FAULT`, after
 //! rules that keep loopback and the harness address working, so a faulted node can still be
 //! scraped) and MTU changes on the node's bridge port. Everything is undone on drop, also when
 //! a test panics; namespaces left by a crashed earlier run (whose pid is gone) are removed by
@@ -31,7 +39,7 @@
 // A fixture: not every suite uses every helper.
 #![allow(dead_code)]
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -44,6 +52,8 @@ use crate::util::{self, http_get_accept};
 const SUBNETS: u32 = 512;
 /// Name of the iptables chain holding a node's current fault.
 const FAULT_CHAIN: &str = "NETPROBE-FAULT";
+/// Name of the ip6tables chain holding a node's IPv6-only fault.
+const FAULT_CHAIN6: &str = "NETPROBE-FAULT6";
 /// MTU of every link in the cluster while healthy.
 const DEFAULT_MTU: u32 = 1500;
 /// Bound on any one `ip`/`iptables` command.
@@ -202,6 +212,28 @@ fn host_in(net: Ipv4Addr, last: u8) -> Ipv4Addr {
     Ipv4Addr::new(a, b, c, last)
 }
 
+/// Node `last`'s IPv6 address in the cluster whose IPv4 subnet is `net`: fd00:6e70:0:X::last,
+/// X the subnet's number, so parallel clusters never share a prefix either.
+fn host6_in(net: Ipv4Addr, last: u8) -> Ipv6Addr {
+    let [_, b, c, _] = net.octets();
+    let x = (u16::from(b) - 18) * 256 + u16::from(c);
+    Ipv6Addr::new(0xfd00, 0x6e70, 0, x, 0, 0, 0, u16::from(last))
+}
+
+/// Enables IPv6 in namespace `ns` where it starts disabled (the namespace's own sysctls, gone
+/// with it); panics with the reason when the kernel has no IPv6 at all.
+fn enable_ipv6_in(ns: &str) {
+    for key in ["all", "default", "eth0"] {
+        let key = format!("net.ipv6.conf.{key}.disable_ipv6");
+        let now = try_run(&format!("ip netns exec {ns} sysctl -n {key}")).unwrap_or_else(|e| {
+            panic!("the netns fixture gives nodes IPv6 addresses, but {key} cannot be read: {e} (a kernel booted with ipv6.disable=1?)")
+        });
+        if now.trim() != "0" {
+            run(&format!("ip netns exec {ns} sysctl -q -w {key}=0"));
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Cluster
 
@@ -226,6 +258,7 @@ pub struct Node {
     /// The node's port on the bridge (in the hub namespace).
     port: String,
     ip: Ipv4Addr,
+    ip6: Ipv6Addr,
     host_ip: Ipv4Addr,
 }
 
@@ -261,7 +294,11 @@ impl Cluster {
         cluster.add_netns(&hub);
         let h = hub.as_str();
         run(&format!("ip -n {h} link set lo up"));
-        run(&format!("ip -n {h} link add br0 type bridge"));
+        // No multicast snooping: with no querier on the bridge it could hold back the IPv6
+        // neighbour discovery the nodes need.
+        run(&format!(
+            "ip -n {h} link add br0 type bridge mcast_snooping 0"
+        ));
         run(&format!("ip -n {h} link set br0 up"));
 
         let net = cluster.claim_host_link();
@@ -326,6 +363,10 @@ impl Cluster {
         // bridge and the MTU checks on the way never see a full-size frame, so an MTU black
         // hole would not bite TCP.
         run(&format!("ip -n {ns} link set eth0 gso_max_segs 1"));
+        enable_ipv6_in(ns);
+        let ip6 = host6_in(net, (i + 1) as u8);
+        // nodad: usable at once, no duplicate-address wait (the prefix is the cluster's own).
+        run(&format!("ip -n {ns} addr add {ip6}/64 dev eth0 nodad"));
         run(&format!("ip -n {ns} link set eth0 up"));
         self.nodes.push(Node {
             index: i,
@@ -334,6 +375,7 @@ impl Cluster {
             hub,
             port,
             ip,
+            ip6,
             host_ip: self.host_ip,
         });
     }
@@ -373,6 +415,22 @@ impl Cluster {
             .nodes
             .iter()
             .map(|n| format!("\"{}={}:9753\"", n.name, n.ip))
+            .collect();
+        peers.join(", ")
+    }
+
+    /// As [`Cluster::static_peers`], each node listed twice: at its IPv4 and its IPv6 address,
+    /// as a dual-stack node is.
+    pub fn static_peers_dual_stack(&self) -> String {
+        let peers: Vec<String> = self
+            .nodes
+            .iter()
+            .flat_map(|n| {
+                [
+                    format!("\"{}={}:9753\"", n.name, n.ip),
+                    format!("\"{}=[{}]:9753\"", n.name, n.ip6),
+                ]
+            })
             .collect();
         peers.join(", ")
     }
@@ -449,11 +507,23 @@ impl Cluster {
         ));
     }
 
-    /// Undoes every fault on node `i`: flushes its fault rules, restores its port's MTU.
+    /// Every IPv6 packet sent to node `i` by another node vanishes (`ip6tables -j DROP` on its
+    /// INPUT, neighbour discovery included), while IPv4 is untouched: IPv6 connections to it
+    /// time out, and so do its own IPv6 probes (their replies vanish). Replaces any earlier
+    /// IPv6 fault on that node.
+    pub fn drop_ipv6(&self, i: usize) {
+        self.nodes[i].set_fault6(&["-j DROP"]);
+    }
+
+    /// Undoes every fault on node `i`: flushes its fault rules (both families), restores its
+    /// port's MTU.
     pub fn heal(&self, i: usize) {
         let node = &self.nodes[i];
         if node.has_fault_chain() {
             node.iptables(&format!("-F {FAULT_CHAIN}"));
+        }
+        if node.has_fault_chain6() {
+            node.ip6tables(&format!("-F {FAULT_CHAIN6}"));
         }
         let (hub, port, ns, host) = (&node.hub, &node.port, &node.netns, node.host_ip);
         run(&format!("ip -n {hub} link set {port} mtu {DEFAULT_MTU}"));
@@ -496,6 +566,11 @@ impl Node {
 
     pub fn ip(&self) -> Ipv4Addr {
         self.ip
+    }
+
+    /// The node's IPv6 address (fd00::/8, inside the cluster only).
+    pub fn ip6(&self) -> Ipv6Addr {
+        self.ip6
     }
 
     /// The network namespace's name, for `ip netns exec`.
@@ -553,6 +628,37 @@ impl Node {
             self.netns
         ))
         .unwrap_or_else(|e| panic!("{e}\n(faults need `iptables`: apt-get install iptables)"))
+    }
+
+    /// `ip6tables -w 5 <args>` inside the node; panics on failure.
+    fn ip6tables(&self, args: &str) -> String {
+        try_run(&format!(
+            "ip netns exec {} ip6tables -w 5 {args}",
+            self.netns
+        ))
+        .unwrap_or_else(|e| panic!("{e}\n(IPv6 faults need `ip6tables`: apt-get install iptables)"))
+    }
+
+    fn has_fault_chain6(&self) -> bool {
+        try_run(&format!(
+            "ip netns exec {} ip6tables -w 5 -S {FAULT_CHAIN6}",
+            self.netns
+        ))
+        .is_ok()
+    }
+
+    /// As [`Node::set_fault`] for IPv6: the harness reaches nodes over IPv4, so only loopback
+    /// is exempt.
+    fn set_fault6(&self, rules: &[&str]) {
+        if !self.has_fault_chain6() {
+            self.ip6tables(&format!("-N {FAULT_CHAIN6}"));
+            self.ip6tables("-A INPUT -i lo -j ACCEPT");
+            self.ip6tables(&format!("-A INPUT -j {FAULT_CHAIN6}"));
+        }
+        self.ip6tables(&format!("-F {FAULT_CHAIN6}"));
+        for rule in rules {
+            self.ip6tables(&format!("-A {FAULT_CHAIN6} {rule}"));
+        }
     }
 
     fn has_fault_chain(&self) -> bool {
@@ -700,6 +806,13 @@ fn ping_df(node: &Node, ip: Ipv4Addr, size: u32) -> bool {
         .success()
 }
 
+/// Whether an ICMPv6 echo from `node` to `ip` is answered within 1 s.
+fn ping6(node: &Node, ip: Ipv6Addr) -> bool {
+    exec_line(node, &format!("ping -6 -n -c 1 -W 1 {ip}"))
+        .status
+        .success()
+}
+
 /// A web root with `small` (100 B) and `big` (64 KiB).
 fn web_root() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -816,6 +929,33 @@ fn namespaces_connect_and_faults_apply() {
     c.that(
         ping_df(n0, n1.ip(), 1400),
         "healed: 1400-byte DF ping 0->1 must pass",
+    );
+
+    // IPv6 between nodes, inside the cluster only.
+    c.that(ping6(n0, n1.ip6()), "healthy: IPv6 ping 0->1 must pass");
+    c.that(ping6(n2, n1.ip6()), "healthy: IPv6 ping 2->1 must pass");
+    // IPv6 to node-1 vanishes; its IPv4 and everyone else's IPv6 are untouched.
+    cluster.drop_ipv6(1);
+    c.that(
+        !ping6(n0, n1.ip6()),
+        "ipv6 dropped: IPv6 ping 0->1 must vanish",
+    );
+    c.that(
+        ping6(n0, n2.ip6()),
+        "ipv6 dropped elsewhere: IPv6 ping 0->2 must pass",
+    );
+    expect(c, "ipv6 dropped: IPv4", n0, n1, "big", Body(BIG));
+    c.that(
+        ping_df(n0, n1.ip(), 1400),
+        "ipv6 dropped: IPv4 ping 0->1 must pass",
+    );
+    cluster.heal(1);
+    c.that(ping6(n0, n1.ip6()), "healed: IPv6 ping 0->1 must pass");
+    // The machine's own namespace has no route into the clusters' IPv6 prefix.
+    let routes = run("ip -6 route show table all");
+    c.that(
+        !routes.contains("fd00:6e70:"),
+        format!("no cluster IPv6 route in the root namespace:\n{routes}"),
     );
     checks.finish(&format!(
         "cluster {} (harness {})",
