@@ -487,14 +487,17 @@ def network():
                   "Every (checker, target, protocol, family) whose last probe failed.",
                   hide=("Value",)),
             timeseries("Ingress blame per target node (http)", [target(
-                f"netprobe_network:ingress_blame:http{{{C}}}", "{{target_node}}")], "percentunit",
+                f"netprobe_network:ingress_blame:http{{{C}}}", "{{target_node}} {{family}}")],
+                "percentunit",
                 "Share of each node's voting checkers (those reaching most of their other peers) "
                 "that fail to reach it, from every checker (the node variable does not apply). "
                 "NetworkNodeUnreachable fires above 50 %: the node is isolated or drops incoming "
-                "traffic, not its checkers.",
+                "traffic, not its checkers. Votes are per IP family: an IPv6-only fault shows on "
+                "the ipv6 line alone.",
                 th=thresholds((None, "green"), (0.5, "red")), minv=0, maxv=1),
             timeseries("Egress blame per checker node (http)", [target(
-                f"netprobe_network:egress_blame:http{{{CN}}}", "{{node}}")], "percentunit",
+                f"netprobe_network:egress_blame:http{{{CN}}}", "{{node}} {{family}}")],
+                "percentunit",
                 "Share of each node's voting neighbours (those its other checkers reach) that it "
                 "fails to reach. NetworkNodeEgressFailing fires above 50 %: the node's own egress "
                 "is broken.",
@@ -507,12 +510,13 @@ def network():
                   "and the target's other checkers reach it (NetworkPairBlocked, unless a node "
                   "is blamed as a whole).", hide=("Value",)),
             timeseries("Failed probes by result", [target(
-                f'sum by (protocol, result) (rate(netprobe_peer_requests_total{{{PEER}, '
-                f'result!="success"}}[{RI}]))', "{{protocol}} {{result}}")], "reqps",
+                f'sum by (protocol, family, result) (rate(netprobe_peer_requests_total{{{PEER}, '
+                f'result!="success"}}[{RI}]))', "{{protocol}} {{family}} {{result}}")], "reqps",
                 "timeout: packets vanish (black hole, NetworkPolicy drop); refused / reset: "
                 "the node answers but nothing listens or something rejects.", stack=True),
             timeseries("Probe latency p99 by phase", [target(
-                peer_quantile(0.99, "protocol, phase", PEER), "{{protocol}} {{phase}}")], "s",
+                peer_quantile(0.99, "protocol, family, phase", PEER), "{{protocol}} {{family}} {{phase}}")],
+                "s",
                 "Measured from the start of each probe: the whole probe (total; connect for "
                 "tcp), and with metrics.detail: per_target also connect and first_byte of http "
                 "and bulk."),
@@ -537,17 +541,19 @@ def network():
             row("API server"),
             matrix("API server reachable now", f"min by (node, path) (netprobe_apiserver_up{{{CN}}})",
                    "node", "path", "none",
-                   "GET /readyz directly (Service IP) and through DNS (kubernetes.default.svc).",
+                   "GET /readyz directly (Service IP) and through DNS (kubernetes.default.svc); 0 when "
+                   "any IP family of the path fails.",
                    th=GOOD_IF_ONE, mappings=UP_DOWN),
             timeseries("API server latency p99 by phase", [target(
-                f"histogram_quantile(0.99, sum by (path, phase, le) (rate("
+                f"histogram_quantile(0.99, sum by (path, family, phase, le) (rate("
                 f"netprobe_apiserver_request_duration_seconds_bucket{{{CN}}}[{RI}])))",
-                "{{path}} {{phase}}")], "s",
+                "{{path}} {{family}} {{phase}}")], "s",
                 "total; with metrics.detail: per_target also dns, connect, tls and first_byte, "
                 "each from the start of the request."),
             timeseries("API server failed probes by result", [target(
-                f'sum by (path, result) (rate(netprobe_apiserver_requests_total{{{CN}, '
-                f'result!="success"}}[{RI}]))', "{{path}} {{result}}")], "reqps", stack=True),
+                f'sum by (path, family, result) (rate(netprobe_apiserver_requests_total{{{CN}, '
+                f'result!="success"}}[{RI}]))', "{{path}} {{family}} {{result}}")], "reqps",
+                stack=True),
         ],
         extra_vars=(PROTO_VAR,), tags=("network",),
     )
