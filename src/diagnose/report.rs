@@ -252,8 +252,21 @@ pub fn markdown(report: &Report) -> String {
     }
     if !report.matrix.nodes.is_empty() {
         let _ = writeln!(t, "## Live matrix (kube-netprobe peer probes)\n");
-        for protocol in &report.matrix.protocols {
-            let _ = writeln!(t, "Protocol `{protocol}` (row probes column):\n");
+        let dual_stack = report.matrix.families.len() > 1;
+        for (protocol, family) in report
+            .matrix
+            .protocols
+            .iter()
+            .flat_map(|p| report.matrix.families.iter().map(move |f| (p, f)))
+        {
+            if dual_stack {
+                let _ = writeln!(
+                    t,
+                    "Protocol `{protocol}` over {family} (row probes column):\n"
+                );
+            } else {
+                let _ = writeln!(t, "Protocol `{protocol}` (row probes column):\n");
+            }
             let _ = write!(t, "| from \\ to |");
             for n in &report.matrix.nodes {
                 let _ = write!(t, " {n} |");
@@ -266,10 +279,12 @@ pub fn markdown(report: &Report) -> String {
             for src in &report.matrix.nodes {
                 let _ = write!(t, "| {src} |");
                 for dst in &report.matrix.nodes {
-                    let cell =
-                        report.matrix.cells.iter().find(|c| {
-                            &c.source == src && &c.target == dst && &c.protocol == protocol
-                        });
+                    let cell = report.matrix.cells.iter().find(|c| {
+                        &c.source == src
+                            && &c.target == dst
+                            && &c.protocol == protocol
+                            && &c.family == family
+                    });
                     let _ = write!(
                         t,
                         " {} |",

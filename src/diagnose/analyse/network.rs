@@ -34,12 +34,13 @@ pub(super) fn readable_scrapes(s: &Snapshot) -> Vec<(&str, Vec<Sample>)> {
         .collect()
 }
 
-/// One probe result: `source` node probing `target` node over `protocol`.
+/// One probe result: `source` node probing `target` node over `protocol` and IP `family`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Cell {
     pub source: String,
     pub target: String,
     pub protocol: String,
+    pub family: String,
     pub up: bool,
     /// Probes `source` has completed of `target` over `protocol` since it first saw the
     /// target's current address (`netprobe_peer_requests_total`, every result); a failing cell
@@ -58,6 +59,8 @@ impl Cell {
 pub struct Matrix {
     pub nodes: Vec<String>,
     pub protocols: Vec<String>,
+    /// The IP families probed: one on a single-stack cluster, two on a dual-stack one.
+    pub families: Vec<String>,
     pub cells: Vec<Cell>,
     /// Nodes whose kube-netprobe pod's /metrics could not be read (and no other pod's of that
     /// node could: during a rollout the old, terminating pod is not read, the new one is).
@@ -73,8 +76,8 @@ pub struct Matrix {
 impl Matrix {
     pub fn from_snapshot(s: &Snapshot) -> Matrix {
         let mut matrix = Matrix::default();
-        // (source, target, protocol) -> (up, probes)
-        let mut cells: BTreeMap<(String, String, String), (bool, u64)> = BTreeMap::new();
+        // (source, target, protocol, family) -> (up, probes)
+        let mut cells: BTreeMap<(String, String, String, String), (bool, u64)> = BTreeMap::new();
         let mut failed: BTreeMap<String, String> = BTreeMap::new();
         for scrape in &s.probe_scrapes {
             let Some(text) = &scrape.text else {
@@ -88,22 +91,31 @@ impl Matrix {
             let samples = scrape::parse(text);
             for sample in samples.iter().filter(|x| x.name == "netprobe_peer_up") {
                 let (target, protocol) = (sample.label("target_node"), sample.label("protocol"));
-                let probes = completed(
-                    &samples,
-                    "netprobe_peer_requests_total",
-                    &[("target_node", target), ("protocol", protocol)],
-                ) as u64;
-                let key = (scrape.node.clone(), target.to_owned(), protocol.to_owned());
-                // Several IP families: the pair is up only if every family is. The counters
-                // are shared by the families.
-                let up = sample.value >= 1.0;
-                cells
-                    .entry(key)
-                    .and_modify(|(u, p)| {
-                        *u &= up;
-                        *p = (*p).max(probes);
+                let family = match sample.label("family") {
+                    "" => "ipv4",
+                    family => family,
+                };
+                // A daemon from before the family label on the counters shared them between
+                // its families: they count for each.
+                let probes = samples
+                    .iter()
+                    .filter(|x| {
+                        let counted = x.label("family");
+                        x.name == "netprobe_peer_requests_total"
+                            && x.label("target_node") == target
+                            && x.label("protocol") == protocol
+                            && (counted.is_empty() || counted == family)
                     })
-                    .or_insert((up, probes));
+                    .map(|x| x.value)
+                    .filter(|v| v.is_finite())
+                    .sum::<f64>() as u64;
+                let key = (
+                    scrape.node.clone(),
+                    target.to_owned(),
+                    protocol.to_owned(),
+                    family.to_owned(),
+                );
+                cells.insert(key, (sample.value >= 1.0, probes));
             }
         }
         for (node, reason) in failed {
@@ -114,20 +126,24 @@ impl Matrix {
         }
         let mut nodes = BTreeSet::new();
         let mut protocols = BTreeSet::new();
-        for ((source, target, protocol), (up, probes)) in cells {
+        let mut families = BTreeSet::new();
+        for ((source, target, protocol, family), (up, probes)) in cells {
             nodes.insert(source.clone());
             nodes.insert(target.clone());
             protocols.insert(protocol.clone());
+            families.insert(family.clone());
             matrix.cells.push(Cell {
                 source,
                 target,
                 protocol,
+                family,
                 up,
                 probes,
             });
         }
         matrix.nodes = nodes.into_iter().collect();
         matrix.protocols = protocols.into_iter().collect();
+        matrix.families = families.into_iter().collect();
         matrix
     }
 
@@ -165,7 +181,38 @@ impl Matrix {
     }
 }
 
+/// The live matrix's findings. On a dual-stack cluster each IP family is judged on its own (a
+/// node that drops IPv6 only is blamed over IPv6, its IPv4 paths voting it healthy), and every
+/// finding names the family it is about.
 pub fn live_matrix(m: &Matrix) -> Vec<Finding> {
+    if m.families.len() <= 1 {
+        return live_matrix_of_one_family(m);
+    }
+    let mut out = Vec::new();
+    for family in &m.families {
+        let one = Matrix {
+            families: vec![family.clone()],
+            cells: m
+                .cells
+                .iter()
+                .filter(|c| &c.family == family)
+                .cloned()
+                .collect(),
+            ..m.clone()
+        };
+        for mut finding in live_matrix_of_one_family(&one) {
+            finding.title = format!("{} (over {family})", finding.title);
+            finding.evidence.insert(
+                0,
+                format!("IP family {family}: only its probes are judged here"),
+            );
+            out.push(finding);
+        }
+    }
+    out
+}
+
+fn live_matrix_of_one_family(m: &Matrix) -> Vec<Finding> {
     // Per (source, target): connectivity (every protocol but bulk) and bulk, judged cells only.
     let mut basic: BTreeMap<(&str, &str), bool> = BTreeMap::new();
     let mut bulk: BTreeMap<(&str, &str), bool> = BTreeMap::new();
@@ -569,31 +616,57 @@ pub fn apiserver_probes(s: &Snapshot) -> Vec<Finding> {
     for scrape in &s.probe_scrapes {
         let Some(text) = &scrape.text else { continue };
         let samples = scrape::parse(text);
-        // A path not yet probed, or down after fewer than MIN_PROBES probes, is not known.
-        let up = |path: &str| {
-            samples
+        // A path not yet probed, or down after fewer than MIN_PROBES probes, is not known. A
+        // path is down when any IP family it is probed over is: the families that fail.
+        let down = |path: &str| -> Option<Vec<String>> {
+            let judged: Vec<(&str, bool)> = samples
                 .iter()
-                .find(|x| x.name == "netprobe_apiserver_up" && x.label("path") == path)
-                .map(|x| x.value >= 1.0)
-                .filter(|up| {
+                .filter(|x| x.name == "netprobe_apiserver_up" && x.label("path") == path)
+                .map(|x| (x.label("family"), x.value >= 1.0))
+                .filter(|(family, up)| {
                     *up || completed(
                         &samples,
                         "netprobe_apiserver_requests_total",
-                        &[("path", path)],
+                        &[("path", path), ("family", family)],
                     ) >= MIN_PROBES
                 })
+                .collect();
+            (!judged.is_empty()).then(|| {
+                judged
+                    .iter()
+                    .filter(|(_, up)| !up)
+                    .map(|(family, _)| family.to_string())
+                    .collect()
+            })
         };
-        let (direct, dns) = (up("direct"), up("dns"));
+        let (direct, dns) = (down("direct"), down("dns"));
         if direct.is_none() && dns.is_none() {
             continue;
         }
         reporting += 1;
-        if direct == Some(false) {
-            direct_down.push(scrape.node.clone());
-        } else if dns == Some(false) {
-            dns_only_down.push(scrape.node.clone());
+        match (direct, dns) {
+            (Some(families), _) if !families.is_empty() => {
+                direct_down.push((scrape.node.clone(), families));
+            }
+            (_, Some(families)) if !families.is_empty() => {
+                dns_only_down.push((scrape.node.clone(), families));
+            }
+            _ => {}
         }
     }
+    // The failing series, family included when the daemon labels it.
+    let failing_series = |node: &str, families: &[String]| -> String {
+        let series: Vec<String> = families
+            .iter()
+            .map(|f| match f.as_str() {
+                "" => "netprobe_apiserver_up{path=\"direct\"} = 0".to_owned(),
+                f => format!("netprobe_apiserver_up{{path=\"direct\",family=\"{f}\"}} = 0"),
+            })
+            .collect();
+        format!("node {node}: {}", series.join(", "))
+    };
+    let direct_nodes: Vec<String> = direct_down.iter().map(|(n, _)| n.clone()).collect();
+    let dns_nodes: Vec<String> = dns_only_down.iter().map(|(n, _)| n.clone()).collect();
     let mut out = Vec::new();
     if !direct_down.is_empty() {
         let most = direct_down.len() * 2 >= reporting;
@@ -604,10 +677,10 @@ pub fn apiserver_probes(s: &Snapshot) -> Vec<Finding> {
                 format!(
                     "Pods cannot reach the API server's Service IP from {} of {reporting} nodes: {}",
                     direct_down.len(),
-                    list_some(&direct_down, 4)
+                    list_some(&direct_nodes, 4)
                 ),
             )
-            .evidence(direct_down.iter().map(|n| format!("node {n}: netprobe_apiserver_up{{path=\"direct\"}} = 0")))
+            .evidence(direct_down.iter().map(|(n, f)| failing_series(n, f)))
             .cause(if most {
                 "The `kubernetes` Service (KUBERNETES_SERVICE_HOST) is not forwarded to the API server from most nodes: kube-proxy, or the API server's endpoints; operators and CoreDNS's kubernetes plugin fail with it."
             } else {
@@ -624,10 +697,17 @@ pub fn apiserver_probes(s: &Snapshot) -> Vec<Finding> {
                 format!(
                     "The API server is reachable by IP but not by name from {}: {}",
                     plural(dns_only_down.len(), "node", "nodes"),
-                    list_some(&dns_only_down, 4)
+                    list_some(&dns_nodes, 4)
                 ),
             )
-            .evidence(dns_only_down.iter().map(|n| format!("node {n}: path direct up, path dns down")))
+            .evidence(dns_only_down.iter().map(|(n, f)| {
+                let over: Vec<&str> = f.iter().map(String::as_str).filter(|f| !f.is_empty()).collect();
+                if over.is_empty() {
+                    format!("node {n}: path direct up, path dns down")
+                } else {
+                    format!("node {n}: path direct up, path dns down over {}", over.join(" and "))
+                }
+            }))
             .cause("Resolving kubernetes.default.svc from pods fails there: a DNS problem (see the DNS findings), not an API-server one.")
             .next("Follow the DNS findings; `kubectl exec` into a pod on that node and resolve kubernetes.default.svc."),
         );

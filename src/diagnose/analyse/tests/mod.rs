@@ -137,7 +137,7 @@ fn metrics_probed(peers: &[(&str, &str, bool, u64)], extra: &str) -> String {
     t.push_str("# TYPE netprobe_peer_requests_total counter\n");
     for (target, protocol, up, probes) in peers.iter().filter(|p| p.3 > 0) {
         t.push_str(&format!(
-            "netprobe_peer_requests_total{{target_node=\"{target}\",protocol=\"{protocol}\",result=\"{}\"}} {probes}\n",
+            "netprobe_peer_requests_total{{target_node=\"{target}\",protocol=\"{protocol}\",family=\"ipv4\",result=\"{}\"}} {probes}\n",
             if *up { "success" } else { "timeout" }
         ));
     }

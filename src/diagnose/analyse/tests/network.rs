@@ -48,6 +48,62 @@ fn matrix_ids(scrapes: Vec<ProbeScrape>) -> Vec<Finding> {
     live_matrix(&Matrix::from_snapshot(&s))
 }
 
+/// Full mesh over http and tcp, each over ipv4 and ipv6, as a dual-stack daemon serves it;
+/// `fail(source, target, family)` says what is down.
+fn dual_stack_mesh(nodes: &[&str], fail: impl Fn(&str, &str, &str) -> bool) -> Vec<ProbeScrape> {
+    nodes
+        .iter()
+        .map(|src| {
+            let mut text = String::from("# TYPE netprobe_peer_up gauge\n");
+            let mut counters = String::from("# TYPE netprobe_peer_requests_total counter\n");
+            for t in nodes.iter().filter(|t| *t != src) {
+                for p in ["http", "tcp"] {
+                    for f in ["ipv4", "ipv6"] {
+                        let up = !fail(src, t, f);
+                        let labels = format!("target_node=\"{t}\",protocol=\"{p}\",family=\"{f}\"");
+                        text.push_str(&format!("netprobe_peer_up{{{labels}}} {}\n", u8::from(up)));
+                        let result = if up { "success" } else { "timeout" };
+                        counters.push_str(&format!(
+                            "netprobe_peer_requests_total{{{labels},result=\"{result}\"}} 10\n"
+                        ));
+                    }
+                }
+            }
+            ProbeScrape {
+                pod: format!("netprobe-{src}"),
+                node: src.to_string(),
+                text: Some(format!("{text}{counters}# EOF\n")),
+                error: None,
+            }
+        })
+        .collect()
+}
+
+/// A node that drops IPv6 only is named, with the family; its IPv4 paths blame no one.
+#[test]
+fn matrix_dual_stack_names_the_node_and_family_of_an_ipv6_fault() {
+    let f = matrix_ids(dual_stack_mesh(&NODES, |s, t, f| {
+        f == "ipv6" && (s == "node-c" || t == "node-c")
+    }));
+    assert_eq!(ids(&f), ["network.node-isolated"], "{f:#?}");
+    assert!(
+        f[0].title.starts_with("Node node-c is cut off"),
+        "{}",
+        f[0].title
+    );
+    assert!(f[0].title.ends_with("(over ipv6)"), "{}", f[0].title);
+    assert_eq!(
+        f[0].evidence[0],
+        "IP family ipv6: only its probes are judged here"
+    );
+    assert!(
+        f[0].evidence
+            .iter()
+            .all(|e| !e.contains("node-a -> node-b"))
+    );
+    assert_eq!(matrix_ids(dual_stack_mesh(&NODES, |_, _, _| false)), vec![]);
+}
+
 #[test]
 fn matrix_healthy() {
     assert_eq!(matrix_ids(mesh(&NODES, |_, _, _| false)), vec![]);
@@ -224,6 +280,41 @@ fn apiserver_probes_direct_versus_dns() {
         f[0].title
     );
     assert!(f[1].title.contains("node-c"));
+}
+
+/// Dual-stack: the dns path probed over both families, failing over IPv6 only on node-b; the
+/// finding names the node and the family.
+#[test]
+fn apiserver_probes_name_the_family_that_fails() {
+    let scrape = |node: &str, dns_v6: u8| ProbeScrape {
+        pod: format!("netprobe-{node}"),
+        node: node.into(),
+        text: Some(metrics(
+            &[],
+            &format!(
+                "netprobe_apiserver_up{{path=\"direct\",family=\"ipv4\"}} 1\n\
+                 netprobe_apiserver_up{{path=\"dns\",family=\"ipv4\"}} 1\n\
+                 netprobe_apiserver_up{{path=\"dns\",family=\"ipv6\"}} {dns_v6}\n\
+                 netprobe_apiserver_requests_total{{path=\"direct\",family=\"ipv4\",result=\"success\"}} 10\n\
+                 netprobe_apiserver_requests_total{{path=\"dns\",family=\"ipv4\",result=\"success\"}} 10\n\
+                 netprobe_apiserver_requests_total{{path=\"dns\",family=\"ipv6\",result=\"timeout\"}} 10\n"
+            ),
+        )),
+        error: None,
+    };
+    let mut s = healthy();
+    s.probe_scrapes = vec![scrape("node-a", 1), scrape("node-b", 0)];
+    let f = apiserver_probes(&s);
+    assert_eq!(ids(&f), ["network.apiserver-dns-failing"], "{f:#?}");
+    assert!(
+        f[0].title.ends_with("from 1 node: node-b"),
+        "{}",
+        f[0].title
+    );
+    assert_eq!(
+        f[0].evidence,
+        ["node node-b: path direct up, path dns down over ipv6"]
+    );
 }
 
 /// A 4-node mesh over http and tcp where node-c's kube-netprobe pod was just replaced:
