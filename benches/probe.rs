@@ -25,7 +25,7 @@ use criterion::Criterion;
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
-use kube_netprobe::metrics::{DnsLabels, IpFamily, Metrics};
+use kube_netprobe::metrics::{DnsLabels, IpFamily, Metrics, Qtype};
 use kube_netprobe::probe::dns::{DnsObservation, Outcome, QueryOptions, query};
 
 /// Probes in the CPU-time measurement (`NETPROBE_BENCH_CPU_PROBES` overrides).
@@ -55,7 +55,7 @@ fn populated_metrics() -> Metrics {
             let target = DnsLabels {
                 server: format!("10.96.{s}.10:53"),
                 name: format!("svc-{n}.namespace-{}.svc.cluster.local", n % 7),
-                qtype: "A".to_owned(),
+                qtype: Qtype::A,
                 family: IpFamily::ipv4,
             };
             metrics.dns.add_target(&target);

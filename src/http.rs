@@ -53,17 +53,38 @@ pub const SEND_DEADLINE: Duration = Duration::from_secs(10);
 /// connection cap waits here while the server makes room (tokio's default is 128).
 pub const LISTEN_BACKLOG: u32 = 1024;
 
-/// The server's listening socket, with [`LISTEN_BACKLOG`].
+/// The server's listening socket, with [`LISTEN_BACKLOG`]. `[::]` takes both IP families (a
+/// dual-stack pod is probed by its peers over each); where the kernel has no IPv6 at all it
+/// falls back to `0.0.0.0` on the same port, so one chart serves every cluster.
 pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
+    /// Linux's errno for a socket family the kernel does not have (booted with ipv6.disable=1).
+    const EAFNOSUPPORT: i32 = 97;
+    match bind_exact(addr) {
+        Err(e)
+            if addr.ip() == std::net::Ipv6Addr::UNSPECIFIED
+                && e.raw_os_error() == Some(EAFNOSUPPORT) =>
+        {
+            let v4 = std::net::SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, addr.port()));
+            tracing::info!(%addr, fallback = %v4, "no IPv6 in this kernel: listening on IPv4 only");
+            bind_exact(v4)
+        }
+        other => other,
+    }
+}
+
+fn bind_exact(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    if addr.is_ipv6() {
+        // Whatever net.ipv6.bindv6only says: `[::]` means both families here.
+        socket.set_only_v6(false)?;
+    }
     // As std and tokio's own `bind` do, so a restarted daemon need not wait out TIME_WAIT.
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(LISTEN_BACKLOG)
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG as i32)?;
+    socket.set_nonblocking(true)?;
+    tokio::net::TcpListener::from_std(socket.into())
 }
 
 /// What the handlers share.
@@ -207,6 +228,21 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
+
+    /// `[::]` answers peers over IPv4 and IPv6 alike, whatever net.ipv6.bindv6only says.
+    #[tokio::test]
+    async fn the_unspecified_ipv6_address_takes_both_families() {
+        let listener = bind("[::]:0".parse().unwrap()).expect("bind [::]:0");
+        let port = listener.local_addr().unwrap().port();
+        for peer in ["127.0.0.1", "::1"] {
+            let addr = std::net::SocketAddr::new(peer.parse().unwrap(), port);
+            let (connected, accepted) =
+                tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+            connected.unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+            let (_, from) = accepted.expect("accept");
+            assert_eq!(from.ip().to_canonical(), addr.ip(), "{addr}");
+        }
+    }
 
     fn state(ready: bool) -> AppState {
         AppState {

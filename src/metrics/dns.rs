@@ -1,5 +1,7 @@
 //! The DNS families: lookups by server, name and type, their outcome, duration and messages.
 
+use hickory_proto::rr::RecordType;
+
 use super::*;
 
 /// Lookup-duration buckets, in seconds: a step of about 2.5x from 1 ms (an answer from a CoreDNS
@@ -15,9 +17,50 @@ pub const DNS_BUCKETS: &[f64] = &[
 /// CoreDNS pod is asked over each), for `system` that of resolv.conf's first nameserver.
 pub(super) const DNS_LABELS: &[&str] = &["server", "name", "qtype", "family"];
 
-/// Labels whose set depends on `metrics.detail`: the duration histogram is kept per server by
-/// default and per target on request, one family with or without the query's labels.
-pub(super) type DetailLabels = Vec<(&'static str, String)>;
+/// The `qtype` label: the record types a query may ask for.
+#[allow(clippy::upper_case_acronyms)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelValue)]
+pub enum Qtype {
+    A,
+    AAAA,
+    CNAME,
+    MX,
+    NS,
+    PTR,
+    SOA,
+    SRV,
+    TXT,
+    CAA,
+}
+
+impl Qtype {
+    /// The label of a record type; `None` for one queries may not ask for (the config's
+    /// `QUERY_TYPES` are exactly these).
+    pub fn of(record_type: RecordType) -> Option<Self> {
+        use RecordType as R;
+        Some(match record_type {
+            R::A => Self::A,
+            R::AAAA => Self::AAAA,
+            R::CNAME => Self::CNAME,
+            R::MX => Self::MX,
+            R::NS => Self::NS,
+            R::PTR => Self::PTR,
+            R::SOA => Self::SOA,
+            R::SRV => Self::SRV,
+            R::TXT => Self::TXT,
+            R::CAA => Self::CAA,
+            _ => return None,
+        })
+    }
+}
+
+/// The `protocol` label of `netprobe_dns_queries_total`: what a message went over.
+#[allow(non_camel_case_types)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum DnsTransport {
+    udp,
+    tcp,
+}
 
 /// Labels that identify one DNS target: (server, query name, record type, and the IP family
 /// the queries travel over).
@@ -25,64 +68,78 @@ pub(super) type DetailLabels = Vec<(&'static str, String)>;
 pub struct DnsLabels {
     pub server: String,
     pub name: String,
-    pub qtype: String,
+    pub qtype: Qtype,
     pub family: IpFamily,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct DnsRcodeLabels {
-    server: String,
-    name: String,
-    qtype: String,
-    family: IpFamily,
-    rcode: &'static str,
+    #[prometheus(flatten)]
+    target: DnsLabels,
+    rcode: Rcode,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct DnsProtocolLabels {
-    server: String,
-    name: String,
-    qtype: String,
-    family: IpFamily,
-    protocol: &'static str,
+    #[prometheus(flatten)]
+    target: DnsLabels,
+    protocol: DnsTransport,
 }
 
+/// The A or AAAA query of a `system` lookup: `family` is the query's, so the target's own
+/// (transport) family is left out.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct DnsFamilyLabels {
     server: String,
     name: String,
-    qtype: String,
-    family: &'static str,
-    rcode: &'static str,
+    qtype: Qtype,
+    family: IpFamily,
+    rcode: Rcode,
+}
+
+/// The duration histogram's labels: per server and family, or per target at per_target.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct DnsServerLabels {
+    server: String,
+    family: IpFamily,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub(super) enum DnsDurationLabels {
+    PerNode(DnsServerLabels),
+    PerTarget(DnsLabels),
+}
+
+impl EncodeLabelSet for DnsDurationLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        match self {
+            Self::PerNode(labels) => labels.encode(encoder),
+            Self::PerTarget(labels) => labels.encode(encoder),
+        }
+    }
 }
 
 impl DnsLabels {
-    pub(super) fn with_family(&self, family: &'static str, rcode: &'static str) -> DnsFamilyLabels {
+    pub(super) fn with_family(&self, family: IpFamily, rcode: Rcode) -> DnsFamilyLabels {
         DnsFamilyLabels {
             server: self.server.clone(),
             name: self.name.clone(),
-            qtype: self.qtype.clone(),
+            qtype: self.qtype,
             family,
             rcode,
         }
     }
 
-    pub(super) fn with_rcode(&self, rcode: &'static str) -> DnsRcodeLabels {
+    pub(super) fn with_rcode(&self, rcode: Rcode) -> DnsRcodeLabels {
         DnsRcodeLabels {
-            server: self.server.clone(),
-            name: self.name.clone(),
-            qtype: self.qtype.clone(),
-            family: self.family,
+            target: self.clone(),
             rcode,
         }
     }
 
-    pub(super) fn with_protocol(&self, protocol: &'static str) -> DnsProtocolLabels {
+    pub(super) fn with_protocol(&self, protocol: DnsTransport) -> DnsProtocolLabels {
         DnsProtocolLabels {
-            server: self.server.clone(),
-            name: self.name.clone(),
-            qtype: self.qtype.clone(),
-            family: self.family,
+            target: self.clone(),
             protocol,
         }
     }
@@ -94,17 +151,17 @@ pub(super) fn dns_histogram() -> Histogram {
 
 /// Response codes whose series exist from a target's start, so that `rate()` and error ratios
 /// see the first failure instead of a series appearing from nowhere: the two that come alone
-/// (a lost packet, an upstream that fails once). The rest of [`RCODE_LABELS`] appear when first
+/// (a lost packet, an upstream that fails once). The rest of [`Rcode::ALL`] appear when first
 /// seen (the expected answer with the first lookup), so that a healthy target costs 3 counters
 /// here, not 17: at 12 targets a node, every precreated code is 12 series.
-pub(super) const PRECREATED_RCODES: &[&str] = &["SERVFAIL", "TIMEOUT"];
+pub(super) const PRECREATED_RCODES: &[Rcode] = &[Rcode::SERVFAIL, Rcode::TIMEOUT];
 
 /// The DNS families.
 #[derive(Debug, Clone)]
 pub struct DnsMetrics {
     detail: Detail,
-    duration: HistogramFamily<DetailLabels>,
-    duration_sharers: Sharers<DetailLabels>,
+    duration: HistogramFamily<DnsDurationLabels>,
+    duration_sharers: Sharers<DnsDurationLabels>,
     lookups: Family<DnsRcodeLabels, Counter>,
     success: Family<DnsLabels, Gauge>,
     queries: Family<DnsProtocolLabels, Counter>,
@@ -139,14 +196,14 @@ impl DnsMetrics {
     }
 
     /// The duration histogram a target records into: its server's, or its own (per_target).
-    pub(super) fn duration_labels(&self, target: &DnsLabels) -> DetailLabels {
-        let mut labels = vec![("server", target.server.clone())];
-        if self.detail == Detail::PerTarget {
-            labels.push(("name", target.name.clone()));
-            labels.push(("qtype", target.qtype.clone()));
+    pub(super) fn duration_labels(&self, target: &DnsLabels) -> DnsDurationLabels {
+        match self.detail {
+            Detail::PerNode => DnsDurationLabels::PerNode(DnsServerLabels {
+                server: target.server.clone(),
+                family: target.family,
+            }),
+            Detail::PerTarget => DnsDurationLabels::PerTarget(target.clone()),
         }
-        labels.push(("family", target.family.as_str().to_owned()));
-        labels
     }
 
     /// Creates a target's failure counters at zero. Its success, latency and last-lookup series
@@ -154,7 +211,7 @@ impl DnsMetrics {
     /// every start and rollout.
     pub fn add_target(&self, target: &DnsLabels) {
         for rcode in PRECREATED_RCODES {
-            let _ = self.lookups.get_or_create(&target.with_rcode(rcode));
+            let _ = self.lookups.get_or_create(&target.with_rcode(*rcode));
         }
         self.duration_sharers.add(&self.duration_labels(target));
     }
@@ -163,10 +220,10 @@ impl DnsMetrics {
     /// `system`, qtype A), so that `rate()` sees the first lost answer; the other values appear
     /// when first seen.
     pub fn add_family_target(&self, target: &DnsLabels) {
-        for family in FAMILY_LABELS {
+        for family in IpFamily::ALL {
             let _ = self
                 .family_queries
-                .get_or_create(&target.with_family(family, "TIMEOUT"));
+                .get_or_create(&target.with_family(family, Rcode::TIMEOUT));
         }
     }
 
@@ -178,14 +235,14 @@ impl DnsMetrics {
         }
         self.success.remove(target);
         self.lookup_queries.remove(target);
-        for rcode in RCODE_LABELS {
+        for rcode in Rcode::ALL {
             self.lookups.remove(&target.with_rcode(rcode));
         }
-        for protocol in ["udp", "tcp"] {
+        for protocol in [DnsTransport::udp, DnsTransport::tcp] {
             self.queries.remove(&target.with_protocol(protocol));
         }
-        for family in FAMILY_LABELS {
-            for rcode in RCODE_LABELS {
+        for family in IpFamily::ALL {
+            for rcode in Rcode::ALL {
                 self.family_queries
                     .remove(&target.with_family(family, rcode));
             }
@@ -216,8 +273,8 @@ impl DnsMetrics {
             .inc();
         self.success.get_or_create(target).set(i64::from(success));
         for (protocol, sent) in [
-            ("udp", observation.udp_queries),
-            ("tcp", observation.tcp_queries),
+            (DnsTransport::udp, observation.udp_queries),
+            (DnsTransport::tcp, observation.tcp_queries),
         ] {
             if sent > 0 {
                 self.queries

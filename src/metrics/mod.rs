@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelSetEncoder};
@@ -21,7 +20,8 @@ use prometheus_client::registry::{Registry, Unit};
 
 use serde::{Deserialize, Serialize};
 
-use crate::observation::dns::{DnsObservation, FAMILY_LABELS, FamilyQuery, RCODE_LABELS};
+pub use crate::observation::IpFamily;
+use crate::observation::dns::{DnsObservation, FamilyQuery, Rcode};
 use crate::observation::storage::StorageObservation;
 
 mod apiserver;

@@ -27,16 +27,17 @@ pub fn reference_markdown() -> String {
     }
     out.push_str(&format!(
         "\nDNS lookup-duration buckets (seconds): {}.\n\n\
-         Label values: `rcode` is one of {}; `family` is `ipv4` (the A query) or `ipv6` (the \
-         AAAA query); `protocol` is `udp` or `tcp`; `probe` is `dns`.\n",
+         Label values: `rcode` is one of {}; `family` is `ipv4` or `ipv6`: on \
+         `netprobe_dns_family_queries_total` the A or the AAAA query, elsewhere the IP family the \
+         probe went over; `protocol` is `udp` or `tcp`; `probe` is `dns`.\n",
         DNS_BUCKETS
             .iter()
             .map(|b| b.to_string())
             .collect::<Vec<_>>()
             .join(", "),
-        RCODE_LABELS
+        Rcode::ALL
             .iter()
-            .map(|r| format!("`{r}`"))
+            .map(|r| format!("`{}`", r.as_str()))
             .collect::<Vec<_>>()
             .join(", ")
     ));

@@ -11,7 +11,7 @@ fn target() -> DnsLabels {
     DnsLabels {
         server: "10.96.0.10:53".into(),
         name: "kubernetes.default.svc.cluster.local".into(),
-        qtype: "A".into(),
+        qtype: Qtype::A,
         family: IpFamily::ipv4,
     }
 }
@@ -272,8 +272,8 @@ fn removing_a_target_removes_all_its_series() {
     m.dns.record_family_queries(
         &t,
         &[FamilyQuery {
-            family: "ipv6",
-            rcode: "NODATA",
+            family: IpFamily::ipv6,
+            rcode: Rcode::NODATA,
         }],
     );
     m.dns.remove_target(&t);
@@ -291,7 +291,7 @@ fn unusable_answers_count_under_their_own_rcode() {
         Outcome::NoData { answers: 1 },
         Outcome::WrongAnswer { answers: 1 },
     ] {
-        let label = outcome.rcode_label();
+        let label = outcome.rcode_label().as_str();
         m.dns
             .record(&t, &observation(outcome, Some(1), 1, 0), false);
         let text = m.encode_openmetrics();
@@ -327,10 +327,10 @@ fn a_and_aaaa_queries_count_by_family() {
     m.dns.record_family_queries(
         &t,
         &[
-            query("ipv4", "NOERROR"),
-            query("ipv6", "TIMEOUT"),
-            query("ipv4", "NOERROR"),
-            query("ipv6", "NODATA"),
+            query(IpFamily::ipv4, Rcode::NOERROR),
+            query(IpFamily::ipv6, Rcode::TIMEOUT),
+            query(IpFamily::ipv4, Rcode::NOERROR),
+            query(IpFamily::ipv6, Rcode::NODATA),
         ],
     );
     let text = m.encode_openmetrics();
@@ -497,4 +497,20 @@ fn metrics_reference_is_current() {
         FAMILIES.len(),
         "a family is missing from FAMILIES: {text}"
     );
+}
+
+/// A DNS target's `qtype` comes from the config, which admits exactly the types Qtype names
+/// (the prober relies on it), and encodes as the record type's own name.
+#[test]
+fn every_configurable_record_type_has_a_qtype_label() {
+    for record_type in crate::config::QUERY_TYPES {
+        let qtype =
+            Qtype::of(*record_type).unwrap_or_else(|| panic!("{record_type} has no qtype label"));
+        assert_eq!(format!("{qtype:?}"), record_type.to_string());
+        let m = Metrics::new();
+        let t = DnsLabels { qtype, ..target() };
+        m.dns.add_target(&t);
+        let text = m.encode_openmetrics();
+        assert!(text.contains(&format!("qtype=\"{record_type}\"")), "{text}");
+    }
 }

@@ -3,6 +3,9 @@
 use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
+use prometheus_client::encoding::EncodeLabelValue;
+
+use super::IpFamily;
 
 /// How a lookup ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,29 +28,94 @@ pub enum Outcome {
     NetworkError(String),
 }
 
-/// Every value the `rcode` label can take.
-pub const RCODE_LABELS: &[&str] = &[
-    "NOERROR",
-    "FORMERR",
-    "SERVFAIL",
-    "NXDOMAIN",
-    "NOTIMP",
-    "REFUSED",
-    "YXDOMAIN",
-    "YXRRSET",
-    "NXRRSET",
-    "NOTAUTH",
-    "NOTZONE",
-    "BADVERS",
-    "OTHER",
-    "NODATA",
-    "WRONG_ANSWER",
-    "TIMEOUT",
-    "NETWORK_ERROR",
-];
+/// The `rcode` label: the response code as DNS names it, NODATA or WRONG_ANSWER for a
+/// NOERROR answer an application cannot use, or TIMEOUT / NETWORK_ERROR when no response came.
+#[allow(clippy::upper_case_acronyms, non_camel_case_types)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum Rcode {
+    NOERROR,
+    FORMERR,
+    SERVFAIL,
+    NXDOMAIN,
+    NOTIMP,
+    REFUSED,
+    YXDOMAIN,
+    YXRRSET,
+    NXRRSET,
+    NOTAUTH,
+    NOTZONE,
+    BADVERS,
+    OTHER,
+    NODATA,
+    WRONG_ANSWER,
+    TIMEOUT,
+    NETWORK_ERROR,
+}
 
-/// Every value the `family` label can take: the A query is `ipv4`, the AAAA query `ipv6`.
-pub const FAMILY_LABELS: &[&str] = &["ipv4", "ipv6"];
+impl Rcode {
+    /// Every value, in the order of docs/metrics.md.
+    pub const ALL: [Self; 17] = [
+        Self::NOERROR,
+        Self::FORMERR,
+        Self::SERVFAIL,
+        Self::NXDOMAIN,
+        Self::NOTIMP,
+        Self::REFUSED,
+        Self::YXDOMAIN,
+        Self::YXRRSET,
+        Self::NXRRSET,
+        Self::NOTAUTH,
+        Self::NOTZONE,
+        Self::BADVERS,
+        Self::OTHER,
+        Self::NODATA,
+        Self::WRONG_ANSWER,
+        Self::TIMEOUT,
+        Self::NETWORK_ERROR,
+    ];
+
+    /// The code a response carried, by its DNS name; codes outside the table are OTHER.
+    pub fn of(code: ResponseCode) -> Self {
+        use ResponseCode as R;
+        match code {
+            R::NoError => Self::NOERROR,
+            R::FormErr => Self::FORMERR,
+            R::ServFail => Self::SERVFAIL,
+            R::NXDomain => Self::NXDOMAIN,
+            R::NotImp => Self::NOTIMP,
+            R::Refused => Self::REFUSED,
+            R::YXDomain => Self::YXDOMAIN,
+            R::YXRRSet => Self::YXRRSET,
+            R::NXRRSet => Self::NXRRSET,
+            R::NotAuth => Self::NOTAUTH,
+            R::NotZone => Self::NOTZONE,
+            R::BADVERS => Self::BADVERS,
+            _ => Self::OTHER,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NOERROR => "NOERROR",
+            Self::FORMERR => "FORMERR",
+            Self::SERVFAIL => "SERVFAIL",
+            Self::NXDOMAIN => "NXDOMAIN",
+            Self::NOTIMP => "NOTIMP",
+            Self::REFUSED => "REFUSED",
+            Self::YXDOMAIN => "YXDOMAIN",
+            Self::YXRRSET => "YXRRSET",
+            Self::NXRRSET => "NXRRSET",
+            Self::NOTAUTH => "NOTAUTH",
+            Self::NOTZONE => "NOTZONE",
+            Self::BADVERS => "BADVERS",
+            Self::OTHER => "OTHER",
+            Self::NODATA => "NODATA",
+            Self::WRONG_ANSWER => "WRONG_ANSWER",
+            Self::TIMEOUT => "TIMEOUT",
+            Self::NETWORK_ERROR => "NETWORK_ERROR",
+        }
+    }
+}
 
 /// The longest CNAME chain followed within one answer section; a longer one counts as a loop.
 pub const MAX_CNAME_CHAIN: usize = 16;
@@ -55,13 +123,13 @@ pub const MAX_CNAME_CHAIN: usize = 16;
 impl Outcome {
     /// The `rcode` label: the response code's DNS name, NODATA or WRONG_ANSWER for a NOERROR
     /// answer an application cannot use, or TIMEOUT / NETWORK_ERROR when no response came.
-    pub fn rcode_label(&self) -> &'static str {
+    pub fn rcode_label(&self) -> Rcode {
         match self {
-            Outcome::Response { rcode, .. } => rcode_name(*rcode),
-            Outcome::NoData { .. } => "NODATA",
-            Outcome::WrongAnswer { .. } => "WRONG_ANSWER",
-            Outcome::Timeout => "TIMEOUT",
-            Outcome::NetworkError(_) => "NETWORK_ERROR",
+            Outcome::Response { rcode, .. } => Rcode::of(*rcode),
+            Outcome::NoData { .. } => Rcode::NODATA,
+            Outcome::WrongAnswer { .. } => Rcode::WRONG_ANSWER,
+            Outcome::Timeout => Rcode::TIMEOUT,
+            Outcome::NetworkError(_) => Rcode::NETWORK_ERROR,
         }
     }
 
@@ -151,8 +219,8 @@ pub struct DnsObservation {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FamilyQuery {
     /// `ipv4` (A) or `ipv6` (AAAA).
-    pub family: &'static str,
-    pub rcode: &'static str,
+    pub family: IpFamily,
+    pub rcode: Rcode,
 }
 
 /// The response codes `expect` may name, by their DNS names.
@@ -174,8 +242,5 @@ pub const RCODES: &[(&str, ResponseCode)] = &[
 /// The DNS name of a response code (`NOERROR`, `NXDOMAIN`, ...), as CoreDNS labels it; codes
 /// outside the table become `OTHER` so the label set stays closed.
 pub fn rcode_name(code: ResponseCode) -> &'static str {
-    RCODES
-        .iter()
-        .find(|(_, c)| *c == code)
-        .map_or("OTHER", |(name, _)| name)
+    Rcode::of(code).as_str()
 }

@@ -114,7 +114,7 @@ spec:
 fn peer_lines(target: &str, protocol: &str, up: bool, probes: u64) -> String {
     format!(
         "netprobe_peer_up{{target_node=\"{target}\",protocol=\"{protocol}\",family=\"ipv4\"}} {}\n\
-         netprobe_peer_requests_total{{target_node=\"{target}\",protocol=\"{protocol}\",result=\"{}\"}} {probes}\n",
+         netprobe_peer_requests_total{{target_node=\"{target}\",protocol=\"{protocol}\",family=\"ipv4\",result=\"{}\"}} {probes}\n",
         u8::from(up),
         if up { "success" } else { "timeout" }
     )

@@ -51,21 +51,27 @@ fn config(servers: &[&str], interval: &str, timeout: &str, queries: &[Q<'_>]) ->
     yaml
 }
 
-/// The labels identifying one (server, name) probe with qtype A.
-fn probe<'a>(server: &'a str, name: &'a str) -> [(&'a str, &'a str); 3] {
-    [("server", server), ("name", name), ("qtype", "A")]
+/// The labels identifying one (server, name) probe with qtype A; every server here, and every
+/// nameserver of the test resolv.conf files, is on IPv4 loopback.
+fn probe<'a>(server: &'a str, name: &'a str) -> [(&'a str, &'a str); 4] {
+    [
+        ("server", server),
+        ("name", name),
+        ("qtype", "A"),
+        ("family", "ipv4"),
+    ]
 }
 
 /// `probe` labels plus one more.
-fn with<'a>(base: [(&'a str, &'a str); 3], extra: (&'a str, &'a str)) -> [(&'a str, &'a str); 4] {
-    [base[0], base[1], base[2], extra]
+fn with<'a>(base: [(&'a str, &'a str); 4], extra: (&'a str, &'a str)) -> [(&'a str, &'a str); 5] {
+    [base[0], base[1], base[2], base[3], extra]
 }
 
 /// Every lookup of the target `labels` ended with `rcode`, and its success gauge reads `success`.
 fn check_outcome(
     checks: &mut Checks,
     m: &Metrics,
-    labels: [(&str, &str); 3],
+    labels: [(&str, &str); 4],
     rcode: &str,
     success: f64,
 ) {

@@ -310,6 +310,7 @@ fn a_volume_hung_in(call: Call, clock_name: &str) {
         ("server", server.as_str()),
         ("name", "ok.cluster.local"),
         ("qtype", "A"),
+        ("family", "ipv4"),
     ];
 
     let m = wait_for_result(&mut daemon, "timeout", 1.0);

@@ -29,10 +29,8 @@ use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
 use crate::config::{DnsConfig, DnsQuery, rcode_name};
-use crate::metrics::{DnsLabels, DnsMetrics, IpFamily};
-pub use crate::observation::dns::{
-    DnsObservation, FAMILY_LABELS, FamilyQuery, MAX_CNAME_CHAIN, Outcome, RCODE_LABELS,
-};
+use crate::metrics::{DnsLabels, DnsMetrics, IpFamily, Qtype};
+pub use crate::observation::dns::{DnsObservation, FamilyQuery, MAX_CNAME_CHAIN, Outcome, Rcode};
 use crate::probe::{Health, Transition};
 use crate::resolv_conf::{PairMode, ResolvConf};
 use crate::scheduler::{RunFuture, Target, later};
@@ -120,7 +118,8 @@ impl DnsTarget {
         let labels = DnsLabels {
             server: server_label,
             name: query.name.as_str().to_owned(),
-            qtype: query.qtype.0.to_string(),
+            qtype: Qtype::of(query.qtype.0)
+                .expect("the config admits only the record types Qtype names"),
             family,
         };
         metrics.add_target(&labels);
@@ -184,7 +183,7 @@ impl DnsTarget {
         let l = &self.labels;
         match self.health.update(ok) {
             Transition::StartedFailing { suppressed } => tracing::warn!(
-                server = %l.server, name = %l.name, qtype = %l.qtype,
+                server = %l.server, name = %l.name, qtype = ?l.qtype,
                 outcome = %observation.outcome.describe(),
                 expected = %self.query.expect.map_or(
                     "NOERROR with a record of the queried type for the name",
@@ -194,7 +193,7 @@ impl DnsTarget {
                 "DNS lookup failing"
             ),
             Transition::Recovered { suppressed } => tracing::info!(
-                server = %l.server, name = %l.name, qtype = %l.qtype, suppressed,
+                server = %l.server, name = %l.name, qtype = ?l.qtype, suppressed,
                 "DNS lookup recovered"
             ),
             Transition::Unchanged => {}
@@ -209,7 +208,7 @@ impl Target for DnsTarget {
 
     fn describe(&self) -> String {
         format!(
-            "dns {} {} via {}",
+            "dns {} {:?} via {}",
             self.labels.name, self.labels.qtype, self.labels.server
         )
     }

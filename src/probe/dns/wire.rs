@@ -139,10 +139,10 @@ pub(super) struct Question<'a> {
 
 impl Question<'_> {
     /// The `family` label of this question's queries, for A and AAAA.
-    pub(super) fn family(&self) -> Option<&'static str> {
+    pub(super) fn family(&self) -> Option<IpFamily> {
         match self.qtype {
-            RecordType::A => Some("ipv4"),
-            RecordType::AAAA => Some("ipv6"),
+            RecordType::A => Some(IpFamily::ipv4),
+            RecordType::AAAA => Some(IpFamily::ipv6),
             _ => None,
         }
     }
