@@ -266,7 +266,7 @@ fn chart_config(port: u16) -> String {
         .as_str()
         .expect("data.config.yaml")
         .to_owned();
-    let everywhere = format!("listen: 0.0.0.0:{port}");
+    let everywhere = format!("listen: '[::]:{port}'");
     assert!(config.contains(&everywhere), "{config}");
     config.replace(&everywhere, &format!("listen: 127.0.0.1:{port}"))
 }

@@ -162,7 +162,7 @@ app.kubernetes.io/managed-by: {{ $root.Release.Service }}
 {{/* The daemon's config file: config from the values, plus what the chart owns. */}}
 {{- define "kube-netprobe.config" -}}
 {{- $c := deepCopy (.Values.config | default dict) }}
-{{- $_ := set $c "listen" (printf "0.0.0.0:%d" (int .Values.metricsPort)) }}
+{{- $_ := set $c "listen" (printf "[::]:%d" (int .Values.metricsPort)) }}
 {{- $_ = set $c "node_name" "${NODE_NAME}" }}
 {{- $peers := get $c "peers" | default dict }}
 {{- $_ = set $peers "port" (int .Values.metricsPort) }}
