@@ -12,13 +12,15 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdTcpListener, UdpSocket as StdUdpSocket};
+use std::net::{
+    Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener as StdTcpListener, UdpSocket as StdUdpSocket,
+};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::rdata::{A, CNAME, TXT};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
@@ -39,6 +41,9 @@ const CHASE_LIMIT: usize = 8;
 pub enum Behaviour {
     /// NOERROR with one A record (for qtype A; other qtypes get NOERROR without data).
     Answer(Ipv4Addr),
+    /// A dual-stack name: one A record for qtype A, one AAAA record for qtype AAAA (other
+    /// qtypes get NOERROR without data).
+    DualStack(Ipv4Addr, Ipv6Addr),
     /// NOERROR without answers.
     NoData,
     NxDomain,
@@ -365,6 +370,12 @@ fn fill(
     };
     match behaviour {
         Behaviour::Answer(ip) => a(response, qname, ip),
+        Behaviour::DualStack(v4, v6) => {
+            a(response, qname, v4);
+            if qtype == RecordType::AAAA {
+                response.add_answer(record(qname, RData::AAAA(AAAA(v6))));
+            }
+        }
         Behaviour::Truncate(ip) => match transport {
             Transport::Udp => response.metadata.truncation = true,
             Transport::Tcp => a(response, qname, ip),

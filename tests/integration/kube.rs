@@ -743,3 +743,155 @@ fn coredns_pods_are_probed_one_by_one() {
         }
     });
 }
+
+/// A TCP relay from `[::1]:port` to `127.0.0.1:port`: the test API server listens on IPv4
+/// loopback only, and this gives it an IPv6 side (TLS passes through untouched). Dropping it
+/// closes the listener, so new IPv6 connections are refused while IPv4 ones still work.
+struct Ipv6Relay {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    port: u16,
+    accepter: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Ipv6Relay {
+    fn start(port: u16) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = std::net::TcpListener::bind((std::net::Ipv6Addr::LOCALHOST, port))
+            .unwrap_or_else(|e| panic!("relay: bind [::1]:{port}: {e}"));
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let accepter = std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if stopping.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(client) = client else { continue };
+                let Ok(upstream) = std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)) else {
+                    continue;
+                };
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), upstream.try_clone().unwrap()),
+                    (upstream, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                    });
+                }
+            }
+        });
+        Self {
+            stop,
+            port,
+            accepter: Some(accepter),
+        }
+    }
+}
+
+impl Drop for Ipv6Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wakes the accept loop, which sees the flag and returns, closing the listener.
+        let _ = std::net::TcpStream::connect((std::net::Ipv6Addr::LOCALHOST, self.port));
+        if let Some(accepter) = self.accepter.take() {
+            let _ = accepter.join();
+        }
+    }
+}
+
+/// The API server's name resolving to both families: the dns path is probed over each, with its
+/// own series, and an IPv6-only fault (the IPv6 side refusing) shows as
+/// `netprobe_apiserver_up{path="dns",family="ipv6"} 0` while IPv4 and the direct path stay up.
+#[test]
+#[ignore = "needs root: a kube-apiserver of its own, port 53 on a loopback address"]
+fn the_apiserver_dns_path_is_probed_over_each_family_of_the_name() {
+    let api = Apiserver::start();
+    let port = api.port();
+    let relay = Ipv6Relay::start(port);
+    let dns_ip =
+        Ipv4Addr::from(u32::from(Ipv4Addr::new(127, 55, 0, 1)) + std::process::id() % 60_000);
+    let dns = DnsServer::start_on(SocketAddr::from((dns_ip, 53))).expect("bind port 53");
+    dns.set(
+        "kubernetes.default.svc.cluster.local",
+        Behaviour::DualStack(Ipv4Addr::LOCALHOST, std::net::Ipv6Addr::LOCALHOST),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let resolv_conf = dir.path().join("resolv.conf");
+    std::fs::write(
+        &resolv_conf,
+        format!(
+            "nameserver {dns_ip}\nsearch {NAMESPACE}.svc.cluster.local svc.cluster.local cluster.local\n\
+             options ndots:5 timeout:1 attempts:1\n"
+        ),
+    )
+    .unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, api.netprobe_token()).unwrap();
+    let config = format!(
+        "listen: 127.0.0.1:0\nnode_name: node-a\n\
+         dns:\n  servers: []\n  resolv_conf: {resolv}\npeers: {{ discovery: none }}\ncsi: {{ enabled: false }}\n\
+         apiserver:\n  enabled: true\n  interval: 500ms\n  timeout: 400ms\n  direct: 127.0.0.1:{port}\n  \
+         dns_port: {port}\n  ca_file: {ca}\n  token_file: {token}\n",
+        resolv = resolv_conf.display(),
+        ca = api.ca_file().display(),
+        token = token_file.display(),
+    );
+    let mut daemon = Daemon::start_in(
+        Command::new(bin()),
+        &config,
+        &[],
+        Ipv4Addr::LOCALHOST.into(),
+    );
+    let up = |m: &Metrics, path: &str, family: &str| {
+        m.get(
+            "netprobe_apiserver_up",
+            &[("path", path), ("family", family)],
+        )
+    };
+    let seen = |m: &Metrics| {
+        (
+            up(m, "direct", "ipv4"),
+            up(m, "dns", "ipv4"),
+            up(m, "dns", "ipv6"),
+        )
+    };
+    daemon.wait_until("both families of the dns path up", WAIT, |m| {
+        match seen(m) {
+            (Some(1.0), Some(1.0), Some(1.0)) => Ok(()),
+            other => Err(format!("(direct, dns ipv4, dns ipv6): {other:?}")),
+        }
+    });
+    let m = daemon.scrape();
+    assert_eq!(up(&m, "direct", "ipv6"), None, "direct has one address");
+    for family in ["ipv4", "ipv6"] {
+        let count = m.sum(
+            "netprobe_apiserver_request_duration_seconds_count",
+            &[("path", "dns"), ("family", family)],
+        );
+        assert!(count >= 1.0, "dns {family}: {count} timed probes");
+    }
+
+    // The IPv6 side goes away: refused over IPv6, IPv4 untouched.
+    drop(relay);
+    let m = daemon
+        .wait_until("the dns path down over ipv6 only", WAIT, |m| {
+            let refused = m.sum(
+                "netprobe_apiserver_requests_total",
+                &[("path", "dns"), ("family", "ipv6"), ("result", "refused")],
+            );
+            match seen(m) {
+                (Some(1.0), Some(1.0), Some(0.0)) if refused >= 1.0 => Ok(()),
+                other => Err(format!(
+                    "(direct, dns ipv4, dns ipv6): {other:?}, refused {refused}"
+                )),
+            }
+        })
+        .1;
+    assert_eq!(
+        m.sum(
+            "netprobe_apiserver_requests_total",
+            &[("family", "ipv4"), ("result", "refused")]
+        ),
+        0.0
+    );
+}
