@@ -517,6 +517,9 @@ pub fn dns_probes(s: &Snapshot) -> Vec<Finding> {
     // name -> rcode -> lookups through `system` since the pods started, every node together.
     let mut rcodes: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
     for (node, samples) in readable_scrapes(s) {
+        // (server, name) -> ok on this node: every judged qtype and IP family (a dual-stack
+        // CoreDNS pod is asked over both) answered; the node counts once.
+        let mut here: BTreeMap<(&str, &str), bool> = BTreeMap::new();
         for x in samples
             .iter()
             .filter(|x| x.name == "netprobe_dns_probe_success")
@@ -528,11 +531,19 @@ pub fn dns_probes(s: &Snapshot) -> Vec<Finding> {
                 && completed(
                     &samples,
                     "netprobe_dns_lookups_total",
-                    &[("server", server), ("name", name), ("qtype", qtype)],
+                    &[
+                        ("server", server),
+                        ("name", name),
+                        ("qtype", qtype),
+                        ("family", x.label("family")),
+                    ],
                 ) < MIN_PROBES
             {
                 continue;
             }
+            *here.entry((server, name)).or_insert(true) &= ok;
+        }
+        for ((server, name), ok) in here {
             let entry = by.entry((server.to_owned(), name.to_owned())).or_default();
             entry.1 += 1;
             if !ok {
