@@ -191,11 +191,20 @@ fn dns_scrape(node: &str, rows: &[(&str, &str, bool)]) -> ProbeScrape {
 }
 
 fn dns_scrape_probed(node: &str, rows: &[(&str, &str, bool, u64)]) -> ProbeScrape {
+    let rows: Vec<_> = rows
+        .iter()
+        .map(|(s, n, ok, l)| (*s, *n, "ipv4", *ok, *l))
+        .collect();
+    dns_scrape_families(node, &rows)
+}
+
+/// As [`dns_scrape_probed`], each row over the IP family it names.
+fn dns_scrape_families(node: &str, rows: &[(&str, &str, &str, bool, u64)]) -> ProbeScrape {
     let mut extra = String::from("# TYPE netprobe_dns_probe_success gauge\n");
-    for (server, name, ok, lookups) in rows {
+    for (server, name, family, ok, lookups) in rows {
         extra.push_str(&format!(
-            "netprobe_dns_probe_success{{server=\"{server}\",name=\"{name}\",qtype=\"A\"}} {}\n\
-             netprobe_dns_lookups_total{{server=\"{server}\",name=\"{name}\",qtype=\"A\",rcode=\"{}\"}} {lookups}\n",
+            "netprobe_dns_probe_success{{server=\"{server}\",name=\"{name}\",qtype=\"A\",family=\"{family}\"}} {}\n\
+             netprobe_dns_lookups_total{{server=\"{server}\",name=\"{name}\",qtype=\"A\",family=\"{family}\",rcode=\"{}\"}} {lookups}\n",
             u8::from(*ok),
             if *ok { "NOERROR" } else { "SERVFAIL" }
         ));
@@ -228,6 +237,33 @@ fn dns_one_replica_failing() {
     let f = analyse(&s);
     assert_eq!(ids(&f), ["dns.replica-failing"]);
     assert!(f[0].title.contains("coredns-bb"));
+}
+
+/// Dual-stack CoreDNS pods, asked over both families: one failing over IPv6 only is the failing
+/// replica, and each node counts once however many families it asks over.
+#[test]
+fn dns_replica_failing_over_one_family_of_two() {
+    let name = "kubernetes.default.svc.cluster.local";
+    let mut s = healthy();
+    s.probe_scrapes = ["node-a", "node-b", "node-c"]
+        .iter()
+        .map(|n| {
+            dns_scrape_families(
+                n,
+                &[
+                    ("system", name, "ipv4", true, 10),
+                    ("coredns/coredns-a", name, "ipv4", true, 10),
+                    ("coredns/coredns-a", name, "ipv6", true, 10),
+                    ("coredns/coredns-bb", name, "ipv4", true, 10),
+                    ("coredns/coredns-bb", name, "ipv6", false, 10),
+                ],
+            )
+        })
+        .collect();
+    let f = analyse(&s);
+    assert_eq!(ids(&f), ["dns.replica-failing"], "{f:#?}");
+    assert!(f[0].title.contains("coredns-bb"), "{}", f[0].title);
+    assert!(!f[0].title.contains("coredns-a"), "{}", f[0].title);
 }
 
 #[test]
