@@ -249,6 +249,36 @@ mod tests {
         assert!(text.contains("netprobe_peer_targets 1"), "{text}");
     }
 
+    /// A dual-stack peer is probed over each family, each (protocol, family) with series of its
+    /// own, and leaving takes them all.
+    #[tokio::test]
+    async fn a_dual_stack_peer_is_probed_over_each_family() {
+        let metrics = Metrics::new();
+        let scheduler = Arc::new(Scheduler::new(metrics.probes.clone()));
+        let mut mesh = mesh(&metrics, scheduler.clone(), 0);
+        let dual = Peer {
+            node: "node-1".into(),
+            addrs: vec![
+                "127.0.0.2:9753".parse().unwrap(),
+                "[::1]:9753".parse().unwrap(),
+                "[::2]:9753".parse().unwrap(),
+            ],
+        };
+        mesh.apply(std::slice::from_ref(&dual));
+        assert_eq!(scheduler.len(), 4, "http and tcp, over ipv4 and ipv6");
+        let text = metrics.encode_openmetrics();
+        for family in ["ipv4", "ipv6"] {
+            let counter = format!(
+                r#"netprobe_peer_requests_total{{target_node="node-1",protocol="http",family="{family}",result="success"}} 0"#
+            );
+            assert!(text.contains(&counter), "{counter} missing:\n{text}");
+        }
+        mesh.apply(&[]);
+        assert_eq!(scheduler.len(), 0);
+        let text = metrics.encode_openmetrics();
+        assert!(!text.contains("node-1"), "{text}");
+    }
+
     #[tokio::test]
     async fn a_new_address_restarts_the_probes() {
         let metrics = Metrics::new();
