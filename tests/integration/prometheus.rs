@@ -1110,14 +1110,23 @@ fn coredns_replica_failing_names_the_broken_pod() {
         .iter()
         .find(|a| a.name == "CoreDNSReplicaFailing")
         .expect("found above");
-    // About the pod, from every node: no node, instance or name label is left.
+    // About the pod, from every node: no node, instance or name label is left; `family` says
+    // which of the pod's IP families fails (its only one here).
     let mut keys: Vec<&str> = replica.labels.keys().map(String::as_str).collect();
     keys.sort_unstable();
     checks.eq(
         "the alert's labels",
         keys,
-        vec!["alertname", "job", "namespace", "server", "severity"],
+        vec![
+            "alertname",
+            "family",
+            "job",
+            "namespace",
+            "server",
+            "severity",
+        ],
     );
+    checks.eq("its family", replica.label("family"), "ipv4");
     checks.eq("its severity", replica.label("severity"), "warning");
 
     // The DNS dashboard's per-CoreDNS-pod panels: both pods, each with data.
