@@ -23,7 +23,7 @@ fn config(cluster: &Cluster, me: usize) -> String {
 }
 
 /// The mesh as every daemon sees it: for each node, its probe targets (their counters exist
-/// from the start; `netprobe_peer_up` only once a probe has ended).
+/// from the start; `netprobe_peer_probe_success` only once a probe has ended).
 fn targets(daemons: &[NetnsDaemon]) -> BTreeMap<usize, BTreeSet<String>> {
     daemons
         .iter()
@@ -42,7 +42,7 @@ fn targets(daemons: &[NetnsDaemon]) -> BTreeMap<usize, BTreeSet<String>> {
 
 fn up(m: &Metrics, target: &str, protocol: &str) -> Option<f64> {
     m.get(
-        "netprobe_peer_up",
+        "netprobe_peer_probe_success",
         &[
             ("target_node", target),
             ("protocol", protocol),
@@ -268,7 +268,7 @@ const FAMILIES: [&str; 2] = ["ipv4", "ipv6"];
 
 fn up_in(m: &Metrics, target: &str, protocol: &str, family: &str) -> Option<f64> {
     m.get(
-        "netprobe_peer_up",
+        "netprobe_peer_probe_success",
         &[
             ("target_node", target),
             ("protocol", protocol),
@@ -325,7 +325,7 @@ fn all_up(targets: &BTreeSet<String>, want: f64) -> Vec<(String, &'static str, &
 }
 
 /// Dual-stack nodes listed once per family in a static list are probed over both; when one
-/// node drops IPv6, its checkers name that node and that family: `netprobe_peer_up` 0 for
+/// node drops IPv6, its checkers name that node and that family: `netprobe_peer_probe_success` 0 for
 /// `family="ipv6"` of that node only, its IPv4 still 1, and every other pair up on both.
 #[test]
 #[ignore = "needs root: network namespaces"]

@@ -89,7 +89,10 @@ impl Matrix {
             };
             matrix.read.insert(scrape.node.clone());
             let samples = scrape::parse(text);
-            for sample in samples.iter().filter(|x| x.name == "netprobe_peer_up") {
+            for sample in samples
+                .iter()
+                .filter(|x| x.name == "netprobe_peer_probe_success")
+            {
                 let (target, protocol) = (sample.label("target_node"), sample.label("protocol"));
                 let family = match sample.label("family") {
                     "" => "ipv4",
@@ -621,7 +624,7 @@ pub fn apiserver_probes(s: &Snapshot) -> Vec<Finding> {
         let down = |path: &str| -> Option<Vec<String>> {
             let judged: Vec<(&str, bool)> = samples
                 .iter()
-                .filter(|x| x.name == "netprobe_apiserver_up" && x.label("path") == path)
+                .filter(|x| x.name == "netprobe_apiserver_probe_success" && x.label("path") == path)
                 .map(|x| (x.label("family"), x.value >= 1.0))
                 .filter(|(family, up)| {
                     *up || completed(
@@ -659,8 +662,10 @@ pub fn apiserver_probes(s: &Snapshot) -> Vec<Finding> {
         let series: Vec<String> = families
             .iter()
             .map(|f| match f.as_str() {
-                "" => "netprobe_apiserver_up{path=\"direct\"} = 0".to_owned(),
-                f => format!("netprobe_apiserver_up{{path=\"direct\",family=\"{f}\"}} = 0"),
+                "" => "netprobe_apiserver_probe_success{path=\"direct\"} = 0".to_owned(),
+                f => format!(
+                    "netprobe_apiserver_probe_success{{path=\"direct\",family=\"{f}\"}} = 0"
+                ),
             })
             .collect();
         format!("node {node}: {}", series.join(", "))

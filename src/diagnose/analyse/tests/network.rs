@@ -54,14 +54,17 @@ fn dual_stack_mesh(nodes: &[&str], fail: impl Fn(&str, &str, &str) -> bool) -> V
     nodes
         .iter()
         .map(|src| {
-            let mut text = String::from("# TYPE netprobe_peer_up gauge\n");
+            let mut text = String::from("# TYPE netprobe_peer_probe_success gauge\n");
             let mut counters = String::from("# TYPE netprobe_peer_requests_total counter\n");
             for t in nodes.iter().filter(|t| *t != src) {
                 for p in ["http", "tcp"] {
                     for f in ["ipv4", "ipv6"] {
                         let up = !fail(src, t, f);
                         let labels = format!("target_node=\"{t}\",protocol=\"{p}\",family=\"{f}\"");
-                        text.push_str(&format!("netprobe_peer_up{{{labels}}} {}\n", u8::from(up)));
+                        text.push_str(&format!(
+                            "netprobe_peer_probe_success{{{labels}}} {}\n",
+                            u8::from(up)
+                        ));
                         let result = if up { "success" } else { "timeout" };
                         counters.push_str(&format!(
                             "netprobe_peer_requests_total{{{labels},result=\"{result}\"}} 10\n"
@@ -250,7 +253,7 @@ fn apiserver_probes_direct_versus_dns() {
         text: Some(metrics(
             &[],
             &format!(
-                "netprobe_apiserver_up{{path=\"direct\"}} {direct}\nnetprobe_apiserver_up{{path=\"dns\"}} {dns}\n\
+                "netprobe_apiserver_probe_success{{path=\"direct\"}} {direct}\nnetprobe_apiserver_probe_success{{path=\"dns\"}} {dns}\n\
                  netprobe_apiserver_requests_total{{path=\"direct\",result=\"success\"}} 10\n\
                  netprobe_apiserver_requests_total{{path=\"dns\",result=\"timeout\"}} 10\n"
             ),
@@ -292,9 +295,9 @@ fn apiserver_probes_name_the_family_that_fails() {
         text: Some(metrics(
             &[],
             &format!(
-                "netprobe_apiserver_up{{path=\"direct\",family=\"ipv4\"}} 1\n\
-                 netprobe_apiserver_up{{path=\"dns\",family=\"ipv4\"}} 1\n\
-                 netprobe_apiserver_up{{path=\"dns\",family=\"ipv6\"}} {dns_v6}\n\
+                "netprobe_apiserver_probe_success{{path=\"direct\",family=\"ipv4\"}} 1\n\
+                 netprobe_apiserver_probe_success{{path=\"dns\",family=\"ipv4\"}} 1\n\
+                 netprobe_apiserver_probe_success{{path=\"dns\",family=\"ipv6\"}} {dns_v6}\n\
                  netprobe_apiserver_requests_total{{path=\"direct\",family=\"ipv4\",result=\"success\"}} 10\n\
                  netprobe_apiserver_requests_total{{path=\"dns\",family=\"ipv4\",result=\"success\"}} 10\n\
                  netprobe_apiserver_requests_total{{path=\"dns\",family=\"ipv6\",result=\"timeout\"}} 10\n"
