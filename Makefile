@@ -39,18 +39,21 @@ lint:
 
 ## Rewrites the generated files (docs/metrics.md, docs/man/*.1, docs/completions/*, dashboards/*.json;
 ## the chart's copies of alerts/ and dashboards/, its alert-parameter values, schema and values
-## table).
+## table; the monitoring mixin's config, alerts, rules and dashboards in mixin/).
 generate:
 	python3 dashboards/generate.py
 	NETPROBE_REGENERATE=1 $(CARGO) test --lib --locked metrics::tests::metrics_reference_is_current
 	NETPROBE_REGENERATE=1 $(CARGO) test --lib --locked cli::tests::man_pages_and_completion_scripts_are_current
 	scripts/generate-chart
+	scripts/generate-mixin
 
 check-generated:
 	$(CARGO) test --lib --locked metrics::tests::metrics_reference_is_current
 	$(CARGO) test --lib --locked cli::tests::man_pages_and_completion_scripts_are_current
 	scripts/generate-chart --check
 	python3 dashboards/generate.py --check
+	scripts/generate-mixin --check
+	scripts/check-mixin
 
 ## The daemon with its built-in defaults, on :9753.
 run:
