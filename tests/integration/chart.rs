@@ -73,7 +73,7 @@ fn documents(yaml: &str) -> usize {
 /// project reaches ships prometheus-operator's CRD YAML, so these accept any spec: the dry-run
 /// checks their group, version, kind and metadata, and scripts/check-chart checks their fields
 /// against the operator's schemas (npm @kubernetes-models/prometheus-operator).
-const OPERATOR_KINDS: &str = r#"
+pub(crate) const OPERATOR_KINDS: &str = r#"
 apiVersion: apiextensions.k8s.io/v1
 kind: CustomResourceDefinition
 metadata: { name: servicemonitors.monitoring.coreos.com }

@@ -4,6 +4,7 @@
 //! evaluates the rules exactly as the chart's PrometheusRule renders them, `diagnose` reading through the real pod proxy and kubelet, and faults made for
 //! real: a node's network cut until it goes NotReady, kube-proxy stopped and its rules flushed
 //! on one node, one DNS pod refusing. A rollout and a drain must raise nothing.
+//! [`escape_hatches`] installs the chart a second time with every escape hatch of its values.
 //!
 //! The cluster is `scripts/cluster up 3` (see that script for its layout); `make e2e` builds the
 //! image, brings the cluster up, runs these tests with `--ignored --test-threads=1` and tears it
@@ -1289,3 +1290,5 @@ fn diagnose_storage_test_completes_on_a_kubelet() {
     });
     checks.finish("diagnose --storage-test on the cluster");
 }
+
+mod escape_hatches;
