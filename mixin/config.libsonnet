@@ -37,14 +37,14 @@ local params = import 'lib/params.libsonnet';
     // DNSFailingClusterWide waits this long before firing (keep it shorter than dnsProbeFailingFor).
     dnsFailingClusterWideFor: '3m',
 
-    // CoreDNSReplicaFailing fires for a CoreDNS replica answering less than this share of lookups...
+    // DNSReplicaFailing fires for a CoreDNS replica answering less than this share of lookups...
     corednsReplicaSuccessRatio: 0.5,
 
     // ...while the other replicas answer at least this share.
     corednsOthersSuccessRatio: 0.9,
 
-    // CoreDNSReplicaFailing waits this long before firing.
-    corednsReplicaFailingFor: '5m',
+    // DNSReplicaFailing waits this long before firing.
+    dnsReplicaFailingFor: '5m',
 
     // DNSLatencyHigh fires when the p99 lookup latency over 10m, per node and server, exceeds this (seconds).
     dnsLatencyP99Seconds: 1,
@@ -109,11 +109,11 @@ local params = import 'lib/params.libsonnet';
     // NetworkMTUBlackHole (one pair of nodes) waits this long before firing.
     networkMTUBlackHoleFor: '10m',
 
-    // ServiceNetworkFailing waits this long before firing (keep it longer than serviceNetworkFailingClusterWideFor and shorter than dnsProbeFailingFor, so the widest cause arrives first).
-    serviceNetworkFailingFor: '4m',
+    // NetworkServiceFailing waits this long before firing (keep it longer than networkServiceFailingClusterWideFor and shorter than dnsProbeFailingFor, so the widest cause arrives first).
+    networkServiceFailingFor: '4m',
 
-    // ServiceNetworkFailingClusterWide waits this long before firing.
-    serviceNetworkFailingClusterWideFor: '3m',
+    // NetworkServiceFailingClusterWide waits this long before firing.
+    networkServiceFailingClusterWideFor: '3m',
 
     // StorageProbeFailing pages as critical for these results (a regex), as warning for the others.
     storageCriticalResults: 'eio|erofs|checksum_mismatch|timeout',
@@ -139,10 +139,10 @@ local params = import 'lib/params.libsonnet';
     // StorageThroughputCollapse waits this long before firing.
     storageThroughputFor: '30m',
 
-    // CSINodeDriverNotRegistered ignores drivers matching this regex (drivers whose node plugin runs on some nodes only); empty ignores none.
+    // StorageCSIDriverNotRegistered ignores drivers matching this regex (drivers whose node plugin runs on some nodes only); empty ignores none.
     csiIgnoredDrivers: '',
 
-    // CSINodeDriverNotRegistered waits this long before firing.
+    // StorageCSIDriverNotRegistered waits this long before firing.
     csiNotRegisteredFor: '15m',
 
     // Objective of the dns-availability SLO (share of lookups that get an answer), below 1.
@@ -182,7 +182,7 @@ local params = import 'lib/params.libsonnet';
     dnsFailingClusterWideFor: params.duration('dnsFailingClusterWideFor', $._config.dnsFailingClusterWideFor),
     corednsReplicaSuccessRatio: params.number('corednsReplicaSuccessRatio', $._config.corednsReplicaSuccessRatio),
     corednsOthersSuccessRatio: params.number('corednsOthersSuccessRatio', $._config.corednsOthersSuccessRatio),
-    corednsReplicaFailingFor: params.duration('corednsReplicaFailingFor', $._config.corednsReplicaFailingFor),
+    dnsReplicaFailingFor: params.duration('dnsReplicaFailingFor', $._config.dnsReplicaFailingFor),
     dnsLatencyP99Seconds: params.number('dnsLatencyP99Seconds', $._config.dnsLatencyP99Seconds),
     dnsLatencyFor: params.duration('dnsLatencyFor', $._config.dnsLatencyFor),
     dnsFiveSecondRatio: params.number('dnsFiveSecondRatio', $._config.dnsFiveSecondRatio),
@@ -204,8 +204,8 @@ local params = import 'lib/params.libsonnet';
     networkNodeMTURatio: params.number('networkNodeMTURatio', $._config.networkNodeMTURatio),
     networkNodeMTUBlackHoleFor: params.duration('networkNodeMTUBlackHoleFor', $._config.networkNodeMTUBlackHoleFor),
     networkMTUBlackHoleFor: params.duration('networkMTUBlackHoleFor', $._config.networkMTUBlackHoleFor),
-    serviceNetworkFailingFor: params.duration('serviceNetworkFailingFor', $._config.serviceNetworkFailingFor),
-    serviceNetworkFailingClusterWideFor: params.duration('serviceNetworkFailingClusterWideFor', $._config.serviceNetworkFailingClusterWideFor),
+    networkServiceFailingFor: params.duration('networkServiceFailingFor', $._config.networkServiceFailingFor),
+    networkServiceFailingClusterWideFor: params.duration('networkServiceFailingClusterWideFor', $._config.networkServiceFailingClusterWideFor),
     storageCriticalResults: params.inString('storageCriticalResults', $._config.storageCriticalResults),
     storageProbeFailingFor: params.duration('storageProbeFailingFor', $._config.storageProbeFailingFor),
     storageSyncLatencyP99Seconds: params.number('storageSyncLatencyP99Seconds', $._config.storageSyncLatencyP99Seconds),

@@ -9,11 +9,11 @@
           {
             alert: 'APIServerPathFailing',
             expr: |||
-              (1 - avg_over_time(netprobe_apiserver_up[30m]))
+              (1 - avg_over_time(netprobe_apiserver_probe_success[30m]))
               and
-              netprobe_apiserver_up == 0
+              netprobe_apiserver_probe_success == 0
               and ignoring (path)
-              netprobe_apiserver_up == 1
+              netprobe_apiserver_probe_success == 1
             |||,
             'for': $._netprobeText.apiserverPathFailingFor,
             labels: { severity: 'warning' },
@@ -26,9 +26,9 @@
           {
             alert: 'APIServerUnreachableFromNode',
             expr: |||
-              avg without (path) (1 - avg_over_time(netprobe_apiserver_up[30m]))
+              avg without (path) (1 - avg_over_time(netprobe_apiserver_probe_success[30m]))
               and
-              max without (path) (netprobe_apiserver_up) == 0
+              max without (path) (netprobe_apiserver_probe_success) == 0
             |||,
             'for': $._netprobeText.apiserverUnreachableFor,
             labels: { severity: 'critical' },
@@ -41,12 +41,12 @@
           {
             alert: 'APIServerUnreachableClusterWide',
             expr: |||
-              count without (instance, pod, node) (max without (path) (netprobe_apiserver_up) == 0)
+              count without (instance, pod, node) (max without (path) (netprobe_apiserver_probe_success) == 0)
               /
-              count without (instance, pod, node) (max without (path) (netprobe_apiserver_up))
+              count without (instance, pod, node) (max without (path) (netprobe_apiserver_probe_success))
               > 0.5
               and
-              count without (instance, pod, node) (max without (path) (netprobe_apiserver_up) == 0) >= 2
+              count without (instance, pod, node) (max without (path) (netprobe_apiserver_probe_success) == 0) >= 2
             |||,
             'for': $._netprobeText.apiserverUnreachableClusterWideFor,
             labels: { severity: 'critical' },

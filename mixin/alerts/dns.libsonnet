@@ -92,7 +92,7 @@
             },
           },
           {
-            alert: 'CoreDNSReplicaFailing',
+            alert: 'DNSReplicaFailing',
             expr: |||
               (
                 sum without (instance, pod, node, name, qtype) (netprobe_dns_probe_success{server=~"coredns/.+"})
@@ -114,12 +114,12 @@
                 )
               ) >= %(corednsOthersSuccessRatio)s
             ||| % $._netprobeText,
-            'for': $._netprobeText.corednsReplicaFailingFor,
+            'for': $._netprobeText.dnsReplicaFailingFor,
             labels: { severity: 'warning' },
             annotations: {
               summary: 'One CoreDNS replica fails while the others answer.',
               description: 'CoreDNS pod {{ reReplaceAll "^coredns/" "" $labels.server }} answers only {{ $value | humanizePercentage }} of the lookups kube-netprobe sends it from every node, while the other replicas answer at least {{ %(corednsOthersSuccessRatio)s | humanizePercentage }}.' % $._netprobeText,
-              runbook_url: 'https://github.com/kube-netprobe/kube-netprobe/blob/main/docs/runbooks.md#corednsreplicafailing',
+              runbook_url: 'https://github.com/kube-netprobe/kube-netprobe/blob/main/docs/runbooks.md#dnsreplicafailing',
             },
           },
           {

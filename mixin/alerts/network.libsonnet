@@ -9,7 +9,7 @@
           {
             record: 'netprobe_network:path_failed:http',
             expr: |||
-              1 - min without (family, protocol) (netprobe_peer_up{protocol="http"})
+              1 - min without (family, protocol) (netprobe_peer_probe_success{protocol="http"})
             |||,
           },
           {
@@ -73,7 +73,7 @@
           {
             record: 'netprobe_network:path_failed:bulk',
             expr: |||
-              (1 - min without (family, protocol) (netprobe_peer_up{protocol="bulk"}))
+              (1 - min without (family, protocol) (netprobe_peer_probe_success{protocol="bulk"}))
               and
               netprobe_network:path_failed:http == 0
             |||,
@@ -234,20 +234,20 @@
             |||,
           },
           {
-            alert: 'ServiceNetworkFailing',
+            alert: 'NetworkServiceFailing',
             expr: |||
               netprobe_network:service_path_failing
             |||,
-            'for': $._netprobeText.serviceNetworkFailingFor,
+            'for': $._netprobeText.networkServiceFailingFor,
             labels: { severity: 'critical' },
             annotations: {
               summary: 'A node cannot reach Service IPs while pod IPs work.',
               description: 'On node {{ $labels.node }}, lookups of {{ $value }} name(s) through the pod\'s resolver and the kube-dns Service address fail while the CoreDNS pods answer the same node directly by pod IP: traffic to Service IPs (kube-proxy, its iptables or IPVS rules) is broken on this node.',
-              runbook_url: 'https://github.com/kube-netprobe/kube-netprobe/blob/main/docs/runbooks.md#servicenetworkfailing',
+              runbook_url: 'https://github.com/kube-netprobe/kube-netprobe/blob/main/docs/runbooks.md#networkservicefailing',
             },
           },
           {
-            alert: 'ServiceNetworkFailingClusterWide',
+            alert: 'NetworkServiceFailingClusterWide',
             expr: |||
               count without (instance, pod, node) (netprobe_network:service_path_failing)
               /
@@ -258,12 +258,12 @@
               and
               count without (instance, pod, node) (netprobe_network:service_path_failing) >= 2
             |||,
-            'for': $._netprobeText.serviceNetworkFailingClusterWideFor,
+            'for': $._netprobeText.networkServiceFailingClusterWideFor,
             labels: { severity: 'critical' },
             annotations: {
               summary: 'Service IPs are unreachable from most nodes while pod IPs work.',
               description: 'On {{ $value | humanizePercentage }} of the nodes kube-netprobe runs on, lookups through the kube-dns Service fail while the CoreDNS pods answer directly: Service routing (kube-proxy everywhere, its configuration, or a cluster-wide policy) is broken.',
-              runbook_url: 'https://github.com/kube-netprobe/kube-netprobe/blob/main/docs/runbooks.md#servicenetworkfailingclusterwide',
+              runbook_url: 'https://github.com/kube-netprobe/kube-netprobe/blob/main/docs/runbooks.md#networkservicefailingclusterwide',
             },
           },
         ],

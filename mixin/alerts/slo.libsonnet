@@ -250,7 +250,7 @@
             },
           },
           {
-            alert: 'PodNetworkErrorBudgetBurn',
+            alert: 'NetworkAvailabilityErrorBudgetBurn',
             expr: |||
               netprobe_slo:error_ratio:rate1h{slo="pod-network"} / on (slo) group_left () (1 - netprobe_slo:objective) > 14.4
               and
@@ -261,11 +261,11 @@
             annotations: {
               summary: 'The pod-network reachability SLO is burning its error budget fast.',
               description: 'The pod-network SLO burns its error budget at {{ printf "%.1f" $value }} times the sustainable rate over the last 1h and 5m (threshold 14.4, which spends 2% of the 30-day error budget in an hour): probes between kube-netprobe pods on different nodes fail.',
-              runbook_url: 'https://github.com/kube-netprobe/kube-netprobe/blob/main/docs/runbooks.md#podnetworkerrorbudgetburn',
+              runbook_url: 'https://github.com/kube-netprobe/kube-netprobe/blob/main/docs/runbooks.md#networkavailabilityerrorbudgetburn',
             },
           },
           {
-            alert: 'PodNetworkErrorBudgetBurn',
+            alert: 'NetworkAvailabilityErrorBudgetBurn',
             expr: |||
               netprobe_slo:error_ratio:rate6h{slo="pod-network"} / on (slo) group_left () (1 - netprobe_slo:objective) > 6
               and
@@ -276,11 +276,11 @@
             annotations: {
               summary: 'The pod-network reachability SLO is burning its error budget fast.',
               description: 'The pod-network SLO burns its error budget at {{ printf "%.1f" $value }} times the sustainable rate over the last 6h and 30m (threshold 6, which spends 5% of the 30-day error budget in 6 hours): probes between kube-netprobe pods on different nodes fail.',
-              runbook_url: 'https://github.com/kube-netprobe/kube-netprobe/blob/main/docs/runbooks.md#podnetworkerrorbudgetburn',
+              runbook_url: 'https://github.com/kube-netprobe/kube-netprobe/blob/main/docs/runbooks.md#networkavailabilityerrorbudgetburn',
             },
           },
           {
-            alert: 'PodNetworkErrorBudgetBurn',
+            alert: 'NetworkAvailabilityErrorBudgetBurn',
             expr: |||
               netprobe_slo:error_ratio:rate1d{slo="pod-network"} / on (slo) group_left () (1 - netprobe_slo:objective) > 3
               and
@@ -291,11 +291,11 @@
             annotations: {
               summary: 'The pod-network reachability SLO is burning its error budget steadily.',
               description: 'The pod-network SLO burns its error budget at {{ printf "%.1f" $value }} times the sustainable rate over the last 1d and 2h (threshold 3, which spends 10% of the 30-day error budget in a day): probes between kube-netprobe pods on different nodes fail.',
-              runbook_url: 'https://github.com/kube-netprobe/kube-netprobe/blob/main/docs/runbooks.md#podnetworkerrorbudgetburn',
+              runbook_url: 'https://github.com/kube-netprobe/kube-netprobe/blob/main/docs/runbooks.md#networkavailabilityerrorbudgetburn',
             },
           },
           {
-            alert: 'PodNetworkErrorBudgetBurn',
+            alert: 'NetworkAvailabilityErrorBudgetBurn',
             expr: |||
               netprobe_slo:error_ratio:rate3d{slo="pod-network"} / on (slo) group_left () (1 - netprobe_slo:objective) > 1
               and
@@ -306,7 +306,7 @@
             annotations: {
               summary: 'The pod-network reachability SLO is burning its error budget steadily.',
               description: 'The pod-network SLO burns its error budget at {{ printf "%.1f" $value }} times the sustainable rate over the last 3d and 6h (threshold 1, which spends the whole 30-day error budget in 30 days): probes between kube-netprobe pods on different nodes fail.',
-              runbook_url: 'https://github.com/kube-netprobe/kube-netprobe/blob/main/docs/runbooks.md#podnetworkerrorbudgetburn',
+              runbook_url: 'https://github.com/kube-netprobe/kube-netprobe/blob/main/docs/runbooks.md#networkavailabilityerrorbudgetburn',
             },
           },
           {

@@ -81,7 +81,7 @@
             },
           },
           {
-            alert: 'CSINodeDriverNotRegistered',
+            alert: 'StorageCSIDriverNotRegistered',
             expr: |||
               (1 - avg_over_time(netprobe_csi_node_driver_registered{driver!~"%(csiIgnoredDrivers)s"}[1h]))
               and
@@ -92,7 +92,7 @@
             annotations: {
               summary: 'A CSI driver\'s node plugin is not registered on a node.',
               description: 'CSI driver {{ $labels.driver }} is not registered with the kubelet on node {{ $labels.node }}: volumes of this driver cannot be mounted there. It was missing for {{ $value | humanizePercentage }} of the last hour.',
-              runbook_url: 'https://github.com/kube-netprobe/kube-netprobe/blob/main/docs/runbooks.md#csinodedrivernotregistered',
+              runbook_url: 'https://github.com/kube-netprobe/kube-netprobe/blob/main/docs/runbooks.md#storagecsidrivernotregistered',
             },
           },
         ],

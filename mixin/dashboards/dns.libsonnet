@@ -612,7 +612,7 @@
             overrides: [],
           },
           gridPos: { w: 12, h: 8, x: 0, y: 38 },
-          description: 'Share of (node, name) probes each pod answers as expected. One pod low while the others are at 100 % is CoreDNSReplicaFailing.',
+          description: 'Share of (node, name) probes each pod answers as expected. One pod low while the others are at 100 % is DNSReplicaFailing.',
           options: {
             legend: { displayMode: 'table', placement: 'right', calcs: ['lastNotNull', 'max'] },
             tooltip: { mode: 'multi', sort: 'desc' },

@@ -99,7 +99,7 @@
             type: 'query',
             datasource: { type: 'prometheus', uid: '${datasource}' },
             query: {
-              query: 'label_values(netprobe_peer_up{cluster=~"$cluster", node=~"$node"}, protocol)',
+              query: 'label_values(netprobe_peer_probe_success{cluster=~"$cluster", node=~"$node"}, protocol)',
               refId: 'protocol-var',
             },
             refresh: 2,
@@ -130,7 +130,7 @@
           targets: [
             {
               datasource: { type: 'prometheus', uid: '${datasource}' },
-              expr: 'min by (node, target_node) (netprobe_peer_up{cluster=~"$cluster", node=~"$node", protocol=~"$protocol"})',
+              expr: 'min by (node, target_node) (netprobe_peer_probe_success{cluster=~"$cluster", node=~"$node", protocol=~"$protocol"})',
               refId: 'A',
               instant: true,
               range: false,
@@ -267,7 +267,7 @@
           targets: [
             {
               datasource: { type: 'prometheus', uid: '${datasource}' },
-              expr: 'netprobe_peer_up{cluster=~"$cluster", node=~"$node"} == 0',
+              expr: 'netprobe_peer_probe_success{cluster=~"$cluster", node=~"$node"} == 0',
               refId: 'A',
               instant: true,
               range: false,
@@ -556,7 +556,7 @@
           targets: [
             {
               datasource: { type: 'prometheus', uid: '${datasource}' },
-              expr: 'min by (node, target_node) (netprobe_peer_up{cluster=~"$cluster", node=~"$node", protocol="bulk"})',
+              expr: 'min by (node, target_node) (netprobe_peer_probe_success{cluster=~"$cluster", node=~"$node", protocol="bulk"})',
               refId: 'A',
               instant: true,
               range: false,
@@ -603,7 +603,7 @@
           targets: [
             {
               datasource: { type: 'prometheus', uid: '${datasource}' },
-              expr: 'netprobe_peer_up{cluster=~"$cluster", node=~"$node", protocol="bulk"} == 0 and ignoring (protocol) netprobe_peer_up{cluster=~"$cluster", node=~"$node", protocol="http"} == 1',
+              expr: 'netprobe_peer_probe_success{cluster=~"$cluster", node=~"$node", protocol="bulk"} == 0 and ignoring (protocol) netprobe_peer_probe_success{cluster=~"$cluster", node=~"$node", protocol="http"} == 1',
               refId: 'A',
               instant: true,
               range: false,
@@ -655,7 +655,7 @@
           targets: [
             {
               datasource: { type: 'prometheus', uid: '${datasource}' },
-              expr: 'min by (node, path) (netprobe_apiserver_up{cluster=~"$cluster", node=~"$node"})',
+              expr: 'min by (node, path) (netprobe_apiserver_probe_success{cluster=~"$cluster", node=~"$node"})',
               refId: 'A',
               instant: true,
               range: false,

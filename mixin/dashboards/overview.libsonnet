@@ -380,7 +380,7 @@
           targets: [
             {
               datasource: { type: 'prometheus', uid: '${datasource}' },
-              expr: 'count(netprobe_peer_up{cluster=~"$cluster", node=~"$node"} == 0) or vector(0)',
+              expr: 'count(netprobe_peer_probe_success{cluster=~"$cluster", node=~"$node"} == 0) or vector(0)',
               refId: 'A',
               instant: true,
               range: false,
@@ -412,7 +412,7 @@
           targets: [
             {
               datasource: { type: 'prometheus', uid: '${datasource}' },
-              expr: 'count(netprobe_apiserver_up{cluster=~"$cluster", node=~"$node"} == 0) or vector(0)',
+              expr: 'count(netprobe_apiserver_probe_success{cluster=~"$cluster", node=~"$node"} == 0) or vector(0)',
               refId: 'A',
               instant: true,
               range: false,
@@ -627,7 +627,7 @@
           targets: [
             {
               datasource: { type: 'prometheus', uid: '${datasource}' },
-              expr: 'netprobe_peer_up{cluster=~"$cluster", node=~"$node"} == 0',
+              expr: 'netprobe_peer_probe_success{cluster=~"$cluster", node=~"$node"} == 0',
               refId: 'A',
               instant: true,
               range: false,
@@ -713,7 +713,7 @@
           targets: [
             {
               datasource: { type: 'prometheus', uid: '${datasource}' },
-              expr: 'netprobe_apiserver_up{cluster=~"$cluster", node=~"$node"} == 0',
+              expr: 'netprobe_apiserver_probe_success{cluster=~"$cluster", node=~"$node"} == 0',
               refId: 'A',
               instant: true,
               range: false,

@@ -26,9 +26,21 @@ pub fn parse(text: &str) -> Vec<Sample> {
         .collect()
 }
 
+/// Names that daemons before the naming scheme (every "did the last probe succeed" gauge ends
+/// in `_probe_success`) served: a cluster halfway through an upgrade still reads as one matrix.
+const RENAMED: [(&str, &str); 2] = [
+    ("netprobe_peer_up", "netprobe_peer_probe_success"),
+    ("netprobe_apiserver_up", "netprobe_apiserver_probe_success"),
+];
+
 fn parse_line(line: &str) -> Option<Sample> {
     let name_end = line.find(['{', ' '])?;
-    let name = line[..name_end].to_owned();
+    let name = &line[..name_end];
+    let name = RENAMED
+        .iter()
+        .find(|(old, _)| *old == name)
+        .map_or(name, |(_, new)| new)
+        .to_owned();
     let mut labels = BTreeMap::new();
     let mut rest = &line[name_end..];
     if let Some(body) = rest.strip_prefix('{') {
@@ -87,9 +99,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn reads_the_old_names_of_an_older_daemon_as_the_new_ones() {
+        let old = parse(
+            "netprobe_peer_up{target_node=\"node-b\",protocol=\"http\",family=\"ipv4\"} 0\n\
+             netprobe_apiserver_up{path=\"direct\"} 1\n\
+             netprobe_peer_upgrades 3\n",
+        );
+        let names: Vec<(&str, f64)> = old.iter().map(|s| (s.name.as_str(), s.value)).collect();
+        assert_eq!(
+            names,
+            [
+                ("netprobe_peer_probe_success", 0.0),
+                ("netprobe_apiserver_probe_success", 1.0),
+                ("netprobe_peer_upgrades", 3.0),
+            ]
+        );
+        assert_eq!(old[0].label("target_node"), "node-b");
+    }
+
+    #[test]
     fn parses_samples_with_labels_escapes_and_timestamps() {
-        let text = "# HELP x y\n# TYPE netprobe_peer_up gauge\n\
-            netprobe_peer_up{target_node=\"node-b\",protocol=\"http\",family=\"ipv4\"} 1\n\
+        let text = "# HELP x y\n# TYPE netprobe_peer_probe_success gauge\n\
+            netprobe_peer_probe_success{target_node=\"node-b\",protocol=\"http\",family=\"ipv4\"} 1\n\
             netprobe_build_info{version=\"0.1\",revision=\"a\\\"b\"} 1 1700000000\n\
             netprobe_peer_targets 2\n\
             garbage{\n# EOF\n";

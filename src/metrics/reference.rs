@@ -6,11 +6,20 @@ use super::*;
 pub fn reference_markdown() -> String {
     let mut out = String::from(
         "# Metrics reference\n\n\
-         Generated from `src/metrics.rs` by `make generate`; a test fails when this file is stale\n\
+         Generated from `src/metrics/` by `make generate`; a test fails when this file is stale\n\
          or when a family here is missing from a real `/metrics` encode.\n\n\
          All families carry the prefix `netprobe_`, use base units (seconds, bytes) and take label\n\
          values from closed sets. `/metrics` serves OpenMetrics to clients that ask for it\n\
          (Prometheus does) and the classic text format otherwise.\n\n\
+         Naming: `netprobe_<subsystem>_...`, subsystem one of dns, peer, apiserver, storage, csi,\n\
+         discovery, http, config (the prober's own). Every gauge that says whether the last probe\n\
+         of a target succeeded ends in `_probe_success` (1 or 0), as blackbox_exporter's\n\
+         `probe_success` does: `up` is Prometheus's own word for a scrape target. Gauges of a\n\
+         state rather than a probe are named for the state (`netprobe_icmp_available`,\n\
+         `netprobe_csi_node_driver_registered`). Counters end in `_total`, durations in\n\
+         `_seconds`, sizes in `_bytes`. `netprobe_peer_probe_success` and\n\
+         `netprobe_apiserver_probe_success` were `netprobe_peer_up` and `netprobe_apiserver_up`\n\
+         before 0.1.0's naming scheme; `diagnose` reads either.\n\n\
          | family | type | labels | meaning |\n| --- | --- | --- | --- |\n",
     );
     for doc in FAMILIES {
@@ -82,7 +91,7 @@ over http, tcp, bulk and icmp on one IP family, 2 API-server paths, one volume. 
 | `per_target` | per peer, protocol and phase; per DNS server, name and type; per API-server path and phase; every storage operation | 1,636 | 1,636,000 | 112 | 1,800 |
 
 Both levels keep every target's own success gauge and result counters
-(`netprobe_peer_up`, `netprobe_peer_requests_total`, `netprobe_dns_probe_success`,
+(`netprobe_peer_probe_success`, `netprobe_peer_requests_total`, `netprobe_dns_probe_success`,
 `netprobe_dns_lookups_total`, ...), so every alert and SLO rule works at either. Only two
 panels of the Network dashboard need `per_target`: the latency matrix and p99 by target node.
 A peer costs 2 series per protocol at `per_node` (`up` and the success counter), and 13 more per

@@ -343,7 +343,8 @@ fn chart_with_every_escape_hatch_runs_on_kubelets() {
             EVERY,
             || {
                 let m = scrape(*ip)?;
-                let peers: Vec<_> = m.series("netprobe_peer_up", &[("protocol", "http")]);
+                let peers: Vec<_> =
+                    m.series("netprobe_peer_probe_success", &[("protocol", "http")]);
                 let others = ips.keys().filter(|n| *n != node).count();
                 let up = peers.iter().filter(|s| s.value == 1.0).count();
                 let dns = m.series("netprobe_dns_probe_success", &[("server", "system")]);
