@@ -21,7 +21,7 @@ test: deps lint check-generated
 	scripts/e2e
 
 ## The real-cluster end-to-end test (root): the image, a 3-node Kubernetes cluster on this
-## machine, tests/integration/cluster.rs against it, and the cluster torn down (scripts/e2e).
+## machine, tests/integration/cluster/ against it, and the cluster torn down (scripts/e2e).
 e2e:
 	scripts/e2e
 
