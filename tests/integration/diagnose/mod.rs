@@ -11,7 +11,8 @@
 //! as a gap, not as a fault). The live matrix likewise comes from captured `/metrics` text given
 //! with `--probe-metrics NODE=FILE`, not from running daemons behind the pod proxy.
 
-// The healthy cluster the scenarios start from, and captured `/metrics` text.
+// The healthy cluster the runs start from, the faults and what diagnose must say of each.
+mod scenarios;
 mod seed;
 
 // The suites.
