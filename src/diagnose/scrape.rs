@@ -26,7 +26,9 @@ pub fn parse(text: &str) -> Vec<Sample> {
         .collect()
 }
 
-fn parse_line(line: &str) -> Option<Sample> {
+/// One sample line (`name{label="value",...} value [timestamp]`); `None` when it is not one.
+/// The integration tests parse the daemon's `/metrics` with it too, and fail on a `None`.
+pub fn parse_line(line: &str) -> Option<Sample> {
     let name_end = line.find(['{', ' '])?;
     let name = line[..name_end].to_owned();
     let mut labels = BTreeMap::new();
@@ -68,18 +70,22 @@ fn parse_line(line: &str) -> Option<Sample> {
         }
         rest = &body[end..];
     }
-    let value = rest.split_whitespace().next()?;
-    let value = match value {
-        "+Inf" | "Inf" => f64::INFINITY,
-        "-Inf" => f64::NEG_INFINITY,
-        "NaN" => f64::NAN,
-        v => v.parse().ok()?,
-    };
+    let value = parse_value(rest.split_whitespace().next()?)?;
     Some(Sample {
         name,
         labels,
         value,
     })
+}
+
+/// A sample value (or an `le` label's bound): a float, `+Inf`, `Inf`, `-Inf` or `NaN`.
+pub fn parse_value(v: &str) -> Option<f64> {
+    match v {
+        "+Inf" | "Inf" => Some(f64::INFINITY),
+        "-Inf" => Some(f64::NEG_INFINITY),
+        "NaN" => Some(f64::NAN),
+        v => v.parse().ok(),
+    }
 }
 
 #[cfg(test)]
