@@ -133,10 +133,11 @@ fn validate_reports(checks: &mut Checks, reports: &[PathBuf]) {
     let probe = Command::new("python3")
         .args(["-c", "import jsonschema"])
         .output();
-    if !probe.is_ok_and(|o| o.status.success()) {
-        eprintln!("SKIPPED schema validation: python3 with jsonschema not installed");
-        return;
-    }
+    assert!(
+        probe.is_ok_and(|o| o.status.success()),
+        "python3 with jsonschema missing: `make deps` (scripts/install-test-deps) installs \
+         python3-jsonschema"
+    );
     let script = "import json, sys, jsonschema\n\
         schema = json.load(open(sys.argv[1]))\n\
         jsonschema.Draft202012Validator.check_schema(schema)\n\

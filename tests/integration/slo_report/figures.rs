@@ -6,14 +6,12 @@ use serde_json::Value;
 use crate::util::Checks;
 
 use super::data::openmetrics;
-use super::server::{Prometheus, prometheus_available};
+use super::server::{Prometheus, require_prometheus};
 use super::{END, USER, expect_json, field, password_file, slo_report};
 
 #[test]
 fn reports_the_figures_the_backfilled_data_implies() {
-    if !prometheus_available() {
-        return;
-    }
+    require_prometheus();
     let prometheus = Prometheus::backfilled(&openmetrics());
     let url = prometheus.url();
     let secrets = tempfile::tempdir().expect("tempdir");

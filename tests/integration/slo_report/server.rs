@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::util::{capture, is_root, poll};
+use crate::util::{capture, poll};
 
 use super::{PASSWORD_BCRYPT, USER};
 
@@ -20,20 +20,13 @@ pub(super) fn have(tool: &str, version_arg: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Whether prometheus and promtool are here; skips (not root) or fails (root: CI installs them
-/// with scripts/install-test-deps) when not.
-pub(super) fn prometheus_available() -> bool {
-    if have("prometheus", "--version") && have("promtool", "--version") {
-        return true;
-    }
-    if is_root() {
-        panic!("prometheus/promtool missing; install them with scripts/install-test-deps");
-    }
-    eprintln!(
-        "SKIPPED {}: prometheus/promtool not installed (Debian package `prometheus`) and not root",
-        module_path!()
+/// Fails, naming what to install, unless prometheus and promtool are here.
+pub(super) fn require_prometheus() {
+    assert!(
+        have("prometheus", "--version") && have("promtool", "--version"),
+        "prometheus/promtool missing: `make deps` (scripts/install-test-deps) installs them \
+         (Debian package `prometheus`)"
     );
-    false
 }
 
 /// Debian's Prometheus on 127.0.0.1 serving a backfilled TSDB; killed, and its directory

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::util::{is_root, poll};
+use crate::util::poll;
 
-use super::server::{Prometheus, have, prometheus_available};
+use super::server::{Prometheus, have, require_prometheus};
 use super::{field, slo_report};
 
 /// Runs `openssl` with `args` in `dir`; panics with its output when it fails.
@@ -30,13 +30,11 @@ fn openssl(dir: &Path, args: &[&str]) {
 
 #[test]
 fn https_is_verified_against_the_ca_file() {
-    if !prometheus_available() {
-        return;
-    }
-    if !have("openssl", "version") && !is_root() {
-        eprintln!("SKIPPED {}: openssl not installed", module_path!());
-        return;
-    }
+    require_prometheus();
+    assert!(
+        have("openssl", "version"),
+        "openssl missing: `make deps` (scripts/install-test-deps) installs it"
+    );
     // A CA and a serving certificate for 127.0.0.1 signed by it (webpki refuses a CA
     // certificate as the server's own).
     let dir = tempfile::tempdir().expect("tempdir");
