@@ -1,16 +1,16 @@
-//! `kube-netprobe diagnose` through the real pod proxy and kubelet.
+//! `kube-netprobe diagnose` run on the cluster, through the real pod proxy and kubelet.
 
 use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use crate::util::{Checks, bin, poll_every};
+use crate::util::bin;
 
-use super::{Cluster, EVERY, WAIT, log};
+use super::{Cluster, log};
 
 pub(super) struct Report {
     pub(super) code: i32,
-    json: Value,
+    pub(super) json: Value,
     pub(super) stdout: String,
 }
 
@@ -94,72 +94,4 @@ pub(super) fn diagnose(cluster: &Cluster, extra: &[&str]) -> Report {
         report.findings().join("\n    ")
     ));
     report
-}
-
-/// `diagnose --storage-test` on the cluster: the PVC binds to a local PV once the Job's pod is
-/// scheduled (WaitForFirstConsumer), the probe runs on a kubelet, its result is in the report,
-/// and the PVC and Job are gone afterwards.
-#[test]
-#[ignore = "needs root and the real cluster (minutes): make e2e"]
-fn diagnose_storage_test_completes_on_a_kubelet() {
-    let cluster = Cluster::get();
-    let image = format!("localhost/kube-netprobe:{}", env!("CARGO_PKG_VERSION"));
-    let report = diagnose(
-        &cluster,
-        &[
-            "--storage-test",
-            "--storage-test-image",
-            &image,
-            "--storage-test-timeout",
-            "120s",
-        ],
-    );
-    let test = &report.json["storage_test"];
-    let mut checks = Checks::default();
-    checks.eq(
-        "storage_test.status",
-        test["status"].as_str(),
-        Some("succeeded"),
-    );
-    checks.eq(
-        "storage_test.probe.result",
-        test["probe"]["result"].as_str(),
-        Some("success"),
-    );
-    checks.eq(
-        "storage_test.pvc_phase",
-        test["pvc_phase"].as_str(),
-        Some("Bound"),
-    );
-    checks.eq(
-        "storage_test.cleanup_errors",
-        test["cleanup_errors"].as_array().map(Vec::len),
-        Some(0),
-    );
-    checks.that(
-        !report
-            .findings()
-            .iter()
-            .any(|f| f.contains("storage.test-")),
-        format!("storage test findings: {:?}", report.findings()),
-    );
-    let ns = test["namespace"].as_str().unwrap_or("default").to_string();
-    poll_every("the test PVC and Job to be gone", WAIT, EVERY, || {
-        let pvcs = cluster.kubectl(&[
-            "-n",
-            &ns,
-            "get",
-            "pvc,job",
-            "-l",
-            "app.kubernetes.io/name=kube-netprobe-storage-test",
-            "-o",
-            "name",
-        ]);
-        if pvcs.trim().is_empty() {
-            Ok(())
-        } else {
-            Err(pvcs)
-        }
-    });
-    checks.finish("diagnose --storage-test on the cluster");
 }

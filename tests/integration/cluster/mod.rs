@@ -16,13 +16,14 @@
 
 // The fixture: the cluster, the chart on it, the Prometheus that watches it.
 mod alerts;
+mod diagnosis;
 mod discovery;
 mod helm;
 mod probes;
 
 // The tests.
-mod diagnosis;
 mod faults;
+mod storage_test;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
