@@ -147,7 +147,7 @@ fn drain_raises_nothing(cluster: &Cluster, prom: &Prometheus) {
     log(format!("{node} drained and back; nothing fired"));
 }
 
-/// One DNS pod answers REFUSED: CoreDNSReplicaFailing names that pod, and so does diagnose.
+/// One DNS pod answers REFUSED: DNSReplicaFailing names that pod, and so does diagnose.
 /// Returns the culprit as alerts name it (`coredns/<pod>`).
 fn dns_pod_refusing_is_named(cluster: &Cluster, prom: &Prometheus, am: &Alertmanager) -> String {
     let (pod, _) = cluster.dns_pods().into_iter().next().expect("a DNS pod");
@@ -157,11 +157,11 @@ fn dns_pod_refusing_is_named(cluster: &Cluster, prom: &Prometheus, am: &Alertman
     };
     let fault = Fault::new(|| exec("refuse"), || exec("heal"));
     let server = format!("coredns/{pod}");
-    let alerts = wait_firing(prom, "CoreDNSReplicaFailing", &[("server", &server)]);
+    let alerts = wait_firing(prom, "DNSReplicaFailing", &[("server", &server)]);
     let mut checks = Checks::default();
     for a in fault.raised(&alerts) {
         checks.that(
-            a.name != "CoreDNSReplicaFailing" || a.label("server") == server,
+            a.name != "DNSReplicaFailing" || a.label("server") == server,
             format!("a healthy DNS pod named: {a}"),
         );
     }
@@ -195,7 +195,7 @@ fn kube_proxy_down_is_named(
     );
     // One alert names the cause: Service IPs fail on the node while the DNS pods answer it
     // by pod IP. (Its DNS and API-server alerts fire too; the Alertmanager holds them back.)
-    let alerts = wait_firing(prom, "ServiceNetworkFailing", &[("node", &node)]);
+    let alerts = wait_firing(prom, "NetworkServiceFailing", &[("node", &node)]);
     let mut checks = Checks::default();
     only_culprits_named(&mut checks, &fault, &alerts, &[&node], earlier);
     let report = diagnose(cluster, &[]);

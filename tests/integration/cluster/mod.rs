@@ -12,7 +12,7 @@
 //!
 //! The DNS pods are Debian's dnsmasq (CoreDNS cannot be had here). Asked to fail, dnsmasq answers
 //! REFUSED, not SERVFAIL: it passes on an upstream's SERVFAIL but never makes one up itself.
-//! Both are failures to the probe and to CoreDNSReplicaFailing alike.
+//! Both are failures to the probe and to DNSReplicaFailing alike.
 
 // The fixture: the cluster, the chart on it, the Prometheus that watches it.
 mod alerts;

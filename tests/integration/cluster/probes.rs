@@ -49,13 +49,13 @@ pub(super) fn green_failures(cluster: &Cluster) -> Vec<String> {
         for other in cluster.nodes.iter().filter(|n| *n != node) {
             for p in PROTOCOLS {
                 expect(
-                    "netprobe_peer_up",
+                    "netprobe_peer_probe_success",
                     &[("target_node", other), ("protocol", p)],
                 );
             }
         }
-        expect("netprobe_apiserver_up", &[("path", "direct")]);
-        expect("netprobe_apiserver_up", &[("path", "dns")]);
+        expect("netprobe_apiserver_probe_success", &[("path", "direct")]);
+        expect("netprobe_apiserver_probe_success", &[("path", "dns")]);
         expect("netprobe_storage_probe_success", &[("volume", "scratch")]);
         expect("netprobe_icmp_available", &[]);
     }

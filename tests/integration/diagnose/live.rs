@@ -77,7 +77,7 @@ fn diagnose_reads_the_live_matrix_through_the_pod_proxy() {
     let peer_up = |m: &crate::util::Metrics, target: &str| {
         ["http", "tcp", "bulk"].map(|p| {
             m.get(
-                "netprobe_peer_up",
+                "netprobe_peer_probe_success",
                 &[("target_node", target), ("protocol", p), ("family", "ipv4")],
             )
         })

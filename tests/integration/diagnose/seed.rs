@@ -88,7 +88,7 @@ spec:
 /// `/metrics` lines of one peer probed `probes` times, the last time `up` or not.
 pub(super) fn peer_lines(target: &str, protocol: &str, up: bool, probes: u64) -> String {
     format!(
-        "netprobe_peer_up{{target_node=\"{target}\",protocol=\"{protocol}\",family=\"ipv4\"}} {}\n\
+        "netprobe_peer_probe_success{{target_node=\"{target}\",protocol=\"{protocol}\",family=\"ipv4\"}} {}\n\
          netprobe_peer_requests_total{{target_node=\"{target}\",protocol=\"{protocol}\",result=\"{}\"}} {probes}\n",
         u8::from(up),
         if up { "success" } else { "timeout" }

@@ -9,7 +9,7 @@
 //! | peer `peer-refused`: nothing listens | NetworkNodeUnreachable for that target_node (its one checker reaches its other peer) |
 //! | volume `readonly`: a read-only bind mount (root only) | StorageProbeFailing, result erofs |
 //! | a second node, `e2e-node-b`, looks up one name through `dead` | DNSProbeFailing with its node and that name (not DNSFailingClusterWide: `good` answers it on the first node) |
-//! | (second test) CoreDNS pod `coredns-b`, found through a real kube-apiserver, SERVFAILs | CoreDNSReplicaFailing for that pod only |
+//! | (second test) CoreDNS pod `coredns-b`, found through a real kube-apiserver, SERVFAILs | DNSReplicaFailing for that pod only |
 //!
 //! Healthy counterparts run alongside (`good` answering `ok.cluster.local`, `peer-ok` = the
 //! daemon itself under another name, a tmpfs volume `scratch`): no alert may be pending or

@@ -11,7 +11,7 @@ use super::{NODE, POD, Prometheus, WAIT, list, prometheus_config, rule_files, ru
 
 /// CoreDNS discovery end to end: the daemon finds two CoreDNS pods through a real kube-apiserver,
 /// and one of them answers SERVFAIL. Prometheus, with the rules of alerts/, fires
-/// CoreDNSReplicaFailing for that pod and only that pod, DNSProbeFailing stays silent (per-pod
+/// DNSReplicaFailing for that pod and only that pod, DNSProbeFailing stays silent (per-pod
 /// failures are the replica alert's), and the DNS dashboard's per-CoreDNS-pod panels show both
 /// pods.
 #[test]
@@ -45,10 +45,10 @@ fn coredns_replica_failing_names_the_broken_pod() {
         &rule_files(),
     );
 
-    let active = poll("CoreDNSReplicaFailing firing for coredns-b", WAIT, || {
+    let active = poll("DNSReplicaFailing firing for coredns-b", WAIT, || {
         let (active, _, _) = rules_state(&prom)?;
         let firing = active.iter().any(|a| {
-            a.name == "CoreDNSReplicaFailing"
+            a.name == "DNSReplicaFailing"
                 && a.state == "firing"
                 && a.label("server") == "coredns/coredns-b"
         });
@@ -61,7 +61,7 @@ fn coredns_replica_failing_names_the_broken_pod() {
     let mut checks = Checks::default();
     for a in &active {
         let wrong = match a.name.as_str() {
-            "CoreDNSReplicaFailing" => a.label("server") != "coredns/coredns-b",
+            "DNSReplicaFailing" => a.label("server") != "coredns/coredns-b",
             "DNSProbeFailing" => true,
             _ => false,
         };
@@ -69,7 +69,7 @@ fn coredns_replica_failing_names_the_broken_pod() {
     }
     let replica = active
         .iter()
-        .find(|a| a.name == "CoreDNSReplicaFailing")
+        .find(|a| a.name == "DNSReplicaFailing")
         .expect("found above");
     // About the pod, from every node: no node, instance or name label is left.
     let mut keys: Vec<&str> = replica.labels.keys().map(String::as_str).collect();
