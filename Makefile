@@ -6,10 +6,12 @@ CARGO ?= cargo
 
 ## Everything CI runs: test dependencies, formatting, lints, every test (unit, integration
 ## against real DNS servers, promtool), and the generated files' freshness. Tests that need root
-## are #[ignore]d in a plain `cargo test` (so a run without root counts them as ignored, not
-## passed); the integration run here includes them (--include-ignored, in one run so the slow
-## ones overlap), all but the real-cluster ones (scripts/e2e runs them on its cluster) and the
-## series benchmark (scripts/bench-series runs it).
+## (or helm, which `deps` installs as root) are #[ignore]d in a plain `cargo test` (so a run
+## without root counts them as ignored, not passed); the integration run here includes them
+## (--include-ignored, in one run so the slow ones overlap), all but the real-cluster ones
+## (scripts/e2e runs them on its cluster) and the series benchmark (scripts/bench-series runs
+## it). A test that needs a tool `deps` installs (prometheus, promtool, openssl, Python's
+## jsonschema) fails naming it when it is missing; none skips and passes.
 test: deps lint check-generated
 	scripts/check-alerts
 	scripts/check-alertmanager-config
@@ -21,7 +23,7 @@ test: deps lint check-generated
 	scripts/e2e
 
 ## The real-cluster end-to-end test (root): the image, a 3-node Kubernetes cluster on this
-## machine, tests/integration/cluster.rs against it, and the cluster torn down (scripts/e2e).
+## machine, tests/integration/cluster/ against it, and the cluster torn down (scripts/e2e).
 e2e:
 	scripts/e2e
 

@@ -17,12 +17,13 @@ impl Sample {
     }
 }
 
-/// Every sample line of `text`; lines that do not parse are skipped (a partial scrape still
-/// says something).
+/// Every sample line of `text`, under current names; lines that do not parse are skipped (a
+/// partial scrape still says something).
 pub fn parse(text: &str) -> Vec<Sample> {
     text.lines()
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .filter_map(parse_line)
+        .map(current_name)
         .collect()
 }
 
@@ -33,14 +34,20 @@ const RENAMED: [(&str, &str); 2] = [
     ("netprobe_apiserver_up", "netprobe_apiserver_probe_success"),
 ];
 
-fn parse_line(line: &str) -> Option<Sample> {
+/// A sample under its current name.
+fn current_name(mut sample: Sample) -> Sample {
+    if let Some((_, new)) = RENAMED.iter().find(|(old, _)| *old == sample.name) {
+        sample.name = (*new).to_owned();
+    }
+    sample
+}
+
+/// One sample line (`name{label="value",...} value [timestamp]`); `None` when it is not one.
+/// Names are as served ([`parse`] reads old names as the current ones). The integration tests
+/// parse the daemon's `/metrics` with it too, and fail on a `None`.
+pub fn parse_line(line: &str) -> Option<Sample> {
     let name_end = line.find(['{', ' '])?;
-    let name = &line[..name_end];
-    let name = RENAMED
-        .iter()
-        .find(|(old, _)| *old == name)
-        .map_or(name, |(_, new)| new)
-        .to_owned();
+    let name = line[..name_end].to_owned();
     let mut labels = BTreeMap::new();
     let mut rest = &line[name_end..];
     if let Some(body) = rest.strip_prefix('{') {
@@ -80,18 +87,22 @@ fn parse_line(line: &str) -> Option<Sample> {
         }
         rest = &body[end..];
     }
-    let value = rest.split_whitespace().next()?;
-    let value = match value {
-        "+Inf" | "Inf" => f64::INFINITY,
-        "-Inf" => f64::NEG_INFINITY,
-        "NaN" => f64::NAN,
-        v => v.parse().ok()?,
-    };
+    let value = parse_value(rest.split_whitespace().next()?)?;
     Some(Sample {
         name,
         labels,
         value,
     })
+}
+
+/// A sample value (or an `le` label's bound): a float, `+Inf`, `Inf`, `-Inf` or `NaN`.
+pub fn parse_value(v: &str) -> Option<f64> {
+    match v {
+        "+Inf" | "Inf" => Some(f64::INFINITY),
+        "-Inf" => Some(f64::NEG_INFINITY),
+        "NaN" => Some(f64::NAN),
+        v => v.parse().ok(),
+    }
 }
 
 #[cfg(test)]

@@ -17,7 +17,8 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use super::{Cluster, EVERY, WAIT, helm, pods_by_node, repo, scrape};
+use super::helm::helm;
+use super::{Cluster, EVERY, WAIT, pods_by_node, repo, scrape};
 use crate::util::poll_every;
 
 const RELEASE: &str = "escape";
