@@ -37,7 +37,8 @@ fn a_silent_prometheus_is_exit_3_within_the_timeout() {
         )),
         "{run}"
     );
-    assert!(run.took < Duration::from_secs(6), "{run}");
+    // The timeout ended it, not the harness's own limit; far above a loaded machine's start-up.
+    assert!(run.took < Duration::from_secs(30), "{run}");
     drop(listener);
 }
 
