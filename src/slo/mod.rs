@@ -17,6 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, ValueEnum};
 use futures_util::{StreamExt, TryStreamExt};
+use jiff::ToSpan as _;
 
 use crate::exit;
 use prometheus::{Auth, Client};
@@ -153,53 +154,34 @@ pub fn parse_end(text: &str) -> Result<SystemTime, String> {
             "`{text}` is neither Unix seconds nor an RFC 3339 time like 2026-01-31T00:00:00Z ({why})"
         )
     };
-    // humantime reads UTC (`Z`) only; a numeric offset is applied here.
-    let (base, offset_secs) = match text
-        .len()
-        .checked_sub(6)
-        .filter(|&i| text.is_char_boundary(i))
-        .map(|i| text.split_at(i))
-    {
-        Some((base, offset))
-            if base.contains('T')
-                && (offset.starts_with('+') || offset.starts_with('-'))
-                && offset.as_bytes()[3] == b':' =>
-        {
-            let hours: i64 = offset[1..3].parse().map_err(|_| bad("offset".into()))?;
-            let minutes: i64 = offset[4..].parse().map_err(|_| bad("offset".into()))?;
-            let sign = if offset.starts_with('-') { -1 } else { 1 };
-            (format!("{base}Z"), sign * (hours * 3600 + minutes * 60))
-        }
-        _ => (text.to_string(), 0),
-    };
-    let utc = humantime::parse_rfc3339(&base).map_err(|e| bad(e.to_string()))?;
-    // 12:00+01:00 is 11:00Z.
-    let shifted = if offset_secs >= 0 {
-        utc.checked_sub(Duration::from_secs(offset_secs.unsigned_abs()))
-    } else {
-        utc.checked_add(Duration::from_secs(offset_secs.unsigned_abs()))
-    };
-    shifted.ok_or_else(|| bad("out of range".into()))
+    // jiff reads RFC 3339 (and the ISO 8601 forms around it), `Z` or a numeric offset; a time
+    // without an offset is refused rather than guessed to be UTC or local.
+    let time: jiff::Timestamp = text.parse().map_err(|e: jiff::Error| bad(e.to_string()))?;
+    // The queries take Unix seconds, which start at 1970.
+    if time < jiff::Timestamp::UNIX_EPOCH {
+        return Err(bad("before 1970-01-01T00:00:00Z".into()));
+    }
+    Ok(SystemTime::from(time))
 }
 
 /// Parses `--month YYYY-MM`: the month's start and the next month's start, both 00:00 UTC.
 pub fn parse_month(text: &str) -> Result<(SystemTime, SystemTime), String> {
     let bad = || format!("`{text}` is not a month like 2026-01");
     let (year, month) = text.trim().split_once('-').ok_or_else(bad)?;
-    let year: u32 = year.parse().map_err(|_| bad())?;
-    let month: u32 = month.parse().map_err(|_| bad())?;
+    let year: i16 = year.parse().map_err(|_| bad())?;
+    let month: i8 = month.parse().map_err(|_| bad())?;
     if !(1970..=9998).contains(&year) || !(1..=12).contains(&month) {
         return Err(bad());
     }
-    let (next_year, next_month) = if month == 12 {
-        (year + 1, 1)
-    } else {
-        (year, month + 1)
+    let utc_midnight = |date: jiff::civil::Date| {
+        jiff::tz::TimeZone::UTC
+            .to_timestamp(date.to_datetime(jiff::civil::Time::midnight()))
+            .map(SystemTime::from)
+            .map_err(|_| bad())
     };
-    let first = |y: u32, m: u32| {
-        humantime::parse_rfc3339(&format!("{y:04}-{m:02}-01T00:00:00Z")).map_err(|_| bad())
-    };
-    Ok((first(year, month)?, first(next_year, next_month)?))
+    let first = jiff::civil::Date::new(year, month, 1).map_err(|_| bad())?;
+    let next = first.checked_add(1.month()).map_err(|_| bad())?;
+    Ok((utc_midnight(first)?, utc_midnight(next)?))
 }
 
 /// `--format`.
@@ -301,10 +283,11 @@ pub async fn collect(
         }
         slos.push(report);
     }
-    let end_text = if end_unix.fract() == 0.0 {
-        humantime::format_rfc3339_seconds(end).to_string()
-    } else {
-        humantime::format_rfc3339_millis(end).to_string()
+    // Whole seconds without a fraction, else milliseconds (truncated).
+    let end_text = match jiff::Timestamp::try_from(end) {
+        Ok(end) if end_unix.fract() == 0.0 => format!("{end:.0}"),
+        Ok(end) => format!("{end:.3}"),
+        Err(_) => format!("{end_unix}"),
     };
     Ok(Report {
         schema_version: 1,
