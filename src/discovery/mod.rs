@@ -1,10 +1,11 @@
-//! Turns the world into peers to probe: the DaemonSet's pods through the Kubernetes API, or a
-//! static list; `mesh` picks this node's neighbours among them and keeps the probes in step.
+//! Turns the world into peers and pods to probe: the DaemonSet's pods through the Kubernetes API,
+//! or a static list; `ring` picks this node's neighbours among them; `coredns` the CoreDNS pods;
+//! `csi` the drivers. Starting and stopping the probes for them is the daemon's (`daemon::peers`,
+//! `daemon::coredns`).
 
 pub mod coredns;
 pub mod csi;
 pub mod kube;
-pub mod mesh;
 pub mod ring;
 pub mod store;
 
