@@ -361,7 +361,10 @@ impl Probes {
         );
         let mut tasks = Tasks::default();
         tasks.spawn(async move {
-            let client = crate::discovery::kube::connect(|| metrics.watch_error("error")).await;
+            let client = crate::discovery::kube::connect(|| {
+                metrics.watch_error(crate::metrics::WatchErrorReason::error)
+            })
+            .await;
             let errors = metrics.clone();
             crate::discovery::csi::run(
                 client,

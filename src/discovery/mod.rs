@@ -13,6 +13,8 @@ use std::net::SocketAddr;
 
 use ::kube::runtime::watcher;
 
+use crate::metrics::WatchErrorReason;
+
 /// A node that runs a kube-netprobe pod that can be probed.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Peer {
@@ -24,12 +26,17 @@ pub struct Peer {
 /// Why a list or watch call failed, as the `reason` label of the error counters says it:
 /// `forbidden` when the API server refused it (HTTP 403: the service account lacks an RBAC rule),
 /// `error` for anything else (unreachable, timeouts, 5xx), which retrying may cure.
-pub fn error_reason(error: &watcher::Error) -> &'static str {
+pub fn watch_error_reason(error: &watcher::Error) -> WatchErrorReason {
     if forbidden(error) {
-        "forbidden"
+        WatchErrorReason::forbidden
     } else {
-        "error"
+        WatchErrorReason::error
     }
+}
+
+/// [`watch_error_reason`] as the label value, for the counters that take a string.
+pub fn error_reason(error: &watcher::Error) -> &'static str {
+    watch_error_reason(error).as_str()
 }
 
 fn forbidden(error: &watcher::Error) -> bool {

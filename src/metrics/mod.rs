@@ -264,11 +264,6 @@ impl Sharers {
     }
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReasonLabels {
-    reason: &'static str,
-}
-
 /// Families about the daemon itself.
 #[derive(Debug, Clone)]
 pub struct ProbeMetrics {

@@ -6,6 +6,7 @@ use hickory_proto::op::ResponseCode;
 
 use super::*;
 use crate::observation::dns::Outcome;
+use crate::observation::storage::{StorageOperation, StorageResult};
 
 fn target() -> DnsLabels {
     DnsLabels {
@@ -370,10 +371,10 @@ fn success_series_appear_with_the_first_result() {
     m.storage.record(
         "scratch",
         &StorageObservation {
-            result: "timeout",
+            result: StorageResult::timeout,
             operations: vec![
-                ("write", Duration::from_millis(5)),
-                ("fsync", Duration::from_millis(1)),
+                (StorageOperation::write, Duration::from_millis(5)),
+                (StorageOperation::fsync, Duration::from_millis(1)),
             ],
             bytes: vec![],
             throughput: vec![],
@@ -468,10 +469,10 @@ fn metrics_reference_is_current() {
     m.storage.record(
         "scratch",
         &StorageObservation {
-            result: "success",
-            operations: vec![("fsync", Duration::from_millis(1))],
-            bytes: vec![("write", 4096)],
-            throughput: vec![("write", 1e9)],
+            result: StorageResult::success,
+            operations: vec![(StorageOperation::fsync, Duration::from_millis(1))],
+            bytes: vec![(StorageOperation::write, 4096)],
+            throughput: vec![(StorageOperation::write, 1e9)],
             direct_io: Some(true),
             detail: None,
         },
@@ -509,10 +510,10 @@ fn classic_text_samples_are_the_openmetrics_samples() {
     m.storage.record(
         "scratch",
         &StorageObservation {
-            result: "success",
-            operations: vec![("fsync", Duration::from_millis(1))],
-            bytes: vec![("write", 4096)],
-            throughput: vec![("write", 1e9)],
+            result: StorageResult::success,
+            operations: vec![(StorageOperation::fsync, Duration::from_millis(1))],
+            bytes: vec![(StorageOperation::write, 4096)],
+            throughput: vec![(StorageOperation::write, 1e9)],
             direct_io: Some(true),
             detail: None,
         },
