@@ -1,4 +1,9 @@
-//! `run`: the long-running exporter, and its config reloads.
+//! `run`: the long-running exporter, and its config reloads. The wiring between discovery and
+//! the probes lives beside it: `peers` keeps the peer probes in step with the ring, `coredns`
+//! follows the CoreDNS pods for the DNS probes.
+
+pub mod coredns;
+pub mod peers;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -18,7 +23,6 @@ use crate::config::{
 };
 use crate::discovery::Peer;
 use crate::discovery::coredns::CorednsPod;
-use crate::discovery::mesh::Mesh;
 use crate::http::AppState;
 use crate::metrics::{DnsLabels, DnsMetrics, Metrics};
 use crate::probe::apiserver::{ApiserverTarget, endpoints};
@@ -26,6 +30,7 @@ use crate::probe::dns::{DnsTarget, SystemResolver, Via};
 use crate::probe::peer::{PeerSettings, icmp_available};
 use crate::probe::storage::StorageTarget;
 use crate::scheduler::{Scheduler, TaskId};
+use peers::Mesh;
 
 /// How long in-flight HTTP requests get to finish after SIGTERM before the process exits anyway;
 /// the kubelet's default grace period is 30 s, the daemon promises 5.
@@ -274,13 +279,13 @@ impl Probes {
             let mut tasks = Tasks::default();
             let (tx, mut rx) = watch::channel(Vec::new());
             let peers = self.metrics.peers.clone();
-            peers.add_discovery_source(crate::discovery::coredns::SOURCE);
+            peers.add_discovery_source(coredns::SOURCE);
             tasks.spawn(async move {
                 let client = crate::discovery::kube::connect(|| {
-                    peers.discovery_error(crate::discovery::coredns::SOURCE, "error")
+                    peers.discovery_error(coredns::SOURCE, "error")
                 })
                 .await;
-                crate::discovery::coredns::run(coredns, client, tx, peers).await;
+                coredns::run(coredns, client, tx, peers).await;
             });
             tasks.spawn(async move {
                 while rx.changed().await.is_ok() {
@@ -356,7 +361,10 @@ impl Probes {
         );
         let mut tasks = Tasks::default();
         tasks.spawn(async move {
-            let client = crate::discovery::kube::connect(|| metrics.watch_error("error")).await;
+            let client = crate::discovery::kube::connect(|| {
+                metrics.watch_error(crate::metrics::WatchErrorReason::error)
+            })
+            .await;
             let errors = metrics.clone();
             crate::discovery::csi::run(
                 client,

@@ -264,11 +264,6 @@ impl Sharers {
     }
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReasonLabels {
-    reason: &'static str,
-}
-
 /// Families about the daemon itself.
 #[derive(Debug, Clone)]
 pub struct ProbeMetrics {
@@ -372,6 +367,15 @@ pub const PROMETHEUS_TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; chars
 /// Rewrites OpenMetrics text into the classic Prometheus format: counters are named with their
 /// `_total` suffix in HELP and TYPE (OpenMetrics names the family without it), `unknown` becomes
 /// `untyped`, and `# UNIT` and `# EOF` go. Samples are the same bytes.
+///
+/// prometheus-client 0.26's own 0.0.4 encoder (`encoding::prometheus_text`) is not used: it
+/// writes whole-number bucket bounds as `le="1"`, `le="5"`, `le="30"` where the OpenMetrics
+/// encoder writes `le="1.0"`. Prometheus 2 keeps `le` as the string it scraped, so a server
+/// scraping the classic format (curl, promtool, `scrape_protocols` without OpenMetrics, other
+/// TSDBs) would get differently named buckets than one negotiating OpenMetrics, and queries
+/// and alert tests written against `le="1.0"` would miss them. Compared on a registry with
+/// every family filled, that was its only difference a scraper sees (it also puts `le` first
+/// among the labels and the buckets before `_sum` and `_count`).
 fn openmetrics_to_prometheus_text(openmetrics: &str) -> String {
     let mut out = String::with_capacity(openmetrics.len());
     let mut pending_help: Option<(&str, &str)> = None;

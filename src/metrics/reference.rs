@@ -1,6 +1,7 @@
 //! docs/metrics.md, generated from the family docs so it cannot drift from the code.
 
 use super::*;
+use crate::observation::storage::{BYTE_OPERATIONS, StorageOperation, StorageResult};
 
 /// docs/metrics.md, generated from [`FAMILIES`].
 pub fn reference_markdown() -> String {
@@ -57,9 +58,9 @@ pub fn reference_markdown() -> String {
             .map(|b| b.to_string())
             .collect::<Vec<_>>()
             .join(", "),
-        backticked(crate::observation::storage::RESULTS),
-        backticked(crate::observation::storage::OPERATIONS),
-        backticked(crate::observation::storage::BYTE_OPERATIONS),
+        backticked(&label_names(StorageResult::ALL)),
+        backticked(&label_names(StorageOperation::ALL)),
+        backticked(&label_names(BYTE_OPERATIONS)),
     ));
     out.push_str(&format!(
         "\nPeer and API-server request buckets (seconds): {}.\n",
@@ -98,10 +99,15 @@ A peer costs 2 series per protocol at `per_node` (`up` and the success counter),
 protocol and phase at `per_target` (a histogram of 10 buckets).
 ";
 
-pub(super) fn backticked(items: &[&str]) -> String {
+/// The label values of a closed set, as `/metrics` writes them.
+fn label_names<T: Copy + std::fmt::Display>(values: &[T]) -> Vec<String> {
+    values.iter().map(T::to_string).collect()
+}
+
+pub(super) fn backticked<S: AsRef<str>>(items: &[S]) -> String {
     items
         .iter()
-        .map(|i| format!("`{i}`"))
+        .map(|i| format!("`{}`", i.as_ref()))
         .collect::<Vec<_>>()
         .join(", ")
 }

@@ -6,6 +6,7 @@ use hickory_proto::op::ResponseCode;
 
 use super::*;
 use crate::observation::dns::Outcome;
+use crate::observation::storage::{StorageOperation, StorageResult};
 
 fn target() -> DnsLabels {
     DnsLabels {
@@ -370,10 +371,10 @@ fn success_series_appear_with_the_first_result() {
     m.storage.record(
         "scratch",
         &StorageObservation {
-            result: "timeout",
+            result: StorageResult::timeout,
             operations: vec![
-                ("write", Duration::from_millis(5)),
-                ("fsync", Duration::from_millis(1)),
+                (StorageOperation::write, Duration::from_millis(5)),
+                (StorageOperation::fsync, Duration::from_millis(1)),
             ],
             bytes: vec![],
             throughput: vec![],
@@ -468,10 +469,10 @@ fn metrics_reference_is_current() {
     m.storage.record(
         "scratch",
         &StorageObservation {
-            result: "success",
-            operations: vec![("fsync", Duration::from_millis(1))],
-            bytes: vec![("write", 4096)],
-            throughput: vec![("write", 1e9)],
+            result: StorageResult::success,
+            operations: vec![(StorageOperation::fsync, Duration::from_millis(1))],
+            bytes: vec![(StorageOperation::write, 4096)],
+            throughput: vec![(StorageOperation::write, 1e9)],
             direct_io: Some(true),
             detail: None,
         },
@@ -486,5 +487,49 @@ fn metrics_reference_is_current() {
         exposed,
         FAMILIES.len(),
         "a family is missing from FAMILIES: {text}"
+    );
+}
+
+/// The classic format differs from OpenMetrics only in its comment lines: every sample, and
+/// with it every `le` bound as written (`le="1.0"`, not `le="1"`), is the same bytes in both.
+#[test]
+fn classic_text_samples_are_the_openmetrics_samples() {
+    let m = Metrics::new();
+    m.dns.add_target(&target());
+    let ok = observation(
+        Outcome::Response {
+            rcode: ResponseCode::NoError,
+            answers: 1,
+        },
+        Some(12),
+        1,
+        0,
+    );
+    m.dns.record(&target(), &ok, true);
+    m.storage.add_volume("scratch");
+    m.storage.record(
+        "scratch",
+        &StorageObservation {
+            result: StorageResult::success,
+            operations: vec![(StorageOperation::fsync, Duration::from_millis(1))],
+            bytes: vec![(StorageOperation::write, 4096)],
+            throughput: vec![(StorageOperation::write, 1e9)],
+            direct_io: Some(true),
+            detail: None,
+        },
+    );
+    let samples = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(str::to_owned)
+            .collect()
+    };
+    let classic = m.encode_prometheus_text();
+    assert_eq!(samples(&classic), samples(&m.encode_openmetrics()));
+    assert!(
+        classic.contains(
+            r#"netprobe_dns_lookup_duration_seconds_bucket{le="1.0",server="10.96.0.10:53"} 1"#
+        ),
+        "{classic}"
     );
 }
