@@ -101,7 +101,7 @@ pub const HTTP_CONNECTIONS: FamilyDoc = FamilyDoc {
     name: "netprobe_http_connections",
     kind: "gauge",
     labels: &[],
-    help: "Connections the HTTP server (/metrics, /healthz, /readyz, /ping) holds open now; at most 256",
+    help: "Connections the HTTP server (/metrics, /healthz, /readyz, /ping, the status page at /) holds open now; at most 256",
 };
 pub const HTTP_CONNECTIONS_CLOSED: FamilyDoc = FamilyDoc {
     name: "netprobe_http_connections_closed_total",
