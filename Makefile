@@ -39,12 +39,13 @@ lint:
 
 ## Rewrites the generated files (docs/metrics.md, docs/man/*.1, docs/completions/*, dashboards/*.json;
 ## the chart's copies of alerts/ and dashboards/, its alert-parameter values, schema and values
-## table).
+## table; the README's pictures in docs/img).
 generate:
 	python3 dashboards/generate.py
 	NETPROBE_REGENERATE=1 $(CARGO) test --lib --locked metrics::tests::metrics_reference_is_current
 	NETPROBE_REGENERATE=1 $(CARGO) test --lib --locked cli::tests::man_pages_and_completion_scripts_are_current
 	scripts/generate-chart
+	scripts/screenshots
 
 ## The README's pictures of report.html and the status page (docs/img/*.png, with the HTML
 ## each was taken of beside it), from the examples in src/diagnose/html.rs and

@@ -32,10 +32,13 @@ pub const NOT_PROBED: &str = "#eeeeee";
 pub const SELF: &str = "#c8c8c8";
 /// The rows and columns of a node a finding blames.
 pub const BLAMED: &str = "#ffbf00";
-/// Longest node name drawn whole; longer ones are cut, the whole name in the tooltip.
+/// Longest node name drawn whole; longer ones lose their middle (the ends tell nodes apart:
+/// `ip-10-0-1-17.eu…compute.internal`, `gke-prod-pool-a…lt-3f2a1b4c-x7k2`), the whole name
+/// in the tooltip.
 const LABEL_CHARS: usize = 32;
-/// Width of one character of the labels' 12 px font, rounded up, for the label column.
-const CHAR_PX: u32 = 7;
+/// Width of one character of the labels' 12 px font (bold, for a blamed node), rounded up, for
+/// the label column.
+const CHAR_PX: u32 = 8;
 
 const STYLE: &str = "\
 body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,'DejaVu Sans',sans-serif;\
@@ -291,15 +294,18 @@ fn plural(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
-/// `name` cut to [`LABEL_CHARS`] characters.
+/// `name` cut to [`LABEL_CHARS`] characters by leaving out its middle.
 fn short(name: &str) -> String {
-    if name.chars().count() <= LABEL_CHARS {
-        name.to_owned()
-    } else {
-        let mut s: String = name.chars().take(LABEL_CHARS - 1).collect();
-        s.push('…');
-        s
+    let chars: Vec<char> = name.chars().collect();
+    if chars.len() <= LABEL_CHARS {
+        return name.to_owned();
     }
+    let head = (LABEL_CHARS - 1) / 2;
+    let tail = LABEL_CHARS - 1 - head;
+    let mut s: String = chars[..head].iter().collect();
+    s.push('…');
+    s.extend(&chars[chars.len() - tail..]);
+    s
 }
 
 /// One matrix. The grid starts at (`data-grid-x`, `data-grid-y`) in the SVG; row `r`, column
@@ -599,6 +605,16 @@ mod tests {
         assert!(page.len() < 512 << 10, "{} bytes", page.len());
         let red_cells = page.matches(&format!("fill=\"{DOWN}\"")).count();
         assert_eq!(red_cells, 3, "one red block per protocol");
+    }
+
+    #[test]
+    fn long_names_keep_both_ends() {
+        assert_eq!(short("node-a"), "node-a");
+        let eks = "ip-10-0-1-17.eu-west-1.compute.internal";
+        assert_eq!(short(eks), "ip-10-0-1-17.eu…compute.internal");
+        assert_eq!(short(eks).chars().count(), LABEL_CHARS);
+        let gke = "gke-prod-default-pool-3f2a1b4c-x7k2-extra-long";
+        assert_eq!(short(gke), "gke-prod-defaul…-x7k2-extra-long");
     }
 
     #[test]
