@@ -608,6 +608,30 @@ mod tests {
     }
 
     #[test]
+    fn a_failure_too_fresh_to_judge_is_drawn_apart_from_one_that_counts() {
+        let nodes: Vec<String> = ["node-a", "node-b", "node-c"].map(String::from).to_vec();
+        let mut s = snapshot(&nodes, 2, &["tcp"], |a, b, _| {
+            a == "node-a" && b == "node-c"
+        });
+        // node-a has probed node-c's new address once only.
+        let scrape = &mut s.probe_scrapes[0];
+        let text = scrape.text.take().unwrap().replace(
+            "target_node=\"node-c\",protocol=\"tcp\",result=\"success\"} 30",
+            "target_node=\"node-c\",protocol=\"tcp\",result=\"timeout\"} 1",
+        );
+        scrape.text = Some(text);
+        let r = report(&s);
+        assert_eq!(r.findings.len(), 1, "{:?}", r.findings);
+        assert_eq!(r.findings[0].id, "network.peers-too-fresh");
+        let page = html(&r);
+        assert!(page.contains(&format!(
+            "fill=\"{PENDING}\"><title>node-a → node-c over tcp: down after 1 probe: too fresh to judge</title>"
+        )));
+        assert!(!page.contains(&format!("fill=\"{DOWN}\"")));
+        assert!(page.contains("Protocol tcp: 0 of 6 probed pairs down"));
+    }
+
+    #[test]
     fn long_names_keep_both_ends() {
         assert_eq!(short("node-a"), "node-a");
         let eks = "ip-10-0-1-17.eu-west-1.compute.internal";

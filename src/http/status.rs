@@ -2,8 +2,8 @@
 //! a browser. Its peers per protocol, its DNS targets, API-server paths and volumes, each with
 //! its last result, latency and age, read from the table the metric recorders keep beside the
 //! series ([`crate::metrics::Last`]), so the page and `/metrics` say the same. It shows what the
-//! metric labels already show (node names, DNS servers and names, volume names), never a path,
-//! an address or anything from the config file beyond those names. No script, no style sheet or
+//! metric labels already show (node names, DNS servers as configured, query names, volume
+//! names), never a volume path, a peer's address or anything else from the config file. No script, no style sheet or
 //! font from elsewhere (its Content-Security-Policy forbids any fetch), a few KiB.
 
 use std::fmt::Write as _;
