@@ -476,7 +476,7 @@ mod tests {
                         let up = !down(src, dst, p);
                         let _ = writeln!(
                             text,
-                            "netprobe_peer_up{{target_node=\"{dst}\",protocol=\"{p}\",family=\"ipv4\"}} {}\n\
+                            "netprobe_peer_probe_success{{target_node=\"{dst}\",protocol=\"{p}\",family=\"ipv4\"}} {}\n\
                              netprobe_peer_requests_total{{target_node=\"{dst}\",protocol=\"{p}\",result=\"success\"}} 30",
                             u8::from(up)
                         );

@@ -565,7 +565,7 @@ fn diagnose(
                 // Label values escape `\` and `"` in the exposition format.
                 let target = dst.replace('\\', "\\\\").replace('"', "\\\"");
                 text.push_str(&format!(
-                    "netprobe_peer_up{{target_node=\"{target}\",protocol=\"{p}\",family=\"ipv4\"}} {}\n\
+                    "netprobe_peer_probe_success{{target_node=\"{target}\",protocol=\"{p}\",family=\"ipv4\"}} {}\n\
                      netprobe_peer_requests_total{{target_node=\"{target}\",protocol=\"{p}\",result=\"{}\"}} 30\n",
                     u8::from(ok),
                     if ok { "success" } else { "timeout" }
@@ -832,7 +832,7 @@ fn the_status_page_shows_the_daemons_view_in_a_real_browser() {
         |m| {
             let peer = |node: &str, p: &str| {
                 m.get(
-                    "netprobe_peer_up",
+                    "netprobe_peer_probe_success",
                     &[("target_node", node), ("protocol", p)],
                 )
             };
@@ -929,7 +929,7 @@ fn the_status_page_shows_the_daemons_view_in_a_real_browser() {
         rows.iter()
             .filter(|r| r.get(1).is_some_and(|f| f == "ipv4"))
             .count(),
-        metrics.series("netprobe_peer_up", &[]).len(),
+        metrics.series("netprobe_peer_probe_success", &[]).len(),
     );
 
     let shot = tempfile::tempdir().expect("tempdir");
