@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: test deps lint unit generate check-generated run bench e2e image
+.PHONY: test deps lint unit generate check-generated screenshots run bench e2e image
 
 ## Everything CI runs: test dependencies, formatting, lints, every test (unit, integration
 ## against real DNS servers, promtool), and the generated files' freshness. Tests that need root
@@ -41,15 +41,26 @@ lint:
 
 ## Rewrites the generated files (docs/metrics.md, docs/man/*.1, docs/completions/*, dashboards/*.json;
 ## the chart's copies of alerts/ and dashboards/, its alert-parameter values, schema and values
-## table; the monitoring mixin's config, alerts, rules and dashboards in mixin/).
+## table; the monitoring mixin's config, alerts, rules and dashboards in mixin/; the README's
+## pictures in docs/img).
 generate:
 	python3 dashboards/generate.py
 	NETPROBE_REGENERATE=1 $(CARGO) test --lib --locked metrics::tests::metrics_reference_is_current
 	NETPROBE_REGENERATE=1 $(CARGO) test --lib --locked cli::tests::man_pages_and_completion_scripts_are_current
 	scripts/generate-chart
 	scripts/generate-mixin
+	scripts/screenshots
 
+## The README's pictures of report.html and the status page (docs/img/*.png, with the HTML
+## each was taken of beside it), from the examples in src/diagnose/html.rs and
+## src/http/status.rs, by headless Chromium (scripts/screenshots).
+screenshots:
+	scripts/screenshots
+
+## check-generated compares the pictures' HTML, not their pixels: Chromium gave the same bytes
+## three runs in a row here, but its text rendering follows the machine's fonts.
 check-generated:
+	$(CARGO) test --lib --locked diagnose::html::tests::readme_screenshots_are_current
 	$(CARGO) test --lib --locked metrics::tests::metrics_reference_is_current
 	$(CARGO) test --lib --locked cli::tests::man_pages_and_completion_scripts_are_current
 	scripts/generate-chart --check

@@ -90,7 +90,7 @@ struct DiagnoseArgs {
     /// context's namespace, else `default`].
     #[arg(long, short = 'n')]
     namespace: Option<String>,
-    /// Output directory for report.md, report.json and the raw evidence
+    /// Output directory for report.md, report.json, report.html and the raw evidence
     /// [default: ./network-diagnostics-<UTC timestamp>].
     #[arg(long)]
     out: Option<PathBuf>,

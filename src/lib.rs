@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod diagnose;
 pub mod discovery;
 pub mod exit;
+pub mod html;
 pub mod http;
 pub mod logging;
 pub mod metrics;

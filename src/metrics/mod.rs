@@ -25,6 +25,7 @@ use crate::observation::storage::StorageObservation;
 mod apiserver;
 mod csi;
 mod dns;
+mod latest;
 mod own;
 mod peer;
 mod reference;
@@ -35,6 +36,7 @@ mod tests;
 pub use self::apiserver::*;
 pub use self::csi::*;
 pub use self::dns::*;
+pub use self::latest::*;
 pub use self::own::*;
 pub use self::peer::*;
 pub use self::reference::*;
@@ -99,7 +101,7 @@ pub const HTTP_CONNECTIONS: FamilyDoc = FamilyDoc {
     name: "netprobe_http_connections",
     kind: "gauge",
     labels: &[],
-    help: "Connections the HTTP server (/metrics, /healthz, /readyz, /ping) holds open now; at most 256",
+    help: "Connections the HTTP server (/metrics, /healthz, /readyz, /ping, the status page at /) holds open now; at most 256",
 };
 pub const HTTP_CONNECTIONS_CLOSED: FamilyDoc = FamilyDoc {
     name: "netprobe_http_connections_closed_total",

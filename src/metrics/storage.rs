@@ -92,6 +92,7 @@ pub struct StorageMetrics {
     throughput: Family<VolumeOperationLabels, FloatGauge>,
     stuck: Family<VolumeLabels, FloatGauge>,
     direct_io: Family<VolumeLabels, Gauge>,
+    latest: Table<String, LastStorage>,
 }
 
 impl StorageMetrics {
@@ -105,6 +106,7 @@ impl StorageMetrics {
             throughput: Family::default(),
             stuck: Family::default(),
             direct_io: Family::default(),
+            latest: Table::default(),
         };
         register(registry, &STORAGE_SUCCESS, this.success.clone());
         register(registry, &STORAGE_PROBES, this.probes.clone());
@@ -140,6 +142,7 @@ impl StorageMetrics {
     /// would read as a failing volume on every start and rollout.
     pub fn add_volume(&self, volume: &str) {
         let _ = self.stuck.get_or_create(&Self::volume(volume));
+        self.latest.set(&volume.to_owned(), LastStorage::default());
         for &result in StorageResult::ALL {
             let _ = self.probes.get_or_create(&VolumeResultLabels {
                 volume: volume.to_owned(),
@@ -159,6 +162,7 @@ impl StorageMetrics {
             family.remove(&Self::volume(volume));
         }
         self.stuck.remove(&Self::volume(volume));
+        self.latest.remove(&volume.to_owned());
         for &result in StorageResult::ALL {
             self.probes.remove(&VolumeResultLabels {
                 volume: volume.to_owned(),
@@ -184,7 +188,25 @@ impl StorageMetrics {
         self.success
             .get_or_create(&Self::volume(volume))
             .set(i64::from(obs.result == StorageResult::success));
+        // The throughput and stuck gauges keep their values across a run that did not set them.
+        self.latest.update(&volume.to_owned(), |v| {
+            v.last = Some(Last {
+                result: obs.result.as_str(),
+                ok: obs.result == StorageResult::success,
+                seconds: None,
+                at: std::time::Instant::now(),
+            });
+        });
         self.record_operations(volume, obs);
+    }
+
+    /// Every volume and its last probe.
+    pub fn latest(&self) -> Vec<(String, LastStorage)> {
+        self.latest
+            .snapshot()
+            .into_iter()
+            .map(|(k, v)| (k, v.unwrap_or_default()))
+            .collect()
     }
 
     /// Records the timings, bytes, throughput and read mode of a run, without its result (for a
@@ -207,6 +229,13 @@ impl StorageMetrics {
             self.throughput
                 .get_or_create(&Self::operation(volume, operation))
                 .set(rate);
+            let operation = operation.as_str();
+            self.latest.update(&volume.to_owned(), |v| {
+                match v.throughput.iter_mut().find(|(op, _)| *op == operation) {
+                    Some((_, r)) => *r = rate,
+                    None => v.throughput.push((operation, rate)),
+                }
+            });
         }
         if let Some(direct) = obs.direct_io {
             self.direct_io
@@ -218,5 +247,7 @@ impl StorageMetrics {
     /// How long the operation in flight has been running, 0 when none is.
     pub fn set_stuck(&self, volume: &str, seconds: f64) {
         self.stuck.get_or_create(&Self::volume(volume)).set(seconds);
+        self.latest
+            .update(&volume.to_owned(), |v| v.stuck_seconds = seconds);
     }
 }

@@ -25,5 +25,6 @@ mod logging;
 mod mesh;
 mod prometheus;
 mod reload;
+mod report_html;
 mod slo_report;
 mod storage;

@@ -61,6 +61,11 @@ pub struct Finding {
     pub evidence: Vec<String>,
     pub cause: String,
     pub next_step: String,
+    /// The nodes this finding blames (an isolated, unreachable or egress-broken node; the one
+    /// node on every MTU black-holed path), so a picture of the matrix can mark their rows and
+    /// columns. Empty for findings that blame no node; left out of report.json then.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<String>,
 }
 
 impl Finding {
@@ -72,7 +77,16 @@ impl Finding {
             evidence: Vec::new(),
             cause: String::new(),
             next_step: String::new(),
+            nodes: Vec::new(),
         }
+    }
+    fn blames(mut self, node: impl Into<String>) -> Self {
+        self.nodes.push(node.into());
+        self
+    }
+    fn blames_all<S: Into<String>>(mut self, nodes: impl IntoIterator<Item = S>) -> Self {
+        self.nodes.extend(nodes.into_iter().map(Into::into));
+        self
     }
     fn evidence(mut self, lines: impl IntoIterator<Item = String>) -> Self {
         self.evidence.extend(lines);
