@@ -13,8 +13,8 @@ use kube::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 
+use crate::logging::{Health, Transition};
 use crate::metrics::WatchErrorReason;
-use crate::probe::{Health, Transition};
 
 /// The cluster's drivers and this node's registrations, as the watches showed them.
 #[derive(Debug, Default)]
