@@ -20,6 +20,9 @@ pub struct ProcRoot {
     proc: PathBuf,
     /// The process's directory in it (`/proc/self`).
     own: PathBuf,
+    /// The boot time, read once: it never changes, and `/proc/stat` is kilobytes on a large
+    /// node.
+    boot: std::sync::OnceLock<u64>,
 }
 
 impl ProcRoot {
@@ -33,6 +36,7 @@ impl ProcRoot {
         Self {
             proc: proc_dir.to_owned(),
             own: proc_dir.join(pid_dir),
+            boot: std::sync::OnceLock::new(),
         }
     }
 }
@@ -120,6 +124,9 @@ impl ProcRoot {
     /// When the machine booted (`btime` of `/proc/stat`), in Unix seconds: a process's start
     /// time is counted from it.
     fn boot_time_seconds(&self) -> Result<u64, ProcError> {
+        if let Some(boot) = self.boot.get() {
+            return Ok(*boot);
+        }
         let path = self.proc.join("stat");
         let file = std::fs::File::open(&path).map_err(|e| ProcError {
             what: "the boot time",
@@ -134,7 +141,7 @@ impl ProcRoot {
                 procfs::current_system_info(),
             ),
         )?;
-        Ok(stats.btime)
+        Ok(*self.boot.get_or_init(|| stats.btime))
     }
 }
 
