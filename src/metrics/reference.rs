@@ -100,7 +100,7 @@ over http, tcp, bulk and icmp on one IP family, 2 API-server paths, one volume. 
 | `per_target` | per peer, protocol and phase; per DNS server, name and type; per API-server path and phase; every storage operation | 1,652 | 1,652,000 | 112 | 1,800 |
 
 Both levels keep every target's own success gauge and result counters
-(`netprobe_peer_up`, `netprobe_peer_requests_total`, `netprobe_dns_probe_success`,
+(`netprobe_peer_probe_success`, `netprobe_peer_requests_total`, `netprobe_dns_probe_success`,
 `netprobe_dns_lookups_total`, ...), so every alert and SLO rule works at either. Only two
 panels of the Network dashboard need `per_target`: the latency matrix and p99 by target node.
 The process and cgroup families are 10 of those lines (the six `process_*`, and
