@@ -82,6 +82,12 @@ local params = import 'lib/params.libsonnet';
     // KubeNetprobeConfigReloadFailed waits this long before firing.
     netprobeConfigReloadFailedFor: '10m',
 
+    // KubeNetprobeCPUThrottled fires when kube-netprobe was throttled in more than this share of its CPU periods over 10m.
+    netprobeCPUThrottledRatio: 0.25,
+
+    // KubeNetprobeCPUThrottled waits this long before firing.
+    netprobeCPUThrottledFor: '15m',
+
     // A failed peer probe votes against its target only when the checker fails at most this share of its other paths, and against the checker only when the target's other checkers fail at most this share of theirs.
     networkVoteRatio: 0.5,
 
@@ -195,6 +201,8 @@ local params = import 'lib/params.libsonnet';
     netprobeCSIWatchErrorsFor: params.duration('netprobeCSIWatchErrorsFor', $._config.netprobeCSIWatchErrorsFor),
     netprobeICMPUnavailableFor: params.duration('netprobeICMPUnavailableFor', $._config.netprobeICMPUnavailableFor),
     netprobeConfigReloadFailedFor: params.duration('netprobeConfigReloadFailedFor', $._config.netprobeConfigReloadFailedFor),
+    netprobeCPUThrottledRatio: params.number('netprobeCPUThrottledRatio', $._config.netprobeCPUThrottledRatio),
+    netprobeCPUThrottledFor: params.duration('netprobeCPUThrottledFor', $._config.netprobeCPUThrottledFor),
     networkVoteRatio: params.number('networkVoteRatio', $._config.networkVoteRatio),
     networkUnreachableCheckersRatio: params.number('networkUnreachableCheckersRatio', $._config.networkUnreachableCheckersRatio),
     networkUnreachableFor: params.duration('networkUnreachableFor', $._config.networkUnreachableFor),

@@ -17,6 +17,7 @@ pub mod logging;
 pub mod metrics;
 pub mod observation;
 pub mod probe;
+pub mod process;
 pub mod resolv_conf;
 pub mod scheduler;
 pub mod slo;

@@ -106,6 +106,23 @@
               runbook_url: 'https://github.com/kube-netprobe/kube-netprobe/blob/main/docs/runbooks.md#kubenetprobeconfigreloadfailed',
             },
           },
+          {
+            alert: 'KubeNetprobeCPUThrottled',
+            expr: |||
+              (
+                rate(netprobe_cgroup_cpu_throttled_periods_total[10m])
+                /
+                rate(netprobe_cgroup_cpu_periods_total[10m])
+              ) > %(netprobeCPUThrottledRatio)s
+            ||| % $._netprobeText,
+            'for': $._netprobeText.netprobeCPUThrottledFor,
+            labels: { severity: 'warning' },
+            annotations: {
+              summary: 'kube-netprobe is CPU-throttled on a node; the latencies it measures there include its own wait for CPU.',
+              description: 'kube-netprobe pod {{ $labels.pod }} on node {{ $labels.node }} was throttled in {{ $value | humanizePercentage }} of its CPU periods over the last 10 minutes (threshold {{ %(netprobeCPUThrottledRatio)s | humanizePercentage }}): the DNS, peer, API-server and storage latencies it reports from that node include its own wait for CPU. Raise or remove its CPU limit (resources.limits.cpu).' % $._netprobeText,
+              runbook_url: 'https://github.com/kube-netprobe/kube-netprobe/blob/main/docs/runbooks.md#kubenetprobecputhrottled',
+            },
+          },
         ],
       },
     ],

@@ -339,6 +339,12 @@
               refId: 'C',
               legendFormat: '{{server}} p99',
             },
+            {
+              datasource: { type: 'prometheus', uid: '${datasource}' },
+              expr: 'max (rate(netprobe_cgroup_cpu_throttled_periods_total{cluster=~"$cluster", node=~"$node"}[$__rate_interval]) / rate(netprobe_cgroup_cpu_periods_total{cluster=~"$cluster", node=~"$node"}[$__rate_interval]))',
+              refId: 'D',
+              legendFormat: 'kube-netprobe CPU throttled (worst node)',
+            },
           ],
           fieldConfig: {
             defaults: {
@@ -355,10 +361,23 @@
                 thresholdsStyle: { mode: 'dashed' },
               },
             },
-            overrides: [],
+            overrides: [
+              {
+                matcher: { id: 'byFrameRefID', options: 'D' },
+                properties: [
+                  { id: 'unit', value: 'percentunit' },
+                  { id: 'min', value: 0 },
+                  { id: 'max', value: 1 },
+                  { id: 'custom.axisPlacement', value: 'right' },
+                  { id: 'custom.drawStyle', value: 'bars' },
+                  { id: 'custom.fillOpacity', value: 40 },
+                  { id: 'color', value: { mode: 'fixed', fixedColor: 'red' } },
+                ],
+              },
+            ],
           },
           gridPos: { w: 12, h: 8, x: 0, y: 5 },
-          description: 'From netprobe_dns_lookup_duration_seconds: lookups that got a response (any rcode). A p99 near 5 s is the conntrack-race retry signature.',
+          description: 'From netprobe_dns_lookup_duration_seconds: lookups that got a response (any rcode). A p99 near 5 s is the conntrack-race retry signature. Red bars (right axis): the share of kube-netprobe\'s CPU periods throttled by its CPU limit, on the worst selected node; latency that rises with them is the prober waiting for CPU (KubeNetprobeCPUThrottled).',
           options: {
             legend: { displayMode: 'table', placement: 'right', calcs: ['lastNotNull', 'max'] },
             tooltip: { mode: 'multi', sort: 'desc' },
@@ -630,6 +649,12 @@
               refId: 'A',
               legendFormat: '{{server}}',
             },
+            {
+              datasource: { type: 'prometheus', uid: '${datasource}' },
+              expr: 'max (rate(netprobe_cgroup_cpu_throttled_periods_total{cluster=~"$cluster", node=~"$node"}[$__rate_interval]) / rate(netprobe_cgroup_cpu_periods_total{cluster=~"$cluster", node=~"$node"}[$__rate_interval]))',
+              refId: 'B',
+              legendFormat: 'kube-netprobe CPU throttled (worst node)',
+            },
           ],
           fieldConfig: {
             defaults: {
@@ -637,13 +662,27 @@
               thresholds: { mode: 'absolute', steps: [{ color: 'green', value: null }] },
               custom: { drawStyle: 'line', fillOpacity: 10, showPoints: 'never', spanNulls: false },
             },
-            overrides: [],
+            overrides: [
+              {
+                matcher: { id: 'byFrameRefID', options: 'B' },
+                properties: [
+                  { id: 'unit', value: 'percentunit' },
+                  { id: 'min', value: 0 },
+                  { id: 'max', value: 1 },
+                  { id: 'custom.axisPlacement', value: 'right' },
+                  { id: 'custom.drawStyle', value: 'bars' },
+                  { id: 'custom.fillOpacity', value: 40 },
+                  { id: 'color', value: { mode: 'fixed', fixedColor: 'red' } },
+                ],
+              },
+            ],
           },
           gridPos: { w: 12, h: 8, x: 12, y: 38 },
           options: {
             legend: { displayMode: 'table', placement: 'right', calcs: ['lastNotNull', 'max'] },
             tooltip: { mode: 'multi', sort: 'desc' },
           },
+          description: ' Red bars (right axis): the share of kube-netprobe\'s CPU periods throttled by its CPU limit, on the worst selected node; latency that rises with them is the prober waiting for CPU (KubeNetprobeCPUThrottled).',
           id: 17,
         },
         {

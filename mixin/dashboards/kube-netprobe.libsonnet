@@ -5,7 +5,7 @@
     'kube-netprobe-self.json': {
       uid: 'kube-netprobe-self',
       title: 'kube-netprobe / kube-netprobe',
-      description: 'The exporter itself: targets up, builds running, skipped runs, discovery and CSI watch errors, scrape cost.',
+      description: 'The exporter itself: targets up, builds running, skipped runs, discovery and CSI watch errors, its CPU (throttling), memory and file descriptors, scrape cost.',
       tags: ['kube-netprobe', 'self'],
       editable: true,
       graphTooltip: 1,
@@ -569,11 +569,153 @@
         },
         {
           type: 'row',
-          title: 'Scrapes',
+          title: 'Process',
           collapsed: false,
           panels: [],
           gridPos: { w: 24, h: 1, x: 0, y: 38 },
           id: 16,
+        },
+        {
+          type: 'timeseries',
+          title: 'CPU throttled (share of CPU periods)',
+          datasource: { type: 'prometheus', uid: '${datasource}' },
+          targets: [
+            {
+              datasource: { type: 'prometheus', uid: '${datasource}' },
+              expr: 'max by (node) (rate(netprobe_cgroup_cpu_throttled_periods_total{cluster=~"$cluster", node=~"$node"}[$__rate_interval]) / rate(netprobe_cgroup_cpu_periods_total{cluster=~"$cluster", node=~"$node"}[$__rate_interval]))',
+              refId: 'A',
+              legendFormat: '{{node}}',
+            },
+          ],
+          fieldConfig: {
+            defaults: {
+              unit: 'percentunit',
+              thresholds: {
+                mode: 'absolute',
+                steps: [{ color: 'green', value: null }, { color: 'red', value: 0.25 }],
+              },
+              custom: {
+                drawStyle: 'line',
+                fillOpacity: 10,
+                showPoints: 'never',
+                spanNulls: false,
+                thresholdsStyle: { mode: 'dashed' },
+              },
+              min: 0,
+              max: 1,
+            },
+            overrides: [],
+          },
+          gridPos: { w: 12, h: 8, x: 0, y: 39 },
+          description: 'Periods in which kube-netprobe used up its CPU limit and waited for the next one; its latencies then include that wait. KubeNetprobeCPUThrottled fires above 25 % over 10 minutes. Empty ratio (no data): no CPU limit, or no cgroup CPU controller visible (netprobe_cgroup_cpu_available 0).',
+          options: {
+            legend: { displayMode: 'table', placement: 'right', calcs: ['lastNotNull', 'max'] },
+            tooltip: { mode: 'multi', sort: 'desc' },
+          },
+          id: 17,
+        },
+        {
+          type: 'timeseries',
+          title: 'CPU used and limit (cores)',
+          datasource: { type: 'prometheus', uid: '${datasource}' },
+          targets: [
+            {
+              datasource: { type: 'prometheus', uid: '${datasource}' },
+              expr: 'rate(process_cpu_seconds_total{%(jobSelector)s, cluster=~"$cluster", node=~"$node"}[$__rate_interval])' % $._netprobeText,
+              refId: 'A',
+              legendFormat: '{{node}} used',
+            },
+            {
+              datasource: { type: 'prometheus', uid: '${datasource}' },
+              expr: 'netprobe_cgroup_cpu_quota_seconds{cluster=~"$cluster", node=~"$node"} / netprobe_cgroup_cpu_period_seconds{cluster=~"$cluster", node=~"$node"}',
+              refId: 'B',
+              legendFormat: '{{node}} limit',
+            },
+          ],
+          fieldConfig: {
+            defaults: {
+              unit: 'none',
+              thresholds: { mode: 'absolute', steps: [{ color: 'green', value: null }] },
+              custom: { drawStyle: 'line', fillOpacity: 10, showPoints: 'never', spanNulls: false },
+            },
+            overrides: [],
+          },
+          gridPos: { w: 12, h: 8, x: 12, y: 39 },
+          description: 'The limit is absent without one (resources.limits.cpu).',
+          options: {
+            legend: { displayMode: 'table', placement: 'right', calcs: ['lastNotNull', 'max'] },
+            tooltip: { mode: 'multi', sort: 'desc' },
+          },
+          id: 18,
+        },
+        {
+          type: 'timeseries',
+          title: 'Resident memory',
+          datasource: { type: 'prometheus', uid: '${datasource}' },
+          targets: [
+            {
+              datasource: { type: 'prometheus', uid: '${datasource}' },
+              expr: 'process_resident_memory_bytes{%(jobSelector)s, cluster=~"$cluster", node=~"$node"}' % $._netprobeText,
+              refId: 'A',
+              legendFormat: '{{node}}',
+            },
+          ],
+          fieldConfig: {
+            defaults: {
+              unit: 'bytes',
+              thresholds: { mode: 'absolute', steps: [{ color: 'green', value: null }] },
+              custom: { drawStyle: 'line', fillOpacity: 10, showPoints: 'never', spanNulls: false },
+            },
+            overrides: [],
+          },
+          gridPos: { w: 12, h: 8, x: 0, y: 47 },
+          description: 'Compare with the container\'s memory limit and netprobe_memory_estimate_bytes.',
+          options: {
+            legend: { displayMode: 'table', placement: 'right', calcs: ['lastNotNull', 'max'] },
+            tooltip: { mode: 'multi', sort: 'desc' },
+          },
+          id: 19,
+        },
+        {
+          type: 'timeseries',
+          title: 'Open file descriptors',
+          datasource: { type: 'prometheus', uid: '${datasource}' },
+          targets: [
+            {
+              datasource: { type: 'prometheus', uid: '${datasource}' },
+              expr: 'process_open_fds{%(jobSelector)s, cluster=~"$cluster", node=~"$node"}' % $._netprobeText,
+              refId: 'A',
+              legendFormat: '{{node}} open',
+            },
+            {
+              datasource: { type: 'prometheus', uid: '${datasource}' },
+              expr: 'process_max_fds{%(jobSelector)s, cluster=~"$cluster", node=~"$node"}' % $._netprobeText,
+              refId: 'B',
+              legendFormat: '{{node}} max',
+            },
+          ],
+          fieldConfig: {
+            defaults: {
+              unit: 'none',
+              thresholds: { mode: 'absolute', steps: [{ color: 'green', value: null }] },
+              custom: { drawStyle: 'line', fillOpacity: 10, showPoints: 'never', spanNulls: false },
+            },
+            overrides: [],
+          },
+          gridPos: { w: 12, h: 8, x: 12, y: 47 },
+          options: {
+            legend: { displayMode: 'table', placement: 'right', calcs: ['lastNotNull', 'max'] },
+            tooltip: { mode: 'multi', sort: 'desc' },
+          },
+          id: 20,
+        },
+        {
+          type: 'row',
+          title: 'Scrapes',
+          collapsed: false,
+          panels: [],
+          gridPos: { w: 24, h: 1, x: 0, y: 55 },
+          id: 21,
         },
         {
           type: 'timeseries',
@@ -595,12 +737,12 @@
             },
             overrides: [],
           },
-          gridPos: { w: 12, h: 8, x: 0, y: 39 },
+          gridPos: { w: 12, h: 8, x: 0, y: 56 },
           options: {
             legend: { displayMode: 'table', placement: 'right', calcs: ['lastNotNull', 'max'] },
             tooltip: { mode: 'multi', sort: 'desc' },
           },
-          id: 17,
+          id: 22,
         },
         {
           type: 'timeseries',
@@ -622,13 +764,13 @@
             },
             overrides: [],
           },
-          gridPos: { w: 12, h: 8, x: 12, y: 39 },
+          gridPos: { w: 12, h: 8, x: 12, y: 56 },
           description: 'Series each pod exposes; grows with servers x names, peers and volumes.',
           options: {
             legend: { displayMode: 'table', placement: 'right', calcs: ['lastNotNull', 'max'] },
             tooltip: { mode: 'multi', sort: 'desc' },
           },
-          id: 18,
+          id: 23,
         },
       ],
     },

@@ -469,6 +469,12 @@
               refId: 'A',
               legendFormat: '{{protocol}} {{phase}}',
             },
+            {
+              datasource: { type: 'prometheus', uid: '${datasource}' },
+              expr: 'max (rate(netprobe_cgroup_cpu_throttled_periods_total{cluster=~"$cluster", node=~"$node"}[$__rate_interval]) / rate(netprobe_cgroup_cpu_periods_total{cluster=~"$cluster", node=~"$node"}[$__rate_interval]))',
+              refId: 'B',
+              legendFormat: 'kube-netprobe CPU throttled (worst node)',
+            },
           ],
           fieldConfig: {
             defaults: {
@@ -476,10 +482,23 @@
               thresholds: { mode: 'absolute', steps: [{ color: 'green', value: null }] },
               custom: { drawStyle: 'line', fillOpacity: 10, showPoints: 'never', spanNulls: false },
             },
-            overrides: [],
+            overrides: [
+              {
+                matcher: { id: 'byFrameRefID', options: 'B' },
+                properties: [
+                  { id: 'unit', value: 'percentunit' },
+                  { id: 'min', value: 0 },
+                  { id: 'max', value: 1 },
+                  { id: 'custom.axisPlacement', value: 'right' },
+                  { id: 'custom.drawStyle', value: 'bars' },
+                  { id: 'custom.fillOpacity', value: 40 },
+                  { id: 'color', value: { mode: 'fixed', fixedColor: 'red' } },
+                ],
+              },
+            ],
           },
           gridPos: { w: 12, h: 8, x: 0, y: 37 },
-          description: 'Measured from the start of each probe: the whole probe (total; connect for tcp), and with metrics.detail: per_target also connect and first_byte of http and bulk.',
+          description: 'Measured from the start of each probe: the whole probe (total; connect for tcp), and with metrics.detail: per_target also connect and first_byte of http and bulk. Red bars (right axis): the share of kube-netprobe\'s CPU periods throttled by its CPU limit, on the worst selected node; latency that rises with them is the prober waiting for CPU (KubeNetprobeCPUThrottled).',
           options: {
             legend: { displayMode: 'table', placement: 'right', calcs: ['lastNotNull', 'max'] },
             tooltip: { mode: 'multi', sort: 'desc' },
@@ -497,6 +516,12 @@
               refId: 'A',
               legendFormat: '{{target_node}}',
             },
+            {
+              datasource: { type: 'prometheus', uid: '${datasource}' },
+              expr: 'max (rate(netprobe_cgroup_cpu_throttled_periods_total{cluster=~"$cluster", node=~"$node"}[$__rate_interval]) / rate(netprobe_cgroup_cpu_periods_total{cluster=~"$cluster", node=~"$node"}[$__rate_interval]))',
+              refId: 'B',
+              legendFormat: 'kube-netprobe CPU throttled (worst node)',
+            },
           ],
           fieldConfig: {
             defaults: {
@@ -504,10 +529,23 @@
               thresholds: { mode: 'absolute', steps: [{ color: 'green', value: null }] },
               custom: { drawStyle: 'line', fillOpacity: 10, showPoints: 'never', spanNulls: false },
             },
-            overrides: [],
+            overrides: [
+              {
+                matcher: { id: 'byFrameRefID', options: 'B' },
+                properties: [
+                  { id: 'unit', value: 'percentunit' },
+                  { id: 'min', value: 0 },
+                  { id: 'max', value: 1 },
+                  { id: 'custom.axisPlacement', value: 'right' },
+                  { id: 'custom.drawStyle', value: 'bars' },
+                  { id: 'custom.fillOpacity', value: 40 },
+                  { id: 'color', value: { mode: 'fixed', fixedColor: 'red' } },
+                ],
+              },
+            ],
           },
           gridPos: { w: 12, h: 8, x: 12, y: 37 },
-          description: 'Needs the per-peer histograms of metrics.detail: per_target; empty at the default (per_node).',
+          description: 'Needs the per-peer histograms of metrics.detail: per_target; empty at the default (per_node). Red bars (right axis): the share of kube-netprobe\'s CPU periods throttled by its CPU limit, on the worst selected node; latency that rises with them is the prober waiting for CPU (KubeNetprobeCPUThrottled).',
           options: {
             legend: { displayMode: 'table', placement: 'right', calcs: ['lastNotNull', 'max'] },
             tooltip: { mode: 'multi', sort: 'desc' },
@@ -701,6 +739,12 @@
               refId: 'A',
               legendFormat: '{{path}} {{phase}}',
             },
+            {
+              datasource: { type: 'prometheus', uid: '${datasource}' },
+              expr: 'max (rate(netprobe_cgroup_cpu_throttled_periods_total{cluster=~"$cluster", node=~"$node"}[$__rate_interval]) / rate(netprobe_cgroup_cpu_periods_total{cluster=~"$cluster", node=~"$node"}[$__rate_interval]))',
+              refId: 'B',
+              legendFormat: 'kube-netprobe CPU throttled (worst node)',
+            },
           ],
           fieldConfig: {
             defaults: {
@@ -708,10 +752,23 @@
               thresholds: { mode: 'absolute', steps: [{ color: 'green', value: null }] },
               custom: { drawStyle: 'line', fillOpacity: 10, showPoints: 'never', spanNulls: false },
             },
-            overrides: [],
+            overrides: [
+              {
+                matcher: { id: 'byFrameRefID', options: 'B' },
+                properties: [
+                  { id: 'unit', value: 'percentunit' },
+                  { id: 'min', value: 0 },
+                  { id: 'max', value: 1 },
+                  { id: 'custom.axisPlacement', value: 'right' },
+                  { id: 'custom.drawStyle', value: 'bars' },
+                  { id: 'custom.fillOpacity', value: 40 },
+                  { id: 'color', value: { mode: 'fixed', fixedColor: 'red' } },
+                ],
+              },
+            ],
           },
           gridPos: { w: 12, h: 8, x: 12, y: 65 },
-          description: 'total; with metrics.detail: per_target also dns, connect, tls and first_byte, each from the start of the request.',
+          description: 'total; with metrics.detail: per_target also dns, connect, tls and first_byte, each from the start of the request. Red bars (right axis): the share of kube-netprobe\'s CPU periods throttled by its CPU limit, on the worst selected node; latency that rises with them is the prober waiting for CPU (KubeNetprobeCPUThrottled).',
           options: {
             legend: { displayMode: 'table', placement: 'right', calcs: ['lastNotNull', 'max'] },
             tooltip: { mode: 'multi', sort: 'desc' },

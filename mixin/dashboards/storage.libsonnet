@@ -250,6 +250,12 @@
               refId: 'A',
               legendFormat: '{{node}} {{volume}} {{operation}}',
             },
+            {
+              datasource: { type: 'prometheus', uid: '${datasource}' },
+              expr: 'max (rate(netprobe_cgroup_cpu_throttled_periods_total{cluster=~"$cluster", node=~"$node"}[$__rate_interval]) / rate(netprobe_cgroup_cpu_periods_total{cluster=~"$cluster", node=~"$node"}[$__rate_interval]))',
+              refId: 'B',
+              legendFormat: 'kube-netprobe CPU throttled (worst node)',
+            },
           ],
           fieldConfig: {
             defaults: {
@@ -266,10 +272,23 @@
                 thresholdsStyle: { mode: 'dashed' },
               },
             },
-            overrides: [],
+            overrides: [
+              {
+                matcher: { id: 'byFrameRefID', options: 'B' },
+                properties: [
+                  { id: 'unit', value: 'percentunit' },
+                  { id: 'min', value: 0 },
+                  { id: 'max', value: 1 },
+                  { id: 'custom.axisPlacement', value: 'right' },
+                  { id: 'custom.drawStyle', value: 'bars' },
+                  { id: 'custom.fillOpacity', value: 40 },
+                  { id: 'color', value: { mode: 'fixed', fixedColor: 'red' } },
+                ],
+              },
+            ],
           },
           gridPos: { w: 12, h: 8, x: 12, y: 9 },
-          description: 'What etcd and databases wait for. StorageFsyncLatencyHigh pages above 500 ms.',
+          description: 'What etcd and databases wait for. StorageFsyncLatencyHigh pages above 500 ms. Red bars (right axis): the share of kube-netprobe\'s CPU periods throttled by its CPU limit, on the worst selected node; latency that rises with them is the prober waiting for CPU (KubeNetprobeCPUThrottled).',
           options: {
             legend: { displayMode: 'table', placement: 'right', calcs: ['lastNotNull', 'max'] },
             tooltip: { mode: 'multi', sort: 'desc' },
@@ -287,6 +306,12 @@
               refId: 'A',
               legendFormat: '{{volume}} {{operation}}',
             },
+            {
+              datasource: { type: 'prometheus', uid: '${datasource}' },
+              expr: 'max (rate(netprobe_cgroup_cpu_throttled_periods_total{cluster=~"$cluster", node=~"$node"}[$__rate_interval]) / rate(netprobe_cgroup_cpu_periods_total{cluster=~"$cluster", node=~"$node"}[$__rate_interval]))',
+              refId: 'B',
+              legendFormat: 'kube-netprobe CPU throttled (worst node)',
+            },
           ],
           fieldConfig: {
             defaults: {
@@ -294,10 +319,23 @@
               thresholds: { mode: 'absolute', steps: [{ color: 'green', value: null }] },
               custom: { drawStyle: 'line', fillOpacity: 10, showPoints: 'never', spanNulls: false },
             },
-            overrides: [],
+            overrides: [
+              {
+                matcher: { id: 'byFrameRefID', options: 'B' },
+                properties: [
+                  { id: 'unit', value: 'percentunit' },
+                  { id: 'min', value: 0 },
+                  { id: 'max', value: 1 },
+                  { id: 'custom.axisPlacement', value: 'right' },
+                  { id: 'custom.drawStyle', value: 'bars' },
+                  { id: 'custom.fillOpacity', value: 40 },
+                  { id: 'color', value: { mode: 'fixed', fixedColor: 'red' } },
+                ],
+              },
+            ],
           },
           gridPos: { w: 12, h: 8, x: 0, y: 17 },
-          description: 'fsync and sync_write; with metrics.detail: per_target also write, read and delete (their throughput is above either way).',
+          description: 'fsync and sync_write; with metrics.detail: per_target also write, read and delete (their throughput is above either way). Red bars (right axis): the share of kube-netprobe\'s CPU periods throttled by its CPU limit, on the worst selected node; latency that rises with them is the prober waiting for CPU (KubeNetprobeCPUThrottled).',
           options: {
             legend: { displayMode: 'table', placement: 'right', calcs: ['lastNotNull', 'max'] },
             tooltip: { mode: 'multi', sort: 'desc' },

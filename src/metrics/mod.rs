@@ -1,5 +1,5 @@
 //! Every metric family the daemon exposes: one file per group (dns, peer, apiserver, csi,
-//! storage, and the daemon's own), each with its family docs, label sets and recorders; all
+//! storage, the daemon's own, and the process and its cgroup), each with its family docs, label sets and recorders; all
 //! registered in [`Metrics::new`].
 //!
 //! The names, types and labels are a contract that alerts, dashboards and users depend on: a
@@ -28,6 +28,7 @@ mod dns;
 mod latest;
 mod own;
 mod peer;
+mod process;
 mod reference;
 mod storage;
 #[cfg(test)]
@@ -39,6 +40,7 @@ pub use self::dns::*;
 pub use self::latest::*;
 pub use self::own::*;
 pub use self::peer::*;
+pub use self::process::*;
 pub use self::reference::*;
 pub use self::storage::*;
 
@@ -182,6 +184,18 @@ pub const FAMILIES: &[FamilyDoc] = &[
     STORAGE_THROUGHPUT,
     STORAGE_STUCK,
     STORAGE_DIRECT_IO,
+    PROCESS_CPU,
+    PROCESS_RESIDENT,
+    PROCESS_VIRTUAL,
+    PROCESS_OPEN_FDS,
+    PROCESS_MAX_FDS,
+    PROCESS_START,
+    CGROUP_CPU_AVAILABLE,
+    CGROUP_CPU_PERIODS,
+    CGROUP_CPU_THROTTLED_PERIODS,
+    CGROUP_CPU_THROTTLED,
+    CGROUP_CPU_QUOTA,
+    CGROUP_CPU_PERIOD,
 ];
 
 /// The name `Registry::register` wants: the client appends `_total` and the unit itself.
@@ -314,7 +328,13 @@ impl Metrics {
         Self::with_detail(Detail::default())
     }
 
+    /// The families at `detail`, the process's own read from /proc/self and its cgroup.
     pub fn with_detail(detail: Detail) -> Self {
+        Self::with_sources(detail, ProcessSources::system())
+    }
+
+    /// As [`Metrics::with_detail`], the process and cgroup figures read from `sources`.
+    pub fn with_sources(detail: Detail, sources: ProcessSources) -> Self {
         let mut registry = Registry::default();
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
@@ -333,6 +353,7 @@ impl Metrics {
         let apiserver = ApiserverMetrics::register(&mut registry, detail);
         let csi = CsiMetrics::register(&mut registry);
         let storage = StorageMetrics::register(&mut registry, detail);
+        registry.register_collector(Box::new(process::ProcessCollector::new(sources)));
         Self {
             registry,
             config,

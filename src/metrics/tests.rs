@@ -437,7 +437,15 @@ fn metrics_reference_is_current() {
         "docs/metrics.md is stale: run `make generate`"
     );
 
-    let m = Metrics::new();
+    // The process and its cgroup from fixtures: a v1 cgroup with a CPU limit shows every family.
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let m = Metrics::with_sources(
+        Detail::default(),
+        ProcessSources {
+            proc: crate::process::ProcRoot::at(&fixtures.join("proc"), "4242"),
+            fs_root: fixtures.join("cgroup/v1-container"),
+        },
+    );
     m.probes.add_probe("dns");
     m.dns.add_target(&target());
     m.dns.add_family_target(&target());

@@ -12,6 +12,7 @@ mod volume;
 // Suites.
 mod blame;
 mod budget;
+mod cgroup;
 mod chart;
 mod cli;
 mod cluster;

@@ -85,6 +85,11 @@ pub(super) const MAY_BE_EMPTY: &[(&str, &str, &str)] = &[
         "ICMP available",
         "icmp peer probes not configured",
     ),
+    (
+        "kube-netprobe-self",
+        "CPU used and limit (cores)",
+        "no CPU limit here: the limit series is absent (cgroup.rs reads a real limit)",
+    ),
 ];
 
 /// Storage panels (and other panels on netprobe_storage_* series), empty when the test cannot
