@@ -91,6 +91,25 @@ impl CsiConfig {
     }
 }
 
+/// The `pod_ips` section: this node's pod IPs against its podCIDR, from the Kubernetes API.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PodIpsConfig {
+    /// Unset: on when running in a cluster (`KUBERNETES_SERVICE_HOST` is set). It watches the
+    /// pods on this node in every namespace: off where that read is not to be granted, or where
+    /// the CNI plugin does not allocate from the node's podCIDR.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+}
+
+impl PodIpsConfig {
+    pub fn is_enabled(&self) -> bool {
+        self.enabled.unwrap_or_else(|| {
+            std::env::var("KUBERNETES_SERVICE_HOST").is_ok_and(|h| !h.is_empty())
+        })
+    }
+}
+
 /// `host:port`, with brackets around an IPv6 host.
 fn format_host_port(host: &str, port: &str) -> String {
     if host.contains(':') {

@@ -23,6 +23,7 @@ use crate::observation::dns::{DnsObservation, FAMILY_LABELS, FamilyQuery, RCODE_
 use crate::observation::storage::StorageObservation;
 
 mod apiserver;
+mod capacity;
 mod csi;
 mod dns;
 mod own;
@@ -33,6 +34,7 @@ mod storage;
 mod tests;
 
 pub use self::apiserver::*;
+pub use self::capacity::*;
 pub use self::csi::*;
 pub use self::dns::*;
 pub use self::own::*;
@@ -180,6 +182,14 @@ pub const FAMILIES: &[FamilyDoc] = &[
     STORAGE_THROUGHPUT,
     STORAGE_STUCK,
     STORAGE_DIRECT_IO,
+    VOLUME_FREE_BYTES,
+    VOLUME_SIZE_BYTES,
+    VOLUME_FREE_INODES,
+    VOLUME_INODES,
+    NODE_POD_IPS_IN_USE,
+    NODE_POD_IP_CAPACITY,
+    RUNTIME_BUSY,
+    RUNTIME_WORKERS_FAMILY,
 ];
 
 /// The name `Registry::register` wants: the client appends `_total` and the unit itself.
@@ -297,6 +307,8 @@ pub struct Metrics {
     pub apiserver: ApiserverMetrics,
     pub csi: CsiMetrics,
     pub storage: StorageMetrics,
+    pub node_pod_ips: NodePodIpMetrics,
+    pub runtime: RuntimeMetrics,
     pub probes: ProbeMetrics,
     pub http: HttpMetrics,
 }
@@ -336,6 +348,8 @@ impl Metrics {
         let apiserver = ApiserverMetrics::register(&mut registry, detail);
         let csi = CsiMetrics::register(&mut registry);
         let storage = StorageMetrics::register(&mut registry, detail);
+        let node_pod_ips = NodePodIpMetrics::register(&mut registry);
+        let runtime = RuntimeMetrics::register(&mut registry);
         Self {
             registry,
             config,
@@ -344,6 +358,8 @@ impl Metrics {
             apiserver,
             csi,
             storage,
+            node_pod_ips,
+            runtime,
             probes: ProbeMetrics { overruns },
             http,
         }

@@ -90,6 +90,7 @@ pub struct StorageMetrics {
     throughput: Family<VolumeOperationLabels, FloatGauge>,
     stuck: Family<VolumeLabels, FloatGauge>,
     direct_io: Family<VolumeLabels, Gauge>,
+    space: VolumeSpaceMetrics,
 }
 
 impl StorageMetrics {
@@ -103,6 +104,7 @@ impl StorageMetrics {
             throughput: Family::default(),
             stuck: Family::default(),
             direct_io: Family::default(),
+            space: VolumeSpaceMetrics::default(),
         };
         register(registry, &STORAGE_SUCCESS, this.success.clone());
         register(registry, &STORAGE_PROBES, this.probes.clone());
@@ -116,7 +118,10 @@ impl StorageMetrics {
         register(registry, &STORAGE_THROUGHPUT, this.throughput.clone());
         register_with_unit(registry, &STORAGE_STUCK, Unit::Seconds, this.stuck.clone());
         register(registry, &STORAGE_DIRECT_IO, this.direct_io.clone());
-        this
+        Self {
+            space: VolumeSpaceMetrics::register(registry),
+            ..this
+        }
     }
 
     pub(super) fn volume(volume: &str) -> VolumeLabels {
@@ -159,6 +164,7 @@ impl StorageMetrics {
             family.remove(&Self::volume(volume));
         }
         self.stuck.remove(&Self::volume(volume));
+        self.space.remove_volume(volume);
         for result in RESULTS {
             self.probes.remove(&VolumeResultLabels {
                 volume: volume.to_owned(),
@@ -212,6 +218,9 @@ impl StorageMetrics {
             self.direct_io
                 .get_or_create(&Self::volume(volume))
                 .set(i64::from(direct));
+        }
+        if let Some(space) = &obs.space {
+            self.space.record(volume, space);
         }
     }
 

@@ -379,6 +379,7 @@ fn success_series_appear_with_the_first_result() {
             throughput: vec![],
             direct_io: None,
             detail: None,
+            space: None,
         },
     );
     let text = m.encode_openmetrics();
@@ -474,8 +475,16 @@ fn metrics_reference_is_current() {
             throughput: vec![("write", 1e9)],
             direct_io: Some(true),
             detail: None,
+            space: Some(crate::observation::storage::VolumeSpace {
+                free_bytes: 1 << 30,
+                size_bytes: 4 << 30,
+                free_inodes: 1000,
+                inodes: 4000,
+            }),
         },
     );
+    m.node_pod_ips.set(&[("ipv4", 3, 253)]);
+    m.runtime.set(2, 0.5);
     let text = m.encode_prometheus_text();
     for doc in FAMILIES {
         let type_line = format!("# TYPE {} {}\n", doc.name, doc.kind);

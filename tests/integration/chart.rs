@@ -532,7 +532,7 @@ fn the_charts_default_rules_are_the_ones_the_kube_suite_proved() {
     }
     let chart = render(&["--show-only", "templates/rbac.yaml"]);
     assert_eq!(rules(&chart), rules(crate::kube::RBAC));
-    assert_eq!(rules(&chart).len(), 5, "{chart}");
+    assert_eq!(rules(&chart).len(), 6, "{chart}");
 }
 
 /// `Uid:` (real, effective) and `CapEff:` of a process, from /proc.

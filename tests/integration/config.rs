@@ -247,6 +247,7 @@ apiserver:
   token_file: /var/run/secrets/kubernetes.io/serviceaccount/token
 csi:
   ignore_drivers: []
+pod_ips: {}
 storage:
   interval: 1m
   timeout: 30s
@@ -261,6 +262,7 @@ storage:
 metrics:
   detail: per_node
 # peak memory estimate: 45.8 MiB (40.0 MiB base, 113 targets x 32 KiB, 2.2 MiB storage buffers)
+# probe load: 6.2 runs/s (dns 2.0, peer 4.0, apiserver 0.1, storage 0.0), about 5.7 ms of CPU per second, 0.3 % of the 2 runtime workers
 "
     );
 }

@@ -15,7 +15,9 @@ const WAIT: Duration = Duration::from_secs(30);
 const NAMESPACE: &str = "kube-netprobe";
 
 /// What the daemon's service account may do: watch its DaemonSet's pods, the CoreDNS pods in
-/// kube-system (`dns.discover_coredns`), the nodes, the CSI drivers and the CSINodes.
+/// kube-system (`dns.discover_coredns`), the nodes, the pods on its own node in every namespace
+/// (`pod_ips`, by field selector: capacity.rs proves it needs the rule), the CSI drivers and the
+/// CSINodes.
 pub const RBAC: &str = r#"
 apiVersion: v1
 kind: Namespace
@@ -58,6 +60,9 @@ rules:
   - apiGroups: [""]
     resources: [nodes]
     verbs: [get, list, watch]
+  - apiGroups: [""]
+    resources: [pods]
+    verbs: [list, watch]
   - apiGroups: [storage.k8s.io]
     resources: [csidrivers, csinodes]
     verbs: [get, list, watch]

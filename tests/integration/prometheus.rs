@@ -125,6 +125,16 @@ const MAY_BE_EMPTY: &[(&str, &str, &str)] = &[
         "no API server here",
     ),
     (
+        "kube-netprobe-dns",
+        "p99 latency, now and a day before",
+        "no lookups a day old in a test minutes long",
+    ),
+    (
+        "kube-netprobe-network",
+        "Pod IPs in use per node",
+        "no API server here: pod_ips is off",
+    ),
+    (
         "kube-netprobe-storage",
         "CSI driver registered (rows: node, columns: driver)",
         "CSI watch needs an API server",

@@ -48,7 +48,7 @@ use tokio::time::Instant;
 use crate::config::{StorageConfig, StorageVolume};
 use crate::metrics::StorageMetrics;
 pub use crate::observation::storage::{
-    BYTE_OPERATIONS, OPERATIONS, RESULTS, StorageObservation, THROUGHPUT_OPERATIONS,
+    BYTE_OPERATIONS, OPERATIONS, RESULTS, StorageObservation, THROUGHPUT_OPERATIONS, VolumeSpace,
 };
 use crate::probe::{Health, Transition};
 use crate::scheduler::{RunFuture, Target, later};
