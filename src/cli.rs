@@ -277,18 +277,15 @@ fn check_config(file: &std::path::Path) -> ExitCode {
     match Config::load(file) {
         Ok(config) => {
             // YAML comments, so that the output stays a config file `run` accepts.
+            // The memory estimate stays the last line, where scripts read it.
             let load = config.probe_load();
-            println!(
-                "{}# {}\n# {}",
-                config.to_yaml(),
-                config.memory_estimate().describe(),
-                load.describe()
-            );
+            print!("{}# {}\n", config.to_yaml(), load.describe());
             // Still a config the daemon runs: a warning, not an error.
             if let Some(warning) = load.warning() {
                 println!("# warning: {warning}");
                 eprintln!("warning: {warning}");
             }
+            println!("# {}", config.memory_estimate().describe());
             ExitCode::from(exit::OK)
         }
         Err(e) => {

@@ -409,11 +409,15 @@ fn the_charts_rbac_is_what_the_daemon_needs_and_a_missing_rule_is_reported() {
         },
     );
     let m = daemon.scrape();
+    // The calls on nodes are refused: peer discovery's, and pod_ips' watch of this node.
     assert_eq!(
         forbidden_errors(&m),
         m.sum(
             "netprobe_discovery_errors_total",
             &[("source", "nodes"), ("reason", "forbidden")]
+        ) + m.sum(
+            "netprobe_discovery_errors_total",
+            &[("source", "pod_ips"), ("reason", "forbidden")]
         ),
         "only the nodes calls are refused"
     );

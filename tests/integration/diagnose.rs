@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use crate::apiserver::Apiserver;
 use crate::util::{Checks, bin, poll};
 
-fn fixture(name: &str) -> PathBuf {
+pub(crate) fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/diagnose")
         .join(name)
@@ -29,7 +29,7 @@ fn schema() -> PathBuf {
 }
 
 /// The healthy cluster every scenario starts from, with `nodes` (CoreDNS runs on the first two).
-fn base(nodes: &[&str]) -> String {
+pub(crate) fn base(nodes: &[&str]) -> String {
     let mut yaml = String::new();
     for n in nodes {
         yaml.push_str(&format!(
@@ -150,7 +150,7 @@ fn dns_histogram(server: &str, name: &str, seconds: f64, lookups: u64) -> String
     text
 }
 
-fn ready_node(api: &Apiserver, name: &str, network_unavailable: bool) {
+pub(crate) fn ready_node(api: &Apiserver, name: &str, network_unavailable: bool) {
     api.patch_status(
         "nodes",
         "",
@@ -186,13 +186,13 @@ fn coredns_status(api: &Apiserver, pod: &str, ip: &str, ready: bool, restarts: u
     );
 }
 
-fn healthy_coredns(api: &Apiserver) {
+pub(crate) fn healthy_coredns(api: &Apiserver) {
     coredns_status(api, "coredns-1", "10.244.0.11", true, 0);
     coredns_status(api, "coredns-2", "10.244.1.12", true, 0);
 }
 
 /// A namespace with one ready pod behind a Service with endpoints, plus `extra` YAML.
-fn app_namespace(api: &Apiserver, ns: &str, extra: &str) {
+pub(crate) fn app_namespace(api: &Apiserver, ns: &str, extra: &str) {
     api.apply(&format!(
         r#"
 apiVersion: v1
@@ -224,14 +224,14 @@ subsets: [{{ addresses: [{{ ip: 10.244.0.30 }}], ports: [{{ port: 80 }}] }}]
 }
 
 /// One finished `diagnose` run.
-struct Run {
+pub(crate) struct Run {
     what: String,
     code: Option<i32>,
     stdout: String,
     stderr: String,
     took: Duration,
-    report: Option<serde_json::Value>,
-    dir: PathBuf,
+    pub(crate) report: Option<serde_json::Value>,
+    pub(crate) dir: PathBuf,
 }
 
 impl Run {
@@ -247,7 +247,7 @@ impl Run {
             .unwrap_or_default()
     }
 
-    fn context(&self) -> String {
+    pub(crate) fn context(&self) -> String {
         format!(
             "{}: exit {:?} after {:?}\nstdout:\n{}\nstderr:\n{}",
             self.what, self.code, self.took, self.stdout, self.stderr
@@ -255,7 +255,7 @@ impl Run {
     }
 
     /// The first line names `id`, the next two give the cause and the next step.
-    fn leads_with(&self, checks: &mut Checks, severity: &str, id: &str) {
+    pub(crate) fn leads_with(&self, checks: &mut Checks, severity: &str, id: &str) {
         let lines: Vec<&str> = self.stdout.lines().collect();
         checks.that(
             lines.first().is_some_and(|l| {
@@ -270,7 +270,7 @@ impl Run {
     }
 }
 
-fn diagnose(what: &str, kubeconfig: &Path, out: &Path, args: &[&str]) -> Run {
+pub(crate) fn diagnose(what: &str, kubeconfig: &Path, out: &Path, args: &[&str]) -> Run {
     let dir = out.join(what);
     let started = Instant::now();
     let output = Command::new(bin())
@@ -299,7 +299,7 @@ fn diagnose(what: &str, kubeconfig: &Path, out: &Path, args: &[&str]) -> Run {
 }
 
 /// Checks exit code and the exact set of finding ids (so absent faults are not named).
-fn expect(checks: &mut Checks, run: &Run, code: i32, ids: &[&str]) {
+pub(crate) fn expect(checks: &mut Checks, run: &Run, code: i32, ids: &[&str]) {
     checks.that(
         run.code == Some(code),
         format!("want exit {code}\n{}", run.context()),
@@ -316,7 +316,7 @@ fn expect(checks: &mut Checks, run: &Run, code: i32, ids: &[&str]) {
 
 /// Validates every report.json under `root` with Python's jsonschema (a dev tool, not a Rust
 /// dependency: the `jsonschema` crate and its tree would cost more build time than this test).
-fn validate_reports(checks: &mut Checks, reports: &[PathBuf]) {
+pub(crate) fn validate_reports(checks: &mut Checks, reports: &[PathBuf]) {
     let probe = Command::new("python3")
         .args(["-c", "import jsonschema"])
         .output();

@@ -18,6 +18,7 @@ mod cli;
 mod cluster;
 mod config;
 mod diagnose;
+mod diagnose_capacity;
 mod dns;
 mod http_limits;
 mod image;
