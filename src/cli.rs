@@ -279,7 +279,7 @@ fn check_config(file: &std::path::Path) -> ExitCode {
             // YAML comments, so that the output stays a config file `run` accepts.
             // The memory estimate stays the last line, where scripts read it.
             let load = config.probe_load();
-            print!("{}# {}\n", config.to_yaml(), load.describe());
+            println!("{}# {}", config.to_yaml(), load.describe());
             // Still a config the daemon runs: a warning, not an error.
             if let Some(warning) = load.warning() {
                 println!("# warning: {warning}");
