@@ -138,7 +138,16 @@ struct CsiSection {
 }
 
 struct PodIpsSection {
+    /// Cleared before the series are removed, so that the watch task (whose abort is not
+    /// immediate) cannot publish them again: it publishes holding the lock, only while set.
+    active: Arc<Mutex<bool>>,
     _tasks: Tasks,
+}
+
+impl Drop for PodIpsSection {
+    fn drop(&mut self) {
+        *self.active.lock().expect("pod_ips lock") = false;
+    }
 }
 
 struct ApiserverSection {
@@ -398,6 +407,8 @@ impl Probes {
         );
         // A failed call counts with the discovery's, whose alert names the missing RBAC rule.
         peers.add_discovery_source("pod_ips");
+        let active = Arc::new(Mutex::new(true));
+        let publishing = active.clone();
         let mut tasks = Tasks::default();
         tasks.spawn(async move {
             let client =
@@ -405,12 +416,19 @@ impl Probes {
             crate::discovery::node_pods::run(
                 client,
                 node,
-                |status| metrics.set(status),
+                |status| {
+                    if *publishing.lock().expect("pod_ips lock") {
+                        metrics.set(status);
+                    }
+                },
                 |reason| peers.discovery_error("pod_ips", reason),
             )
             .await;
         });
-        self.pod_ips = Some(PodIpsSection { _tasks: tasks });
+        self.pod_ips = Some(PodIpsSection {
+            active,
+            _tasks: tasks,
+        });
     }
 
     fn apply_apiserver(&mut self, apiserver: &ApiserverConfig) {

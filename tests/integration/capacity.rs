@@ -204,6 +204,29 @@ fn pod_ips_of_this_node_are_counted_against_its_pod_cidr_with_the_charts_rbac() 
     api.force_delete("pods", "default", "web");
     wait_for_pod_ips(&mut daemon, (2.0, 13.0), "a deleted pod no longer counted");
     checks.finish(&daemon.output_tail(20));
+
+    // Turned off by a reload: the series go.
+    let config = std::fs::read_to_string(daemon.config_path()).unwrap();
+    std::fs::write(
+        daemon.config_path(),
+        config.replace("pod_ips: { enabled: true }", "pod_ips: { enabled: false }"),
+    )
+    .unwrap();
+    daemon.signal("HUP");
+    daemon.wait_until(
+        "the pod IP series gone after the reload",
+        WAIT,
+        |m| match pod_ip_gauges(m) {
+            None => Ok(()),
+            some => Err(format!("{some:?}")),
+        },
+    );
+    assert_eq!(
+        daemon
+            .scrape()
+            .get_exact("netprobe_config_reloads_total", &[("result", "success")]),
+        Some(1.0)
+    );
     drop(daemon);
 
     // Without the ClusterRole's rule on pods, the watch is refused: counted and logged, and no

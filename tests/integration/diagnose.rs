@@ -227,7 +227,7 @@ subsets: [{{ addresses: [{{ ip: 10.244.0.30 }}], ports: [{{ port: 80 }}] }}]
 pub(crate) struct Run {
     what: String,
     code: Option<i32>,
-    stdout: String,
+    pub(crate) stdout: String,
     stderr: String,
     took: Duration,
     pub(crate) report: Option<serde_json::Value>,

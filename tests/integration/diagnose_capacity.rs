@@ -1,7 +1,8 @@
 //! `kube-netprobe diagnose` on capacity, against the real kube-apiserver of the diagnose suite:
-//! a node whose pods take every address of its podCIDR, and a cluster whose cores ask for more
-//! CoreDNS replicas than it runs. Everything else is the healthy cluster of `diagnose.rs`, so the
-//! report must name these two faults and no other.
+//! a node whose pods take every address of its podCIDR, a cluster whose cores ask for more
+//! CoreDNS replicas than it runs, and a kube-netprobe pod whose volume is nearly full (its
+//! `/metrics` given as a file, as the suite does for every live view). Everything else is the
+//! healthy cluster of `diagnose.rs`, so the report must name these faults and no other.
 
 use std::time::Instant;
 
@@ -149,9 +150,56 @@ fn diagnose_names_a_node_out_of_pod_ips_and_too_few_coredns_replicas() {
     } else {
         checks.that(false, format!("no CoreDNS finding\n{}", r.context()));
     }
+
+    // The kube-netprobe pod of node-b says its volume has 1 MiB of 10 MiB left (from its own
+    // statfs, read here from a file as the pod proxy would give it).
+    let metrics = out.path().join("node-b.metrics");
+    std::fs::write(
+        &metrics,
+        "netprobe_storage_volume_free_bytes{volume=\"scratch\"} 1048576\n\
+         netprobe_storage_volume_size_bytes{volume=\"scratch\"} 10485760\n\
+         netprobe_storage_volume_free_inodes{volume=\"scratch\"} 900\n\
+         netprobe_storage_volume_inodes{volume=\"scratch\"} 1000\n",
+    )
+    .unwrap();
+    let probe_metrics = format!("node-b={}", metrics.display());
+    let v = diagnose(
+        "capacity-volume",
+        &admin,
+        out.path(),
+        &[
+            "-n",
+            "healthy",
+            "--coredns-logs",
+            logs,
+            "--probe-metrics",
+            &probe_metrics,
+        ],
+    );
+    expect(
+        &mut checks,
+        &v,
+        2,
+        &[
+            "network.pod-ips-exhausted",
+            "dns.coredns-underprovisioned",
+            "storage.volume-nearly-full",
+        ],
+    );
+    checks.that(
+        v.stdout
+            .contains("probed volume nearly full: scratch on node-b")
+            && v.stdout
+                .contains("node node-b volume scratch: 1MiB of 10MiB free (10.0 %)"),
+        format!("the volume finding names node-b's scratch\n{}", v.context()),
+    );
     validate_reports(
         &mut checks,
-        &[healthy.dir.join("report.json"), r.dir.join("report.json")],
+        &[
+            healthy.dir.join("report.json"),
+            r.dir.join("report.json"),
+            v.dir.join("report.json"),
+        ],
     );
     checks.finish(&format!("diagnose capacity, {:?}", started.elapsed()));
 }
