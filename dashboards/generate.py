@@ -452,6 +452,17 @@ def dns():
                                f"{{{DS_SEL}}}[{RI}]))", "{{server}}")], "none",
                        "DNS messages sent per lookup: 1 for a direct query; for system, what "
                        "ndots and the search list cost."),
+            timeseries("p99 latency, now and a day before", [
+                target(f"histogram_quantile(0.99, sum by (server, le) (rate("
+                       f"netprobe_dns_lookup_duration_seconds_bucket{{{DS_SEL}}}[1h])))",
+                       "{{server}} last hour"),
+                target(f"histogram_quantile(0.99, sum by (server, le) (rate("
+                       f"netprobe_dns_lookup_duration_seconds_bucket{{{DS_SEL}}}[1h] offset 1d)))",
+                       "{{server}} a day before", ref="B")],
+                "s", "Every node's lookups through each server over an hour, against the same "
+                "hour a day before: CoreDNS running out of room shows as a trend before it "
+                "pages. DNSLatencyRising fires at twice the day before and above 100 ms.",
+                w=24),
             row("CoreDNS pods compared (server coredns/<pod>)"),
             timeseries("Success ratio per CoreDNS pod",
                        [target(f"avg by (server) (netprobe_dns_probe_success{{{core}}})",
@@ -567,6 +578,15 @@ def network():
                   f'netprobe_peer_probe_success{{{CN}, protocol="http"}} == 1',
                   "Pairs where small requests pass and bulk transfers fail (NetworkMTUBlackHole).",
                   hide=("Value", "protocol")),
+            row("Pod IPs"),
+            timeseries("Pod IPs in use per node", [target(
+                f"max by (node, family) (netprobe_node_pod_ips_in_use{{{CN}}} / "
+                f"netprobe_node_pod_ip_capacity{{{CN}}})", "{{node}} {{family}}")],
+                "percentunit",
+                "Pods on the node that hold or wait for an address, over the addresses host-local "
+                "hands out of its podCIDR. NetworkPodIPsExhausted warns above 90 %, pages at 100 %: new "
+                "pods there stay in ContainerCreating.",
+                w=24, th=thresholds((None, "green"), (0.9, "orange"), (1, "red"))),
             row("API server"),
             matrix("API server reachable now", f"min by (node, path) (netprobe_apiserver_probe_success{{{CN}}})",
                    "node", "path", "none",
@@ -642,6 +662,28 @@ def storage():
                       "0": {"text": "fadvise", "color": "orange"},
                       "1": {"text": "O_DIRECT", "color": "green"}}}],
                   rename={"Value": "read mode"}),
+            row("Capacity"),
+            timeseries("Volume space free", [target(
+                f"min by (node, volume) (netprobe_storage_volume_free_bytes{{{VOL}}} / "
+                f"netprobe_storage_volume_size_bytes{{{VOL}}})", "{{node}} {{volume}}")],
+                "percentunit",
+                "Share of the volume an unprivileged writer may still use, from the probe's own "
+                "statfs. StorageVolumeFillingUp warns below 40 % when the last 6 h predict full "
+                "within 24 h, pages below 20 % within 4 h.",
+                w=8, th=thresholds((None, "red"), (0.2, "orange"), (0.4, "green"))),
+            timeseries("Volume inodes free", [target(
+                f"min by (node, volume) (netprobe_storage_volume_free_inodes{{{VOL}}} / "
+                f"(netprobe_storage_volume_inodes{{{VOL}}} > 0))", "{{node}} {{volume}}")],
+                "percentunit",
+                "Share of the inodes still free; filesystems without an inode table (btrfs) "
+                "are left out. StorageVolumeInodesFillingUp as for space.",
+                w=8, th=thresholds((None, "red"), (0.2, "orange"), (0.4, "green"))),
+            timeseries("Free space predicted in 24 h", [target(
+                f"min by (node, volume) (predict_linear(netprobe_storage_volume_free_bytes"
+                f"{{{VOL}}}[6h], 24 * 3600))", "{{node}} {{volume}}")], "bytes",
+                "A straight line through the last 6 hours of free space, 24 hours on: below 0, "
+                "the volume fills within a day at the current rate.",
+                w=8, th=thresholds((None, "red"), (0, "green"))),
             row("CSI node plugins"),
             matrix("CSI driver registered (rows: node, columns: driver)",
                    f"max by (node, driver) (netprobe_csi_node_driver_registered{{{CN}}})",
@@ -691,6 +733,12 @@ def self_dashboard():
                 "{{node}} {{probe}}")], "opm",
                 "Runs skipped because the previous run of the same target was still going: "
                 "timeouts close to the interval, or an overloaded node.", bars=True),
+            timeseries("Runtime load (share of what the daemon can run)", [target(
+                f"rate(netprobe_runtime_busy_seconds_total{{{CN}}}[{RI}]) / "
+                f"netprobe_runtime_workers{{{CN}}}", "{{node}}")], "percentunit",
+                "Time the runtime's worker threads spend working, over the workers. "
+                "KubeNetprobeOverCapacity warns above 80 %: runs then queue and overrun.",
+                th=thresholds((None, "green"), (0.8, "red"))),
             timeseries("Discovery errors per minute", [target(
                 f"60 * sum by (node, source) (rate(netprobe_discovery_errors_total{{{CN}}}[{RI}]))",
                 "{{node}} {{source}}")], "opm",

@@ -151,6 +151,48 @@ local params = import 'lib/params.libsonnet';
     // StorageCSIDriverNotRegistered waits this long before firing.
     csiNotRegisteredFor: '15m',
 
+    // StorageVolumeFillingUp and StorageVolumeInodesFillingUp warn for a volume with less than this share of its space (inodes) free that a linear fit of the last 6 hours fills within 24 hours.
+    storageFillingWarningFreeRatio: 0.4,
+
+    // StorageVolumeFillingUp and StorageVolumeInodesFillingUp are critical for a volume with less than this share free that the fit fills within 4 hours.
+    storageFillingCriticalFreeRatio: 0.2,
+
+    // StorageVolumeFillingUp and StorageVolumeInodesFillingUp wait this long before firing.
+    storageFillingFor: '1h',
+
+    // StorageProbeSpaceGuard waits this long before firing.
+    storageSpaceGuardFor: '15m',
+
+    // NetworkPodIPsExhausted warns when the pods on a node hold or wait for more than this share of the addresses of its podCIDR (critical at all of them).
+    podIPsWarningRatio: 0.9,
+
+    // NetworkPodIPsExhausted waits this long before firing.
+    podIPsFor: '15m',
+
+    // DNSUnderProvisioned asks for one CoreDNS replica per this many nodes...
+    corednsNodesPerReplica: 16,
+
+    // ...or per this many CPU cores, whichever asks for more (at least 2 with more than one node).
+    corednsCoresPerReplica: 256,
+
+    // DNSUnderProvisioned waits this long before firing.
+    dnsUnderProvisionedFor: '30m',
+
+    // DNSLatencyRising fires when a server's p99 over the last hour is more than this many times the same hour a day before...
+    dnsLatencyRisingFactor: 2,
+
+    // ...and above this many seconds.
+    dnsLatencyRisingMinSeconds: 0.1,
+
+    // DNSLatencyRising waits this long before firing.
+    dnsLatencyRisingFor: '1h',
+
+    // KubeNetprobeOverCapacity fires when kube-netprobe's runtime workers are busy more than this share of the time.
+    netprobeOverCapacityRatio: 0.8,
+
+    // KubeNetprobeOverCapacity waits this long before firing.
+    netprobeOverCapacityFor: '15m',
+
     // Objective of the dns-availability SLO (share of lookups that get an answer), below 1.
     sloDNSAvailabilityObjective: 0.999,
 
@@ -224,6 +266,20 @@ local params = import 'lib/params.libsonnet';
     storageThroughputFor: params.duration('storageThroughputFor', $._config.storageThroughputFor),
     csiIgnoredDrivers: params.inString('csiIgnoredDrivers', $._config.csiIgnoredDrivers),
     csiNotRegisteredFor: params.duration('csiNotRegisteredFor', $._config.csiNotRegisteredFor),
+    storageFillingWarningFreeRatio: params.number('storageFillingWarningFreeRatio', $._config.storageFillingWarningFreeRatio),
+    storageFillingCriticalFreeRatio: params.number('storageFillingCriticalFreeRatio', $._config.storageFillingCriticalFreeRatio),
+    storageFillingFor: params.duration('storageFillingFor', $._config.storageFillingFor),
+    storageSpaceGuardFor: params.duration('storageSpaceGuardFor', $._config.storageSpaceGuardFor),
+    podIPsWarningRatio: params.number('podIPsWarningRatio', $._config.podIPsWarningRatio),
+    podIPsFor: params.duration('podIPsFor', $._config.podIPsFor),
+    corednsNodesPerReplica: params.number('corednsNodesPerReplica', $._config.corednsNodesPerReplica),
+    corednsCoresPerReplica: params.number('corednsCoresPerReplica', $._config.corednsCoresPerReplica),
+    dnsUnderProvisionedFor: params.duration('dnsUnderProvisionedFor', $._config.dnsUnderProvisionedFor),
+    dnsLatencyRisingFactor: params.number('dnsLatencyRisingFactor', $._config.dnsLatencyRisingFactor),
+    dnsLatencyRisingMinSeconds: params.number('dnsLatencyRisingMinSeconds', $._config.dnsLatencyRisingMinSeconds),
+    dnsLatencyRisingFor: params.duration('dnsLatencyRisingFor', $._config.dnsLatencyRisingFor),
+    netprobeOverCapacityRatio: params.number('netprobeOverCapacityRatio', $._config.netprobeOverCapacityRatio),
+    netprobeOverCapacityFor: params.duration('netprobeOverCapacityFor', $._config.netprobeOverCapacityFor),
     sloDNSAvailabilityObjective: params.number('sloDNSAvailabilityObjective', $._config.sloDNSAvailabilityObjective),
     sloDNSLatencyObjective: params.number('sloDNSLatencyObjective', $._config.sloDNSLatencyObjective),
     sloDNSLatencySeconds: params.oneOf('sloDNSLatencySeconds', $._config.sloDNSLatencySeconds, ['0.001', '0.0025', '0.005', '0.01', '0.025', '0.05', '0.1', '0.25', '1.0', '2.5', '4.5', '5.0', '5.5']),

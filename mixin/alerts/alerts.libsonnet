@@ -2,6 +2,7 @@
 // do not edit.
 // Every group of alerts/*.yaml that holds an alert, with the recording rules it reads.
 (import 'apiserver.libsonnet') +
+(import 'capacity.libsonnet') +
 (import 'dns.libsonnet') +
 (import 'netprobe.libsonnet') +
 (import 'network.libsonnet') +

@@ -24,7 +24,7 @@
           {
             alert: 'StorageProbeFailing',
             expr: |||
-              increase(netprobe_storage_probes_total{result!~"success|%(storageCriticalResults)s"}[15m]) > 0
+              increase(netprobe_storage_probes_total{result!~"success|%(storageCriticalResults)s|insufficient_space"}[15m]) > 0
               and ignoring (result)
               netprobe_storage_probe_success == 0
             ||| % $._netprobeText,
@@ -93,6 +93,89 @@
               summary: 'A CSI driver\'s node plugin is not registered on a node.',
               description: 'CSI driver {{ $labels.driver }} is not registered with the kubelet on node {{ $labels.node }}: volumes of this driver cannot be mounted there. It was missing for {{ $value | humanizePercentage }} of the last hour.',
               runbook_url: 'https://github.com/kube-netprobe/kube-netprobe/blob/main/docs/runbooks.md#storagecsidrivernotregistered',
+            },
+          },
+          {
+            alert: 'StorageVolumeFillingUp',
+            expr: |||
+              (
+                netprobe_storage_volume_free_bytes / netprobe_storage_volume_size_bytes < %(storageFillingWarningFreeRatio)s
+              )
+              and
+              predict_linear(netprobe_storage_volume_free_bytes[6h], 24 * 3600) < 0
+            ||| % $._netprobeText,
+            'for': $._netprobeText.storageFillingFor,
+            labels: { severity: 'warning' },
+            annotations: {
+              summary: 'A probed volume is predicted to fill up within 24 hours.',
+              description: 'Volume {{ $labels.volume }} on node {{ $labels.node }} has {{ $value | humanizePercentage }} of its space free (below {{ %(storageFillingWarningFreeRatio)s | humanizePercentage }}) and, at the rate of the last 6 hours, fills up within 24 hours.' % $._netprobeText,
+              runbook_url: 'https://github.com/kube-netprobe/kube-netprobe/blob/main/docs/runbooks.md#storagevolumefillingup',
+            },
+          },
+          {
+            alert: 'StorageVolumeFillingUp',
+            expr: |||
+              (
+                netprobe_storage_volume_free_bytes / netprobe_storage_volume_size_bytes < %(storageFillingCriticalFreeRatio)s
+              )
+              and
+              predict_linear(netprobe_storage_volume_free_bytes[6h], 4 * 3600) < 0
+            ||| % $._netprobeText,
+            'for': $._netprobeText.storageFillingFor,
+            labels: { severity: 'critical' },
+            annotations: {
+              summary: 'A probed volume is predicted to fill up within 4 hours.',
+              description: 'Volume {{ $labels.volume }} on node {{ $labels.node }} has {{ $value | humanizePercentage }} of its space free (below {{ %(storageFillingCriticalFreeRatio)s | humanizePercentage }}) and, at the rate of the last 6 hours, fills up within 4 hours.' % $._netprobeText,
+              runbook_url: 'https://github.com/kube-netprobe/kube-netprobe/blob/main/docs/runbooks.md#storagevolumefillingup',
+            },
+          },
+          {
+            alert: 'StorageVolumeInodesFillingUp',
+            expr: |||
+              (
+                netprobe_storage_volume_free_inodes / netprobe_storage_volume_inodes < %(storageFillingWarningFreeRatio)s
+              )
+              and
+              predict_linear(netprobe_storage_volume_free_inodes[6h], 24 * 3600) < 0
+            ||| % $._netprobeText,
+            'for': $._netprobeText.storageFillingFor,
+            labels: { severity: 'warning' },
+            annotations: {
+              summary: 'A probed volume is predicted to run out of inodes within 24 hours.',
+              description: 'Volume {{ $labels.volume }} on node {{ $labels.node }} has {{ $value | humanizePercentage }} of its inodes free (below {{ %(storageFillingWarningFreeRatio)s | humanizePercentage }}) and, at the rate of the last 6 hours, runs out within 24 hours.' % $._netprobeText,
+              runbook_url: 'https://github.com/kube-netprobe/kube-netprobe/blob/main/docs/runbooks.md#storagevolumeinodesfillingup',
+            },
+          },
+          {
+            alert: 'StorageVolumeInodesFillingUp',
+            expr: |||
+              (
+                netprobe_storage_volume_free_inodes / netprobe_storage_volume_inodes < %(storageFillingCriticalFreeRatio)s
+              )
+              and
+              predict_linear(netprobe_storage_volume_free_inodes[6h], 4 * 3600) < 0
+            ||| % $._netprobeText,
+            'for': $._netprobeText.storageFillingFor,
+            labels: { severity: 'critical' },
+            annotations: {
+              summary: 'A probed volume is predicted to run out of inodes within 4 hours.',
+              description: 'Volume {{ $labels.volume }} on node {{ $labels.node }} has {{ $value | humanizePercentage }} of its inodes free (below {{ %(storageFillingCriticalFreeRatio)s | humanizePercentage }}) and, at the rate of the last 6 hours, runs out within 4 hours.' % $._netprobeText,
+              runbook_url: 'https://github.com/kube-netprobe/kube-netprobe/blob/main/docs/runbooks.md#storagevolumeinodesfillingup',
+            },
+          },
+          {
+            alert: 'StorageProbeSpaceGuard',
+            expr: |||
+              increase(netprobe_storage_probes_total{result="insufficient_space"}[15m]) > 0
+              and ignoring (result)
+              netprobe_storage_probe_success == 0
+            |||,
+            'for': $._netprobeText.storageSpaceGuardFor,
+            labels: { severity: 'warning' },
+            annotations: {
+              summary: 'The storage probe stopped writing to a volume that is nearly full.',
+              description: 'The storage probe of volume {{ $labels.volume }} on node {{ $labels.node }} skipped {{ $value | humanize }} runs in the last 15 minutes: less than its size plus storage.reserve is free, so the volume is not being measured and is close to full.',
+              runbook_url: 'https://github.com/kube-netprobe/kube-netprobe/blob/main/docs/runbooks.md#storageprobespaceguard',
             },
           },
         ],

@@ -427,6 +427,43 @@
         },
         {
           type: 'timeseries',
+          title: 'Runtime load (share of what the daemon can run)',
+          datasource: { type: 'prometheus', uid: '${datasource}' },
+          targets: [
+            {
+              datasource: { type: 'prometheus', uid: '${datasource}' },
+              expr: 'rate(netprobe_runtime_busy_seconds_total{cluster=~"$cluster", node=~"$node"}[$__rate_interval]) / netprobe_runtime_workers{cluster=~"$cluster", node=~"$node"}',
+              refId: 'A',
+              legendFormat: '{{node}}',
+            },
+          ],
+          fieldConfig: {
+            defaults: {
+              unit: 'percentunit',
+              thresholds: {
+                mode: 'absolute',
+                steps: [{ color: 'green', value: null }, { color: 'red', value: 0.8 }],
+              },
+              custom: {
+                drawStyle: 'line',
+                fillOpacity: 10,
+                showPoints: 'never',
+                spanNulls: false,
+                thresholdsStyle: { mode: 'dashed' },
+              },
+            },
+            overrides: [],
+          },
+          gridPos: { w: 12, h: 8, x: 12, y: 14 },
+          description: 'Time the runtime\'s worker threads spend working, over the workers. KubeNetprobeOverCapacity warns above 80 %: runs then queue and overrun.',
+          options: {
+            legend: { displayMode: 'table', placement: 'right', calcs: ['lastNotNull', 'max'] },
+            tooltip: { mode: 'multi', sort: 'desc' },
+          },
+          id: 12,
+        },
+        {
+          type: 'timeseries',
           title: 'Discovery errors per minute',
           datasource: { type: 'prometheus', uid: '${datasource}' },
           targets: [
@@ -445,13 +482,13 @@
             },
             overrides: [],
           },
-          gridPos: { w: 12, h: 8, x: 12, y: 14 },
+          gridPos: { w: 12, h: 8, x: 0, y: 22 },
           description: 'Failed list or watch calls of the peer discovery; the last known peers are kept.',
           options: {
             legend: { displayMode: 'table', placement: 'right', calcs: ['lastNotNull', 'max'] },
             tooltip: { mode: 'multi', sort: 'desc' },
           },
-          id: 12,
+          id: 13,
         },
         {
           type: 'timeseries',
@@ -473,12 +510,12 @@
             },
             overrides: [],
           },
-          gridPos: { w: 12, h: 8, x: 0, y: 22 },
+          gridPos: { w: 12, h: 8, x: 12, y: 22 },
           options: {
             legend: { displayMode: 'table', placement: 'right', calcs: ['lastNotNull', 'max'] },
             tooltip: { mode: 'multi', sort: 'desc' },
           },
-          id: 13,
+          id: 14,
         },
         {
           type: 'timeseries',
@@ -506,12 +543,12 @@
             },
             overrides: [],
           },
-          gridPos: { w: 12, h: 8, x: 12, y: 22 },
+          gridPos: { w: 12, h: 8, x: 0, y: 30 },
           options: {
             legend: { displayMode: 'table', placement: 'right', calcs: ['lastNotNull', 'max'] },
             tooltip: { mode: 'multi', sort: 'desc' },
           },
-          id: 14,
+          id: 15,
         },
         {
           type: 'table',
@@ -543,7 +580,7 @@
             },
             overrides: [],
           },
-          gridPos: { w: 12, h: 8, x: 0, y: 30 },
+          gridPos: { w: 12, h: 8, x: 12, y: 30 },
           description: '0: unprivileged ICMP echo sockets are not allowed (net.ipv4.ping_group_range); icmp peer probes are skipped there.',
           options: { showHeader: true, cellHeight: 'sm' },
           transformations: [
@@ -565,7 +602,7 @@
               },
             },
           ],
-          id: 15,
+          id: 16,
         },
         {
           type: 'row',
@@ -573,7 +610,7 @@
           collapsed: false,
           panels: [],
           gridPos: { w: 24, h: 1, x: 0, y: 38 },
-          id: 16,
+          id: 17,
         },
         {
           type: 'timeseries',
@@ -612,7 +649,7 @@
             legend: { displayMode: 'table', placement: 'right', calcs: ['lastNotNull', 'max'] },
             tooltip: { mode: 'multi', sort: 'desc' },
           },
-          id: 17,
+          id: 18,
         },
         {
           type: 'timeseries',
@@ -646,7 +683,7 @@
             legend: { displayMode: 'table', placement: 'right', calcs: ['lastNotNull', 'max'] },
             tooltip: { mode: 'multi', sort: 'desc' },
           },
-          id: 18,
+          id: 19,
         },
         {
           type: 'timeseries',
@@ -674,7 +711,7 @@
             legend: { displayMode: 'table', placement: 'right', calcs: ['lastNotNull', 'max'] },
             tooltip: { mode: 'multi', sort: 'desc' },
           },
-          id: 19,
+          id: 20,
         },
         {
           type: 'timeseries',
@@ -707,7 +744,7 @@
             legend: { displayMode: 'table', placement: 'right', calcs: ['lastNotNull', 'max'] },
             tooltip: { mode: 'multi', sort: 'desc' },
           },
-          id: 20,
+          id: 21,
         },
         {
           type: 'row',
@@ -715,7 +752,7 @@
           collapsed: false,
           panels: [],
           gridPos: { w: 24, h: 1, x: 0, y: 55 },
-          id: 21,
+          id: 22,
         },
         {
           type: 'timeseries',
@@ -742,7 +779,7 @@
             legend: { displayMode: 'table', placement: 'right', calcs: ['lastNotNull', 'max'] },
             tooltip: { mode: 'multi', sort: 'desc' },
           },
-          id: 22,
+          id: 23,
         },
         {
           type: 'timeseries',
@@ -770,7 +807,7 @@
             legend: { displayMode: 'table', placement: 'right', calcs: ['lastNotNull', 'max'] },
             tooltip: { mode: 'multi', sort: 'desc' },
           },
-          id: 23,
+          id: 24,
         },
       ],
     },

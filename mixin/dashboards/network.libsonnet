@@ -680,11 +680,60 @@
         },
         {
           type: 'row',
-          title: 'API server',
+          title: 'Pod IPs',
           collapsed: false,
           panels: [],
           gridPos: { w: 24, h: 1, x: 0, y: 64 },
           id: 16,
+        },
+        {
+          type: 'timeseries',
+          title: 'Pod IPs in use per node',
+          datasource: { type: 'prometheus', uid: '${datasource}' },
+          targets: [
+            {
+              datasource: { type: 'prometheus', uid: '${datasource}' },
+              expr: 'max by (node, family) (netprobe_node_pod_ips_in_use{cluster=~"$cluster", node=~"$node"} / netprobe_node_pod_ip_capacity{cluster=~"$cluster", node=~"$node"})',
+              refId: 'A',
+              legendFormat: '{{node}} {{family}}',
+            },
+          ],
+          fieldConfig: {
+            defaults: {
+              unit: 'percentunit',
+              thresholds: {
+                mode: 'absolute',
+                steps: [
+                  { color: 'green', value: null },
+                  { color: 'orange', value: 0.9 },
+                  { color: 'red', value: 1 },
+                ],
+              },
+              custom: {
+                drawStyle: 'line',
+                fillOpacity: 10,
+                showPoints: 'never',
+                spanNulls: false,
+                thresholdsStyle: { mode: 'dashed' },
+              },
+            },
+            overrides: [],
+          },
+          gridPos: { w: 24, h: 8, x: 0, y: 65 },
+          description: 'Pods on the node that hold or wait for an address, over the addresses host-local hands out of its podCIDR. NetworkPodIPsExhausted warns above 90 %, pages at 100 %: new pods there stay in ContainerCreating.',
+          options: {
+            legend: { displayMode: 'table', placement: 'right', calcs: ['lastNotNull', 'max'] },
+            tooltip: { mode: 'multi', sort: 'desc' },
+          },
+          id: 17,
+        },
+        {
+          type: 'row',
+          title: 'API server',
+          collapsed: false,
+          panels: [],
+          gridPos: { w: 24, h: 1, x: 0, y: 73 },
+          id: 18,
         },
         {
           type: 'table',
@@ -717,7 +766,7 @@
             },
             overrides: [],
           },
-          gridPos: { w: 12, h: 10, x: 0, y: 65 },
+          gridPos: { w: 12, h: 10, x: 0, y: 74 },
           description: 'GET /readyz directly (Service IP) and through DNS (kubernetes.default.svc).',
           options: { showHeader: true, cellHeight: 'sm' },
           transformations: [
@@ -726,7 +775,7 @@
               options: { rowField: 'node', columnField: 'path', valueField: 'Value', emptyValue: 'null' },
             },
           ],
-          id: 17,
+          id: 19,
         },
         {
           type: 'timeseries',
@@ -767,13 +816,13 @@
               },
             ],
           },
-          gridPos: { w: 12, h: 8, x: 12, y: 65 },
+          gridPos: { w: 12, h: 8, x: 12, y: 74 },
           description: 'total; with metrics.detail: per_target also dns, connect, tls and first_byte, each from the start of the request. Red bars (right axis): the share of kube-netprobe\'s CPU periods throttled by its CPU limit, on the worst selected node; latency that rises with them is the prober waiting for CPU (KubeNetprobeCPUThrottled).',
           options: {
             legend: { displayMode: 'table', placement: 'right', calcs: ['lastNotNull', 'max'] },
             tooltip: { mode: 'multi', sort: 'desc' },
           },
-          id: 18,
+          id: 20,
         },
         {
           type: 'timeseries',
@@ -801,12 +850,12 @@
             },
             overrides: [],
           },
-          gridPos: { w: 12, h: 8, x: 0, y: 75 },
+          gridPos: { w: 12, h: 8, x: 0, y: 84 },
           options: {
             legend: { displayMode: 'table', placement: 'right', calcs: ['lastNotNull', 'max'] },
             tooltip: { mode: 'multi', sort: 'desc' },
           },
-          id: 19,
+          id: 21,
         },
       ],
     },

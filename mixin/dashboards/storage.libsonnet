@@ -461,11 +461,138 @@
         },
         {
           type: 'row',
-          title: 'CSI node plugins',
+          title: 'Capacity',
           collapsed: false,
           panels: [],
           gridPos: { w: 24, h: 1, x: 0, y: 33 },
           id: 10,
+        },
+        {
+          type: 'timeseries',
+          title: 'Volume space free',
+          datasource: { type: 'prometheus', uid: '${datasource}' },
+          targets: [
+            {
+              datasource: { type: 'prometheus', uid: '${datasource}' },
+              expr: 'min by (node, volume) (netprobe_storage_volume_free_bytes{cluster=~"$cluster", node=~"$node", volume=~"$volume"} / netprobe_storage_volume_size_bytes{cluster=~"$cluster", node=~"$node", volume=~"$volume"})',
+              refId: 'A',
+              legendFormat: '{{node}} {{volume}}',
+            },
+          ],
+          fieldConfig: {
+            defaults: {
+              unit: 'percentunit',
+              thresholds: {
+                mode: 'absolute',
+                steps: [
+                  { color: 'red', value: null },
+                  { color: 'orange', value: 0.2 },
+                  { color: 'green', value: 0.4 },
+                ],
+              },
+              custom: {
+                drawStyle: 'line',
+                fillOpacity: 10,
+                showPoints: 'never',
+                spanNulls: false,
+                thresholdsStyle: { mode: 'dashed' },
+              },
+            },
+            overrides: [],
+          },
+          gridPos: { w: 8, h: 8, x: 0, y: 34 },
+          description: 'Share of the volume an unprivileged writer may still use, from the probe\'s own statfs. StorageVolumeFillingUp warns below 40 % when the last 6 h predict full within 24 h, pages below 20 % within 4 h.',
+          options: {
+            legend: { displayMode: 'table', placement: 'right', calcs: ['lastNotNull', 'max'] },
+            tooltip: { mode: 'multi', sort: 'desc' },
+          },
+          id: 11,
+        },
+        {
+          type: 'timeseries',
+          title: 'Volume inodes free',
+          datasource: { type: 'prometheus', uid: '${datasource}' },
+          targets: [
+            {
+              datasource: { type: 'prometheus', uid: '${datasource}' },
+              expr: 'min by (node, volume) (netprobe_storage_volume_free_inodes{cluster=~"$cluster", node=~"$node", volume=~"$volume"} / (netprobe_storage_volume_inodes{cluster=~"$cluster", node=~"$node", volume=~"$volume"} > 0))',
+              refId: 'A',
+              legendFormat: '{{node}} {{volume}}',
+            },
+          ],
+          fieldConfig: {
+            defaults: {
+              unit: 'percentunit',
+              thresholds: {
+                mode: 'absolute',
+                steps: [
+                  { color: 'red', value: null },
+                  { color: 'orange', value: 0.2 },
+                  { color: 'green', value: 0.4 },
+                ],
+              },
+              custom: {
+                drawStyle: 'line',
+                fillOpacity: 10,
+                showPoints: 'never',
+                spanNulls: false,
+                thresholdsStyle: { mode: 'dashed' },
+              },
+            },
+            overrides: [],
+          },
+          gridPos: { w: 8, h: 8, x: 8, y: 34 },
+          description: 'Share of the inodes still free; filesystems without an inode table (btrfs) are left out. StorageVolumeInodesFillingUp as for space.',
+          options: {
+            legend: { displayMode: 'table', placement: 'right', calcs: ['lastNotNull', 'max'] },
+            tooltip: { mode: 'multi', sort: 'desc' },
+          },
+          id: 12,
+        },
+        {
+          type: 'timeseries',
+          title: 'Free space predicted in 24 h',
+          datasource: { type: 'prometheus', uid: '${datasource}' },
+          targets: [
+            {
+              datasource: { type: 'prometheus', uid: '${datasource}' },
+              expr: 'min by (node, volume) (predict_linear(netprobe_storage_volume_free_bytes{cluster=~"$cluster", node=~"$node", volume=~"$volume"}[6h], 24 * 3600))',
+              refId: 'A',
+              legendFormat: '{{node}} {{volume}}',
+            },
+          ],
+          fieldConfig: {
+            defaults: {
+              unit: 'bytes',
+              thresholds: {
+                mode: 'absolute',
+                steps: [{ color: 'red', value: null }, { color: 'green', value: 0 }],
+              },
+              custom: {
+                drawStyle: 'line',
+                fillOpacity: 10,
+                showPoints: 'never',
+                spanNulls: false,
+                thresholdsStyle: { mode: 'dashed' },
+              },
+            },
+            overrides: [],
+          },
+          gridPos: { w: 8, h: 8, x: 16, y: 34 },
+          description: 'A straight line through the last 6 hours of free space, 24 hours on: below 0, the volume fills within a day at the current rate.',
+          options: {
+            legend: { displayMode: 'table', placement: 'right', calcs: ['lastNotNull', 'max'] },
+            tooltip: { mode: 'multi', sort: 'desc' },
+          },
+          id: 13,
+        },
+        {
+          type: 'row',
+          title: 'CSI node plugins',
+          collapsed: false,
+          panels: [],
+          gridPos: { w: 24, h: 1, x: 0, y: 42 },
+          id: 14,
         },
         {
           type: 'table',
@@ -501,7 +628,7 @@
             },
             overrides: [],
           },
-          gridPos: { w: 24, h: 10, x: 0, y: 34 },
+          gridPos: { w: 24, h: 10, x: 0, y: 43 },
           description: '1 if this node\'s CSINode lists the driver (its node plugin registered with the kubelet).',
           options: { showHeader: true, cellHeight: 'sm' },
           transformations: [
@@ -510,7 +637,7 @@
               options: { rowField: 'node', columnField: 'driver', valueField: 'Value', emptyValue: 'null' },
             },
           ],
-          id: 11,
+          id: 15,
         },
       ],
     },

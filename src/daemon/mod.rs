@@ -19,7 +19,8 @@ use tokio::task::AbortHandle;
 
 use crate::config::{
     ApiserverConfig, ByteSize, Config, ConfigError, CsiConfig, DnsConfig, DnsQuery, DnsServer,
-    HumanDuration, PeerDiscovery, PeerProtocol, PeersConfig, StorageConfig, StorageVolume,
+    HumanDuration, PeerDiscovery, PeerProtocol, PeersConfig, PodIpsConfig, StorageConfig,
+    StorageVolume,
 };
 use crate::discovery::Peer;
 use crate::discovery::coredns::CorednsPod;
@@ -141,6 +142,19 @@ struct CsiSection {
     _tasks: Tasks,
 }
 
+struct PodIpsSection {
+    /// Cleared before the series are removed, so that the watch task (whose abort is not
+    /// immediate) cannot publish them again: it publishes holding the lock, only while set.
+    active: Arc<Mutex<bool>>,
+    _tasks: Tasks,
+}
+
+impl Drop for PodIpsSection {
+    fn drop(&mut self) {
+        *self.active.lock().expect("pod_ips lock") = false;
+    }
+}
+
 struct ApiserverSection {
     config: ApiserverConfig,
     /// The `dns` path resolves through the pod's resolver: a new resolv.conf path restarts it.
@@ -172,6 +186,7 @@ pub struct Probes {
     coredns: Option<CorednsSection>,
     peers: Option<PeersSection>,
     csi: Option<CsiSection>,
+    pod_ips: Option<PodIpsSection>,
     apiserver: Option<ApiserverSection>,
     storage: HashMap<String, (TaskId, Arc<StorageTarget>, StorageSettings)>,
 }
@@ -189,6 +204,7 @@ impl Probes {
             coredns: None,
             peers: None,
             csi: None,
+            pod_ips: None,
             apiserver: None,
             storage: HashMap::new(),
         };
@@ -209,6 +225,7 @@ impl Probes {
         self.apply_coredns(&config.dns);
         self.apply_peers(&config.peers);
         self.apply_csi(&config.csi);
+        self.apply_pod_ips(&config.pod_ips);
         self.apply_apiserver(&config.apiserver);
         self.apply_storage(&config.storage);
         tracing::info!(targets = self.scheduler.len(), "probes scheduled");
@@ -377,6 +394,47 @@ impl Probes {
         });
         self.csi = Some(CsiSection {
             config: csi.clone(),
+            _tasks: tasks,
+        });
+    }
+
+    fn apply_pod_ips(&mut self, pod_ips: &PodIpsConfig) {
+        let enabled = pod_ips.is_enabled();
+        if enabled == self.pod_ips.is_some() {
+            return;
+        }
+        self.pod_ips = None;
+        if !enabled {
+            self.metrics.node_pod_ips.set(&[]);
+            return;
+        }
+        let (metrics, peers, node) = (
+            self.metrics.node_pod_ips.clone(),
+            self.metrics.peers.clone(),
+            self.node_name.clone(),
+        );
+        // A failed call counts with the discovery's, whose alert names the missing RBAC rule.
+        peers.add_discovery_source("pod_ips");
+        let active = Arc::new(Mutex::new(true));
+        let publishing = active.clone();
+        let mut tasks = Tasks::default();
+        tasks.spawn(async move {
+            let client =
+                crate::discovery::kube::connect(|| peers.discovery_error("pod_ips", "error")).await;
+            crate::discovery::node_pods::run(
+                client,
+                node,
+                |status| {
+                    if *publishing.lock().expect("pod_ips lock") {
+                        metrics.set(status);
+                    }
+                },
+                |reason| peers.discovery_error("pod_ips", reason),
+            )
+            .await;
+        });
+        self.pod_ips = Some(PodIpsSection {
+            active,
             _tasks: tasks,
         });
     }
@@ -686,6 +744,21 @@ async fn watch_config(
     }
 }
 
+/// Every second, how long the runtime's workers have been busy: what the targets take of what
+/// one interval can run (the alert KubeNetprobeOverCapacity reads it).
+async fn publish_runtime_load(metrics: crate::metrics::RuntimeMetrics) {
+    let runtime = tokio::runtime::Handle::current().metrics();
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let workers = runtime.num_workers();
+        let busy: f64 = (0..workers)
+            .map(|w| runtime.worker_total_busy_duration(w).as_secs_f64())
+            .sum();
+        metrics.set(workers, busy);
+    }
+}
+
 /// Runs until SIGTERM or SIGINT, reloading the config on SIGHUP and when its file changes.
 pub async fn run(
     config: Config,
@@ -709,6 +782,7 @@ pub async fn run(
 
     // kube and the API-server probe both use rustls; one provider for the whole process.
     let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime_load = tokio::spawn(publish_runtime_load(metrics.runtime.clone()));
     let scheduler = Arc::new(Scheduler::new(metrics.probes.clone()));
     let mut probes = Probes::start(&config, scheduler.clone(), metrics.clone());
     metrics
@@ -756,6 +830,7 @@ pub async fn run(
     ready.store(false, Ordering::Release);
     let _ = stop_tx.send(true);
     scheduler.shutdown();
+    runtime_load.abort();
     match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
         Ok(Ok(())) => {}
         Ok(Err(join)) => tracing::warn!(error = %join, "HTTP server task ended abnormally"),

@@ -6,6 +6,7 @@
 pub mod coredns;
 pub mod csi;
 pub mod kube;
+pub mod node_pods;
 pub mod ring;
 pub mod store;
 

@@ -23,6 +23,7 @@ use crate::observation::dns::{DnsObservation, FAMILY_LABELS, FamilyQuery, RCODE_
 use crate::observation::storage::StorageObservation;
 
 mod apiserver;
+mod capacity;
 mod csi;
 mod dns;
 mod latest;
@@ -35,6 +36,7 @@ mod storage;
 mod tests;
 
 pub use self::apiserver::*;
+pub use self::capacity::*;
 pub use self::csi::*;
 pub use self::dns::*;
 pub use self::latest::*;
@@ -109,7 +111,7 @@ pub const HTTP_CONNECTIONS_CLOSED: FamilyDoc = FamilyDoc {
     name: "netprobe_http_connections_closed_total",
     kind: "counter",
     labels: &["reason"],
-    help: "Connections the HTTP server closed because of a limit: header_timeout (no complete request head within 10 s of connecting or of the previous response), head_too_large (answered 431), evicted (closed at the connection cap to admit a new one, having waited longest on its client), refused (at the cap with every connection busy for 1 s) or send_deadline (a /ping?bytes= body not taken within 10 s)",
+    help: "Connections the HTTP server closed because of a limit: header_timeout (no complete request head within 10 s of connecting or of the previous response), head_too_large (answered 431), evicted (closed at the connection cap to admit a new one, having waited longest on its client), refused (at the cap with every connection busy for 1 s) or send_deadline (a /ping?bytes= body not taken within 10 s). Each reason appears with its first close",
 };
 pub const DNS_DURATION: FamilyDoc = FamilyDoc {
     name: "netprobe_dns_lookup_duration_seconds",
@@ -196,6 +198,14 @@ pub const FAMILIES: &[FamilyDoc] = &[
     CGROUP_CPU_THROTTLED,
     CGROUP_CPU_QUOTA,
     CGROUP_CPU_PERIOD,
+    VOLUME_FREE_BYTES,
+    VOLUME_SIZE_BYTES,
+    VOLUME_FREE_INODES,
+    VOLUME_INODES,
+    NODE_POD_IPS_IN_USE,
+    NODE_POD_IP_CAPACITY,
+    RUNTIME_BUSY,
+    RUNTIME_WORKERS_FAMILY,
 ];
 
 /// The name `Registry::register` wants: the client appends `_total` and the unit itself.
@@ -308,6 +318,8 @@ pub struct Metrics {
     pub apiserver: ApiserverMetrics,
     pub csi: CsiMetrics,
     pub storage: StorageMetrics,
+    pub node_pod_ips: NodePodIpMetrics,
+    pub runtime: RuntimeMetrics,
     pub probes: ProbeMetrics,
     pub http: HttpMetrics,
 }
@@ -354,6 +366,8 @@ impl Metrics {
         let csi = CsiMetrics::register(&mut registry);
         let storage = StorageMetrics::register(&mut registry, detail);
         registry.register_collector(Box::new(process::ProcessCollector::new(sources)));
+        let node_pod_ips = NodePodIpMetrics::register(&mut registry);
+        let runtime = RuntimeMetrics::register(&mut registry);
         Self {
             registry,
             config,
@@ -362,6 +376,8 @@ impl Metrics {
             apiserver,
             csi,
             storage,
+            node_pod_ips,
+            runtime,
             probes: ProbeMetrics { overruns },
             http,
         }

@@ -49,7 +49,7 @@ pub const DISCOVERY_ERRORS: FamilyDoc = FamilyDoc {
     name: "netprobe_discovery_errors_total",
     kind: "counter",
     labels: &["source", "reason"],
-    help: "Failed list or watch calls of the Kubernetes discovery, by source (pods and nodes for peers, coredns for dns.discover_coredns) and reason: forbidden (HTTP 403: the service account lacks an RBAC rule) or error (anything else); the last known targets are kept meanwhile",
+    help: "Failed list or watch calls of the Kubernetes discovery, by source (pods and nodes for peers, coredns for dns.discover_coredns, pod_ips for the pod_ips section's watches of this node and its pods) and reason: forbidden (HTTP 403: the service account lacks an RBAC rule) or error (anything else); the last known targets are kept meanwhile",
 };
 pub const DISCOVERY_PEERS: FamilyDoc = FamilyDoc {
     name: "netprobe_discovery_peers",

@@ -20,7 +20,7 @@ pub fn reference_markdown() -> String {
          state rather than a probe are named for the state (`netprobe_icmp_available`,\n\
          `netprobe_csi_node_driver_registered`). Counters end in `_total`, durations in\n\
          `_seconds`, sizes in `_bytes`. `netprobe_peer_probe_success` and\n\
-         `netprobe_apiserver_probe_success` were `netprobe_peer_up` and `netprobe_apiserver_up`\n\
+         `netprobe_apiserver_probe_success` were `netprobe_peer_probe_success` and `netprobe_apiserver_probe_success`\n\
          before 0.1.0's naming scheme; `diagnose` reads either.\n\n\
          | family | type | labels | meaning |\n| --- | --- | --- | --- |\n",
     );

@@ -93,6 +93,7 @@ pub struct StorageMetrics {
     stuck: Family<VolumeLabels, FloatGauge>,
     direct_io: Family<VolumeLabels, Gauge>,
     latest: Table<String, LastStorage>,
+    space: VolumeSpaceMetrics,
 }
 
 impl StorageMetrics {
@@ -107,6 +108,7 @@ impl StorageMetrics {
             stuck: Family::default(),
             direct_io: Family::default(),
             latest: Table::default(),
+            space: VolumeSpaceMetrics::default(),
         };
         register(registry, &STORAGE_SUCCESS, this.success.clone());
         register(registry, &STORAGE_PROBES, this.probes.clone());
@@ -120,7 +122,10 @@ impl StorageMetrics {
         register(registry, &STORAGE_THROUGHPUT, this.throughput.clone());
         register_with_unit(registry, &STORAGE_STUCK, Unit::Seconds, this.stuck.clone());
         register(registry, &STORAGE_DIRECT_IO, this.direct_io.clone());
-        this
+        Self {
+            space: VolumeSpaceMetrics::register(registry),
+            ..this
+        }
     }
 
     pub(super) fn volume(volume: &str) -> VolumeLabels {
@@ -163,6 +168,7 @@ impl StorageMetrics {
         }
         self.stuck.remove(&Self::volume(volume));
         self.latest.remove(&volume.to_owned());
+        self.space.remove_volume(volume);
         for &result in StorageResult::ALL {
             self.probes.remove(&VolumeResultLabels {
                 volume: volume.to_owned(),
@@ -241,6 +247,9 @@ impl StorageMetrics {
             self.direct_io
                 .get_or_create(&Self::volume(volume))
                 .set(i64::from(direct));
+        }
+        if let Some(space) = &obs.space {
+            self.space.record(volume, space);
         }
     }
 

@@ -54,6 +54,24 @@ pub struct StorageObservation {
     pub direct_io: Option<bool>,
     /// What went wrong, for the log.
     pub detail: Option<String>,
+    /// The volume's space and inodes as statfs gave them before the run wrote anything; unknown
+    /// when the run failed or hung before statfs.
+    pub space: Option<VolumeSpace>,
+}
+
+/// A volume's space and inodes, from one statfs: what the capacity gauges export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VolumeSpace {
+    /// Bytes an unprivileged writer may still use (`f_bavail`: the root reserve left out, as the
+    /// probe itself runs unprivileged).
+    pub free_bytes: u64,
+    /// The filesystem's size (`f_blocks`).
+    pub size_bytes: u64,
+    /// Inodes an unprivileged writer may still use (`f_favail`).
+    pub free_inodes: u64,
+    /// Inodes in all (`f_files`); 0 on filesystems without a fixed inode table (btrfs, many
+    /// network filesystems), where inodes cannot run out.
+    pub inodes: u64,
 }
 
 impl StorageObservation {
@@ -65,6 +83,7 @@ impl StorageObservation {
             throughput: Vec::new(),
             direct_io: None,
             detail: None,
+            space: None,
         }
     }
 

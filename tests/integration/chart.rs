@@ -409,11 +409,15 @@ fn the_charts_rbac_is_what_the_daemon_needs_and_a_missing_rule_is_reported() {
         },
     );
     let m = daemon.scrape();
+    // The calls on nodes are refused: peer discovery's, and pod_ips' watch of this node.
     assert_eq!(
         forbidden_errors(&m),
         m.sum(
             "netprobe_discovery_errors_total",
             &[("source", "nodes"), ("reason", "forbidden")]
+        ) + m.sum(
+            "netprobe_discovery_errors_total",
+            &[("source", "pod_ips"), ("reason", "forbidden")]
         ),
         "only the nodes calls are refused"
     );
@@ -526,6 +530,21 @@ fn the_charts_default_rules_are_the_ones_the_kube_suite_proved() {
     let chart = render(&["--show-only", "templates/rbac.yaml"]);
     assert_eq!(rules(&chart), rules(crate::kube::RBAC));
     assert_eq!(rules(&chart).len(), 5, "{chart}");
+    // The opt-in pod IP count adds exactly its own rule: every pod in every namespace, which
+    // is why it is off by default.
+    let with_pod_ips = render(&[
+        "--show-only",
+        "templates/rbac.yaml",
+        "--set",
+        "config.pod_ips.enabled=true",
+    ]);
+    let mut proved = rules(crate::kube::RBAC);
+    proved.extend(
+        rules(crate::kube::POD_IPS_RBAC)
+            .into_iter()
+            .map(|(_, group, resource, verbs)| ("ClusterRole ".to_owned(), group, resource, verbs)),
+    );
+    assert_eq!(rules(&with_pod_ips), proved, "{with_pod_ips}");
 }
 
 /// `Uid:` (real, effective) and `CapEff:` of a process, from /proc.

@@ -12,6 +12,7 @@ mod volume;
 // Suites.
 mod blame;
 mod budget;
+mod capacity;
 mod cgroup;
 mod chart;
 mod cli;

@@ -49,6 +49,7 @@ use crate::config::{StorageConfig, StorageVolume};
 use crate::metrics::StorageMetrics;
 pub use crate::observation::storage::{
     BYTE_OPERATIONS, StorageObservation, StorageOperation, StorageResult, THROUGHPUT_OPERATIONS,
+    VolumeSpace,
 };
 use crate::probe::{Health, Transition};
 use crate::scheduler::{RunFuture, Target, later};

@@ -455,6 +455,12 @@ impl Run<'_> {
             clock.call("statfs", || rustix::fs::fstatvfs(&*root)),
         )?;
         let free = stat.f_bavail.saturating_mul(stat.f_frsize);
+        self.obs.space = Some(VolumeSpace {
+            free_bytes: free,
+            size_bytes: stat.f_blocks.saturating_mul(stat.f_frsize),
+            free_inodes: stat.f_favail,
+            inodes: stat.f_files,
+        });
         if !enough_space(free, self.spec.size, self.spec.reserve) {
             return Err(Failure::new(
                 StorageResult::insufficient_space,

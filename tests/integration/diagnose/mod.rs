@@ -17,6 +17,7 @@ mod seed;
 
 // The suites.
 mod api_failures;
+mod capacity;
 mod faults;
 mod live;
 

@@ -90,6 +90,16 @@ pub(super) const MAY_BE_EMPTY: &[(&str, &str, &str)] = &[
         "CPU used and limit (cores)",
         "no CPU limit here: the limit series is absent (cgroup.rs reads a real limit)",
     ),
+    (
+        "kube-netprobe-dns",
+        "p99 latency, now and a day before",
+        "no lookups a day old in a test minutes long",
+    ),
+    (
+        "kube-netprobe-network",
+        "Pod IPs in use per node",
+        "no API server here: pod_ips is off",
+    ),
 ];
 
 /// Storage panels (and other panels on netprobe_storage_* series), empty when the test cannot
