@@ -29,8 +29,8 @@ use tokio::sync::watch;
 use crate::config::KubernetesDiscovery;
 use crate::discovery::Peer;
 use crate::discovery::store::Store;
+use crate::logging::{Health, Transition};
 use crate::metrics::PeerMetrics;
-use crate::probe::{Health, Transition};
 
 /// Objects per list page.
 const LIST_PAGE_SIZE: u32 = 100;

@@ -108,6 +108,7 @@ pub struct ApiserverMetrics {
     up: Family<ApiserverKey, Gauge>,
     requests: Family<ApiserverResultLabels, Counter>,
     duration: HistogramFamily<ApiserverPhaseLabels>,
+    latest: Table<ApiserverKey, Last>,
 }
 
 impl ApiserverMetrics {
@@ -117,6 +118,7 @@ impl ApiserverMetrics {
             up: Family::default(),
             requests: Family::default(),
             duration: Family::new_with_constructor(network_histogram),
+            latest: Table::default(),
         };
         register(registry, &APISERVER_UP, this.up.clone());
         register(registry, &APISERVER_REQUESTS, this.requests.clone());
@@ -136,11 +138,13 @@ impl ApiserverMetrics {
             key,
             result: ApiserverResult::success,
         });
+        self.latest.add(&key);
     }
 
     /// Removes every series of a target that is no longer probed.
     pub fn remove_target(&self, key: ApiserverKey) {
         self.up.remove(&key);
+        self.latest.remove(&key);
         for result in ApiserverResult::ALL {
             self.requests.remove(&ApiserverResultLabels { key, result });
         }
@@ -168,5 +172,19 @@ impl ApiserverMetrics {
         self.up
             .get_or_create(&key)
             .set(i64::from(result == ApiserverResult::success));
+        self.latest.set(
+            &key,
+            Last {
+                result: result.as_str(),
+                ok: result == ApiserverResult::success,
+                seconds: phases.last().map(|(_, s)| *s),
+                at: std::time::Instant::now(),
+            },
+        );
+    }
+
+    /// Every target (path and family) and its last result.
+    pub fn latest(&self) -> Vec<(ApiserverKey, Option<Last>)> {
+        self.latest.snapshot()
     }
 }

@@ -64,7 +64,7 @@ pub enum DnsTransport {
 
 /// Labels that identify one DNS target: (server, query name, record type, and the IP family
 /// the queries travel over).
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 pub struct DnsLabels {
     pub server: String,
     pub name: String,
@@ -167,6 +167,7 @@ pub struct DnsMetrics {
     queries: Family<DnsProtocolLabels, Counter>,
     lookup_queries: Family<DnsLabels, Gauge>,
     family_queries: Family<DnsFamilyLabels, Counter>,
+    latest: Table<DnsLabels, Last>,
 }
 
 impl DnsMetrics {
@@ -180,6 +181,7 @@ impl DnsMetrics {
             queries: Family::default(),
             lookup_queries: Family::default(),
             family_queries: Family::default(),
+            latest: Table::default(),
         };
         register_with_unit(
             registry,
@@ -214,6 +216,7 @@ impl DnsMetrics {
             let _ = self.lookups.get_or_create(&target.with_rcode(*rcode));
         }
         self.duration_sharers.add(&self.duration_labels(target));
+        self.latest.add(target);
     }
 
     /// Creates the per-family TIMEOUT counters of a target whose lookups ask A and AAAA (server
@@ -234,6 +237,7 @@ impl DnsMetrics {
             self.duration.remove(&duration);
         }
         self.success.remove(target);
+        self.latest.remove(target);
         self.lookup_queries.remove(target);
         for rcode in Rcode::ALL {
             self.lookups.remove(&target.with_rcode(rcode));
@@ -285,5 +289,19 @@ impl DnsMetrics {
         self.lookup_queries
             .get_or_create(target)
             .set(i64::from(observation.udp_queries + observation.tcp_queries));
+        self.latest.set(
+            target,
+            Last {
+                result: observation.outcome.rcode_label().as_str(),
+                ok: success,
+                seconds: observation.duration.map(|d| d.as_secs_f64()),
+                at: std::time::Instant::now(),
+            },
+        );
+    }
+
+    /// Every DNS target and its last lookup.
+    pub fn latest(&self) -> Vec<(DnsLabels, Option<Last>)> {
+        self.latest.snapshot()
     }
 }

@@ -452,7 +452,8 @@ fn live_matrix_of_one_family(m: &Matrix) -> Vec<Finding> {
             Finding::new(id, severity, title)
                 .evidence(evidence)
                 .cause(cause)
-                .next(next),
+                .next(next)
+                .blames(node),
         );
     }
     // Votes blaming more than a third of the nodes (and more than one) describe a mesh broken
@@ -558,7 +559,8 @@ fn live_matrix_of_one_family(m: &Matrix) -> Vec<Finding> {
             .next(
                 "Compare the pod MTU (`ip link` in a pod) with the node MTU minus the overlay \
                  overhead (VXLAN 50 bytes, Geneve/WireGuard more); set the CNI's MTU to fit.",
-            ),
+            )
+            .blames_all(common),
         );
     }
     // Failures too fresh to judge: said, so that an empty report during a rollout is not read
