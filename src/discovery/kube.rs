@@ -118,12 +118,14 @@ pub struct ClusterView {
 }
 
 impl ClusterView {
-    pub fn pod_event(&mut self, event: Event<Pod>) {
-        self.pods.apply(event, pod_info);
+    /// Applies a pod event; whether what the view holds changed (the peers may have).
+    pub fn pod_event(&mut self, event: Event<Pod>) -> bool {
+        self.pods.apply(event, pod_info)
     }
 
-    pub fn node_event(&mut self, event: Event<Node>) {
-        self.nodes.apply(event, node_info);
+    /// Applies a node event; whether what the view holds changed (the peers may have).
+    pub fn node_event(&mut self, event: Event<Node>) -> bool {
+        self.nodes.apply(event, node_info)
     }
 
     /// Whether the pods have been listed once: before that, "no peers" means "don't know yet".
@@ -203,30 +205,35 @@ pub async fn run(
     let mut view = ClusterView::default();
     let (pods_health, nodes_health) = (Health::default(), Health::default());
     loop {
-        tokio::select! {
+        // Peers are worked out again only when the view changed: not for each object of a list
+        // (nothing shows before the list ends) nor for a node's status update that leaves its
+        // readiness and schedulability as they were, which on a big cluster is most events.
+        let changed = tokio::select! {
             Some(event) = pods.next() => match event {
                 Ok(event) => {
                     log_transition(&pods_health, "pods", None);
-                    view.pod_event(event);
+                    view.pod_event(event)
                 }
                 Err(e) => {
                     metrics.discovery_error("pods", super::error_reason(&e));
                     log_transition(&pods_health, "pods", Some(&e));
+                    false
                 }
             },
             Some(event) = nodes.next() => match event {
                 Ok(event) => {
                     log_transition(&nodes_health, "nodes", None);
-                    view.node_event(event);
+                    view.node_event(event)
                 }
                 Err(e) => {
                     metrics.discovery_error("nodes", super::error_reason(&e));
                     log_transition(&nodes_health, "nodes", Some(&e));
+                    false
                 }
             },
             else => break,
-        }
-        if view.synced() {
+        };
+        if changed && view.synced() {
             let peers = view.peers(port);
             tx.send_if_modified(|current| {
                 if *current == peers {
