@@ -1,7 +1,8 @@
 //! Peers from the Kubernetes API: a watch (not a poll) on the DaemonSet's pods and on the nodes.
 //!
-//! Only what probing needs is kept (a pod's node, IPs, readiness, whether it is terminating; a
-//! node's schedulability and readiness), so memory stays small on big clusters. A pod is a peer
+//! Only what probing needs is decoded and kept (a pod's node, IPs, readiness, whether it is
+//! terminating; a node's schedulability and readiness: the slim types of `objects`), so memory
+//! stays small on big clusters. A pod is a peer
 //! when it is ready, not terminating, and its node is not cordoned: a drain must not page anyone.
 //!
 //! A NotReady node keeps its peer. When a node loses its network, the node lifecycle controller
@@ -20,7 +21,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
@@ -28,6 +29,7 @@ use tokio::sync::watch;
 
 use crate::config::KubernetesDiscovery;
 use crate::discovery::Peer;
+use crate::discovery::objects::{SlimNode, SlimPod};
 use crate::discovery::store::Store;
 use crate::metrics::PeerMetrics;
 use crate::probe::{Health, Transition};
@@ -71,43 +73,30 @@ pub fn pod_ips(pod: &Pod) -> Vec<IpAddr> {
     ips
 }
 
-pub fn pod_info(pod: &Pod) -> Option<(String, PodInfo)> {
+pub fn pod_info(pod: &SlimPod) -> Option<(String, PodInfo)> {
     let name = pod.metadata.name.clone()?;
-    let spec = pod.spec.as_ref()?;
-    let node = spec.node_name.clone()?;
-    let status = pod.status.as_ref();
-    let ips = pod_ips(pod);
-    let condition = |kind: &str| {
-        status
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|c| c.iter().any(|c| c.type_ == kind && c.status == "True"))
-    };
-    let terminating = pod.metadata.deletion_timestamp.is_some();
+    let node = pod.node_name.clone()?;
     Some((
         name,
         PodInfo {
             node,
-            ips,
-            ready: condition("Ready"),
-            containers_ready: condition("ContainersReady"),
-            terminating,
+            ips: pod.ips.clone(),
+            ready: pod.ready,
+            containers_ready: pod.containers_ready,
+            terminating: pod.terminating(),
         },
     ))
 }
 
-pub fn node_info(node: &Node) -> Option<(String, NodeInfo)> {
+pub fn node_info(node: &SlimNode) -> Option<(String, NodeInfo)> {
     let name = node.metadata.name.clone()?;
-    let schedulable = !node
-        .spec
-        .as_ref()
-        .and_then(|s| s.unschedulable)
-        .unwrap_or(false);
-    let ready = node
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-    Some((name, NodeInfo { schedulable, ready }))
+    Some((
+        name,
+        NodeInfo {
+            schedulable: !node.unschedulable,
+            ready: node.ready,
+        },
+    ))
 }
 
 /// The cluster as the watches have shown it so far.
@@ -119,12 +108,12 @@ pub struct ClusterView {
 
 impl ClusterView {
     /// Applies a pod event; whether what the view holds changed (the peers may have).
-    pub fn pod_event(&mut self, event: Event<Pod>) -> bool {
+    pub fn pod_event(&mut self, event: Event<SlimPod>) -> bool {
         self.pods.apply(event, pod_info)
     }
 
     /// Applies a node event; whether what the view holds changed (the peers may have).
-    pub fn node_event(&mut self, event: Event<Node>) -> bool {
+    pub fn node_event(&mut self, event: Event<SlimNode>) -> bool {
         self.nodes.apply(event, node_info)
     }
 
@@ -186,17 +175,18 @@ pub async fn run(
         Some(client) => client,
         None => connect(|| metrics.discovery_error("pods", "error")).await,
     };
-    // Small pages: a list's page is decoded whole, so the page size bounds the transient peak
-    // of memory on big clusters (the default, 500, measured a 36 MiB peak with 5,000 pods).
+    // Small pages: a list's page is read and decoded whole, so the page size bounds the
+    // transient peak of memory on big clusters (the default, 500, measured a 36 MiB peak with
+    // 5,000 pods when whole objects were decoded). The slim types keep only what `peers` uses.
     let pods = watcher::watcher(
-        Api::<Pod>::namespaced(client.clone(), &config.namespace),
+        Api::<SlimPod>::namespaced(client.clone(), &config.namespace),
         watcher::Config::default()
             .labels(&config.selector)
             .page_size(LIST_PAGE_SIZE),
     )
     .default_backoff();
     let nodes = watcher::watcher(
-        Api::<Node>::all(client),
+        Api::<SlimNode>::all(client),
         watcher::Config::default().page_size(LIST_PAGE_SIZE),
     )
     .default_backoff();
@@ -290,13 +280,24 @@ mod tests {
 
     use super::*;
 
-    fn pod(name: &str, node: &str, ip: &str, ready: bool) -> Pod {
+    fn pod(name: &str, node: &str, ip: &str, ready: bool) -> SlimPod {
         pod_with(name, node, ip, ready, ready)
     }
 
-    fn pod_with(name: &str, node: &str, ip: &str, ready: bool, containers_ready: bool) -> Pod {
+    fn pod_with(name: &str, node: &str, ip: &str, ready: bool, containers_ready: bool) -> SlimPod {
+        serde_json::from_value(pod_json(name, node, ip, ready, containers_ready)).unwrap()
+    }
+
+    /// A pod as the API server sends it.
+    fn pod_json(
+        name: &str,
+        node: &str,
+        ip: &str,
+        ready: bool,
+        containers_ready: bool,
+    ) -> serde_json::Value {
         let word = |b: bool| if b { "True" } else { "False" };
-        serde_json::from_value(serde_json::json!({
+        serde_json::json!({
             "metadata": { "name": name, "namespace": "kube-netprobe" },
             "spec": { "nodeName": node, "containers": [] },
             "status": {
@@ -307,17 +308,19 @@ mod tests {
                     { "type": "ContainersReady", "status": word(containers_ready) }
                 ]
             }
-        }))
-        .unwrap()
+        })
     }
 
-    fn node(name: &str, unschedulable: bool, ready: bool) -> Node {
-        serde_json::from_value(serde_json::json!({
+    fn node(name: &str, unschedulable: bool, ready: bool) -> SlimNode {
+        serde_json::from_value(node_json(name, unschedulable, ready)).unwrap()
+    }
+
+    fn node_json(name: &str, unschedulable: bool, ready: bool) -> serde_json::Value {
+        serde_json::json!({
             "metadata": { "name": name },
             "spec": { "unschedulable": unschedulable },
             "status": { "conditions": [{ "type": "Ready", "status": if ready { "True" } else { "False" } }] }
-        }))
-        .unwrap()
+        })
     }
 
     fn nodes_of(view: &ClusterView) -> Vec<String> {
@@ -450,17 +453,17 @@ mod tests {
                     list(
                         "PodList",
                         serde_json::json!([
-                            serde_json::to_value(pod("p-a", "a", "10.0.0.1", true)).unwrap(),
-                            serde_json::to_value(pod("p-b", "b", "10.0.0.2", true)).unwrap(),
-                            serde_json::to_value(pod("p-c", "c", "10.0.0.3", false)).unwrap(),
+                            pod_json("p-a", "a", "10.0.0.1", true, true),
+                            pod_json("p-b", "b", "10.0.0.2", true, true),
+                            pod_json("p-c", "c", "10.0.0.3", false, false),
                         ]),
                     )
                 } else if uri.starts_with("/api/v1/nodes?") {
                     list(
                         "NodeList",
                         serde_json::json!([
-                            serde_json::to_value(node("a", false, true)).unwrap(),
-                            serde_json::to_value(node("b", true, true)).unwrap(),
+                            node_json("a", false, true),
+                            node_json("b", true, true),
                         ]),
                     )
                 } else {

@@ -5,6 +5,7 @@ pub mod coredns;
 pub mod csi;
 pub mod kube;
 pub mod mesh;
+pub mod objects;
 pub mod ring;
 pub mod store;
 
