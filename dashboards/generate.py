@@ -272,8 +272,8 @@ def burn(window):
 def overview():
     failing = [
         ("DNS lookups failing", f"count(netprobe_dns_probe_success{{{CN}}} == 0) or vector(0)"),
-        ("Peers unreachable", f"count(netprobe_peer_up{{{CN}}} == 0) or vector(0)"),
-        ("API-server paths failing", f"count(netprobe_apiserver_up{{{CN}}} == 0) or vector(0)"),
+        ("Peers unreachable", f"count(netprobe_peer_probe_success{{{CN}}} == 0) or vector(0)"),
+        ("API-server paths failing", f"count(netprobe_apiserver_probe_success{{{CN}}} == 0) or vector(0)"),
         ("Volumes failing", f"count(netprobe_storage_probe_success{{{CN}}} == 0) or vector(0)"),
         ("CSI drivers unregistered",
          f"count(netprobe_csi_node_driver_registered{{{CN}}} == 0) or vector(0)"),
@@ -324,11 +324,11 @@ def overview():
             table("Failing DNS lookups", f"netprobe_dns_probe_success{{{CN}}} == 0",
                   "(node, server, name) pairs whose last lookup did not meet its expectation.",
                   hide=("Value",)),
-            table("Unreachable peers", f"netprobe_peer_up{{{CN}}} == 0",
+            table("Unreachable peers", f"netprobe_peer_probe_success{{{CN}}} == 0",
                   "node = the checker, target_node = the node it cannot reach.", hide=("Value",)),
             table("Failing volumes", f"netprobe_storage_probe_success{{{CN}}} == 0",
                   "Volumes whose last storage probe failed.", hide=("Value",)),
-            table("Failing API-server paths", f"netprobe_apiserver_up{{{CN}}} == 0",
+            table("Failing API-server paths", f"netprobe_apiserver_probe_success{{{CN}}} == 0",
                   "Nodes that cannot reach the API server over a path (direct or dns).",
                   hide=("Value",)),
         ],
@@ -424,7 +424,7 @@ def dns():
                        [target(f"avg by (server) (netprobe_dns_probe_success{{{core}}})",
                                "{{server}}")], "percentunit",
                        "Share of (node, name) probes each pod answers as expected. One pod low "
-                       "while the others are at 100 % is CoreDNSReplicaFailing.",
+                       "while the others are at 100 % is DNSReplicaFailing.",
                        minv=0, maxv=1),
             timeseries("p99 latency per CoreDNS pod",
                        [target(dns_quantile(0.99, "server", core), "{{server}}")], "s"),
@@ -441,7 +441,7 @@ def dns():
 # Network
 
 PROTO_VAR = query_var("protocol", "Protocol",
-                      f"label_values(netprobe_peer_up{{{CN}}}, protocol)", multi=False,
+                      f"label_values(netprobe_peer_probe_success{{{CN}}}, protocol)", multi=False,
                       current="http")
 PEER = f'{CN}, protocol=~"$protocol"'
 
@@ -462,7 +462,7 @@ def network():
         "the node probed), MTU black holes, and the API server from every node.",
         [
             row("Reachability (rows: checker node, columns: target node)"),
-            matrix("Reachability now", f"min by (node, target_node) (netprobe_peer_up{{{PEER}}})",
+            matrix("Reachability now", f"min by (node, target_node) (netprobe_peer_probe_success{{{PEER}}})",
                    "node", "target_node", "none",
                    "1 if the last probe over the selected protocol (All: every protocol) succeeded on "
                    "every IP family. "
@@ -483,7 +483,7 @@ def network():
                    "(per_node), where the reachability matrices and the per-protocol latency "
                    "below remain.",
                    th=thresholds((None, "green"), (0.1, "orange"), (0.5, "red"))),
-            table("Unreachable peers now", f"netprobe_peer_up{{{CN}}} == 0",
+            table("Unreachable peers now", f"netprobe_peer_probe_success{{{CN}}} == 0",
                   "Every (checker, target, protocol, family) whose last probe failed.",
                   hide=("Value",)),
             timeseries("Ingress blame per target node (http)", [target(
@@ -525,17 +525,17 @@ def network():
                 f"sum by (protocol) (rate(netprobe_peer_requests_total{{{CN}}}[{RI}]))",
                 "{{protocol}}")], "reqps"),
             row("Bulk transfers and MTU"),
-            matrix("Bulk transfers now", f'min by (node, target_node) (netprobe_peer_up{{{CN}, '
+            matrix("Bulk transfers now", f'min by (node, target_node) (netprobe_peer_probe_success{{{CN}, '
                    f'protocol="bulk"}})', "node", "target_node", "none",
                    "GET /ping?bytes=bulk_bytes: full-size packets. Red here while the http "
                    "matrix is green is an MTU black hole.", th=GOOD_IF_ONE, mappings=UP_DOWN),
             table("MTU black hole suspects (bulk fails, http passes)",
-                  f'netprobe_peer_up{{{CN}, protocol="bulk"}} == 0 and ignoring (protocol) '
-                  f'netprobe_peer_up{{{CN}, protocol="http"}} == 1',
+                  f'netprobe_peer_probe_success{{{CN}, protocol="bulk"}} == 0 and ignoring (protocol) '
+                  f'netprobe_peer_probe_success{{{CN}, protocol="http"}} == 1',
                   "Pairs where small requests pass and bulk transfers fail (NetworkMTUBlackHole).",
                   hide=("Value", "protocol")),
             row("API server"),
-            matrix("API server reachable now", f"min by (node, path) (netprobe_apiserver_up{{{CN}}})",
+            matrix("API server reachable now", f"min by (node, path) (netprobe_apiserver_probe_success{{{CN}}})",
                    "node", "path", "none",
                    "GET /readyz directly (Service IP) and through DNS (kubernetes.default.svc).",
                    th=GOOD_IF_ONE, mappings=UP_DOWN),

@@ -244,7 +244,7 @@ mod tests {
             ),
             "{text}"
         );
-        assert!(!text.contains("netprobe_peer_up{"), "{text}");
+        assert!(!text.contains("netprobe_peer_probe_success{"), "{text}");
         assert!(
             text.contains(r#"netprobe_peer_checkers_expected{target_node="node-0"} 2"#),
             "{text}"

@@ -10,7 +10,7 @@ pub const NETWORK_BUCKETS: &[f64] = &[
 ];
 
 pub const PEER_UP: FamilyDoc = FamilyDoc {
-    name: "netprobe_peer_up",
+    name: "netprobe_peer_probe_success",
     kind: "gauge",
     labels: &["target_node", "protocol", "family"],
     help: "1 if the last probe of the peer on this node over this protocol and IP family succeeded, else 0. Absent until the first probe ends",
@@ -58,7 +58,7 @@ pub const DISCOVERY_PEERS: FamilyDoc = FamilyDoc {
     help: "Peers the discovery currently knows as probe-able (ready, not terminating, on a schedulable and ready node), this node included",
 };
 pub const APISERVER_UP: FamilyDoc = FamilyDoc {
-    name: "netprobe_apiserver_up",
+    name: "netprobe_apiserver_probe_success",
     kind: "gauge",
     labels: &["path"],
     help: "1 if the last API-server probe over this path succeeded, else 0: direct (the Service IP from the environment) or dns (the Service name through the pod's resolver). Absent until the first probe ends",

@@ -82,7 +82,7 @@ over http, tcp, bulk and icmp on one IP family, 2 API-server paths, one volume. 
 | `per_target` | per peer, protocol and phase; per DNS server, name and type; per API-server path and phase; every storage operation | 1,636 | 1,636,000 | 112 | 1,800 |
 
 Both levels keep every target's own success gauge and result counters
-(`netprobe_peer_up`, `netprobe_peer_requests_total`, `netprobe_dns_probe_success`,
+(`netprobe_peer_probe_success`, `netprobe_peer_requests_total`, `netprobe_dns_probe_success`,
 `netprobe_dns_lookups_total`, ...), so every alert and SLO rule works at either. Only two
 panels of the Network dashboard need `per_target`: the latency matrix and p99 by target node.
 A peer costs 2 series per protocol at `per_node` (`up` and the success counter), and 13 more per

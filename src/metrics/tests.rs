@@ -348,8 +348,8 @@ fn success_series_appear_with_the_first_result() {
     m.storage.add_volume("scratch");
     let text = m.encode_openmetrics();
     for absent in [
-        "netprobe_peer_up{",
-        "netprobe_apiserver_up{",
+        "netprobe_peer_probe_success{",
+        "netprobe_apiserver_probe_success{",
         "netprobe_storage_probe_success{",
         "netprobe_storage_operation_duration_seconds_count{",
     ] {
@@ -384,10 +384,10 @@ fn success_series_appear_with_the_first_result() {
     let text = m.encode_openmetrics();
     for (series, value) in [
         (
-            r#"netprobe_peer_up{target_node="node-b",protocol="http",family="ipv4"}"#,
+            r#"netprobe_peer_probe_success{target_node="node-b",protocol="http",family="ipv4"}"#,
             "0",
         ),
-        (r#"netprobe_apiserver_up{path="direct"}"#, "1"),
+        (r#"netprobe_apiserver_probe_success{path="direct"}"#, "1"),
         (r#"netprobe_storage_probe_success{volume="scratch"}"#, "0"),
         (
             r#"netprobe_storage_operation_duration_seconds_count{volume="scratch",operation="fsync"}"#,

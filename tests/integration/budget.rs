@@ -314,7 +314,7 @@ fn every_probe_succeeded(m: &Metrics, config: &Value, peers: usize) -> Result<()
                 ("protocol", protocol),
                 ("family", "ipv4"),
             ];
-            if m.get("netprobe_peer_up", &labels) != Some(1.0) {
+            if m.get("netprobe_peer_probe_success", &labels) != Some(1.0) {
                 missing.push(format!("peer {node} {protocol}"));
             }
         }
@@ -335,7 +335,7 @@ fn every_probe_succeeded(m: &Metrics, config: &Value, peers: usize) -> Result<()
         }
     }
     for path in ["direct", "dns"] {
-        if m.get("netprobe_apiserver_up", &[("path", path)]) != Some(1.0) {
+        if m.get("netprobe_apiserver_probe_success", &[("path", path)]) != Some(1.0) {
             missing.push(format!("apiserver {path}"));
         }
     }

@@ -347,7 +347,7 @@ fn the_charts_rbac_is_what_the_daemon_needs_and_a_missing_rule_is_reported() {
     let working = |m: &Metrics| {
         let seen = (
             m.get(
-                "netprobe_peer_up",
+                "netprobe_peer_probe_success",
                 &[("target_node", "node-b"), ("protocol", "http")],
             ),
             m.get(
@@ -454,7 +454,7 @@ fn the_charts_rbac_is_what_the_daemon_needs_and_a_missing_rule_is_reported() {
                     &[("reason", "forbidden")],
                 ),
                 m.get(
-                    "netprobe_peer_up",
+                    "netprobe_peer_probe_success",
                     &[("target_node", "node-b"), ("protocol", "http")],
                 ),
             );
@@ -656,11 +656,11 @@ fn the_charts_security_context_is_enough_for_the_daemon_icmp_included() {
         (
             m.get("netprobe_icmp_available", &[("family", "ipv4")]),
             m.get(
-                "netprobe_peer_up",
+                "netprobe_peer_probe_success",
                 &[("target_node", peer.name()), ("protocol", "http")],
             ),
             m.get(
-                "netprobe_peer_up",
+                "netprobe_peer_probe_success",
                 &[("target_node", peer.name()), ("protocol", "icmp")],
             ),
         )

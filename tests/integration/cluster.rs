@@ -12,7 +12,7 @@
 //!
 //! The DNS pods are Debian's dnsmasq (CoreDNS cannot be had here). Asked to fail, dnsmasq answers
 //! REFUSED, not SERVFAIL: it passes on an upstream's SERVFAIL but never makes one up itself.
-//! Both are failures to the probe and to CoreDNSReplicaFailing alike.
+//! Both are failures to the probe and to DNSReplicaFailing alike.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr, TcpListener};
@@ -710,13 +710,13 @@ fn green_failures(cluster: &Cluster) -> Vec<String> {
         for other in cluster.nodes.iter().filter(|n| *n != node) {
             for p in PROTOCOLS {
                 expect(
-                    "netprobe_peer_up",
+                    "netprobe_peer_probe_success",
                     &[("target_node", other), ("protocol", p)],
                 );
             }
         }
-        expect("netprobe_apiserver_up", &[("path", "direct")]);
-        expect("netprobe_apiserver_up", &[("path", "dns")]);
+        expect("netprobe_apiserver_probe_success", &[("path", "direct")]);
+        expect("netprobe_apiserver_probe_success", &[("path", "dns")]);
         expect("netprobe_storage_probe_success", &[("volume", "scratch")]);
         expect("netprobe_icmp_available", &[]);
     }
@@ -1098,7 +1098,7 @@ fn drain_raises_nothing(cluster: &Cluster, prom: &Prometheus) {
     log(format!("{node} drained and back; nothing fired"));
 }
 
-/// One DNS pod answers REFUSED: CoreDNSReplicaFailing names that pod, and so does diagnose.
+/// One DNS pod answers REFUSED: DNSReplicaFailing names that pod, and so does diagnose.
 /// Returns the culprit as alerts name it (`coredns/<pod>`).
 fn dns_pod_refusing_is_named(cluster: &Cluster, prom: &Prometheus, am: &Alertmanager) -> String {
     let (pod, _) = cluster.dns_pods().into_iter().next().expect("a DNS pod");
@@ -1108,11 +1108,11 @@ fn dns_pod_refusing_is_named(cluster: &Cluster, prom: &Prometheus, am: &Alertman
     };
     let fault = Fault::new(|| exec("refuse"), || exec("heal"));
     let server = format!("coredns/{pod}");
-    let alerts = wait_firing(prom, "CoreDNSReplicaFailing", &[("server", &server)]);
+    let alerts = wait_firing(prom, "DNSReplicaFailing", &[("server", &server)]);
     let mut checks = Checks::default();
     for a in fault.raised(&alerts) {
         checks.that(
-            a.name != "CoreDNSReplicaFailing" || a.label("server") == server,
+            a.name != "DNSReplicaFailing" || a.label("server") == server,
             format!("a healthy DNS pod named: {a}"),
         );
     }
@@ -1146,7 +1146,7 @@ fn kube_proxy_down_is_named(
     );
     // One alert names the cause: Service IPs fail on the node while the DNS pods answer it
     // by pod IP. (Its DNS and API-server alerts fire too; the Alertmanager holds them back.)
-    let alerts = wait_firing(prom, "ServiceNetworkFailing", &[("node", &node)]);
+    let alerts = wait_firing(prom, "NetworkServiceFailing", &[("node", &node)]);
     let mut checks = Checks::default();
     only_culprits_named(&mut checks, &fault, &alerts, &[&node], earlier);
     let report = diagnose(cluster, &[]);

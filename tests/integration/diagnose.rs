@@ -113,7 +113,7 @@ spec:
 /// `/metrics` lines of one peer probed `probes` times, the last time `up` or not.
 fn peer_lines(target: &str, protocol: &str, up: bool, probes: u64) -> String {
     format!(
-        "netprobe_peer_up{{target_node=\"{target}\",protocol=\"{protocol}\",family=\"ipv4\"}} {}\n\
+        "netprobe_peer_probe_success{{target_node=\"{target}\",protocol=\"{protocol}\",family=\"ipv4\"}} {}\n\
          netprobe_peer_requests_total{{target_node=\"{target}\",protocol=\"{protocol}\",result=\"{}\"}} {probes}\n",
         u8::from(up),
         if up { "success" } else { "timeout" }
@@ -1158,7 +1158,7 @@ fn diagnose_reads_the_live_matrix_through_the_pod_proxy() {
     let peer_up = |m: &crate::util::Metrics, target: &str| {
         ["http", "tcp", "bulk"].map(|p| {
             m.get(
-                "netprobe_peer_up",
+                "netprobe_peer_probe_success",
                 &[("target_node", target), ("protocol", p), ("family", "ipv4")],
             )
         })

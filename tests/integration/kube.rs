@@ -145,7 +145,8 @@ fn peer_daemon(name: &str, ip: Ipv4Addr, port: u16) -> Daemon {
 }
 
 fn series_of(m: &Metrics, node: &str) -> usize {
-    m.series("netprobe_peer_up", &[("target_node", node)]).len()
+    m.series("netprobe_peer_probe_success", &[("target_node", node)])
+        .len()
         + m.series("netprobe_peer_requests_total", &[("target_node", node)])
             .len()
         + m.series(
@@ -216,7 +217,7 @@ fn discovery_and_apiserver_probes_against_a_real_apiserver() {
     // Discovered, probed, both API-server paths up.
     let up = |m: &Metrics, node: &str| {
         m.get(
-            "netprobe_peer_up",
+            "netprobe_peer_probe_success",
             &[
                 ("target_node", node),
                 ("protocol", "http"),
@@ -231,8 +232,8 @@ fn discovery_and_apiserver_probes_against_a_real_apiserver() {
             let seen = (
                 up(m, "node-b"),
                 up(m, "node-c"),
-                m.get("netprobe_apiserver_up", &[("path", "direct")]),
-                m.get("netprobe_apiserver_up", &[("path", "dns")]),
+                m.get("netprobe_apiserver_probe_success", &[("path", "direct")]),
+                m.get("netprobe_apiserver_probe_success", &[("path", "dns")]),
             );
             if seen == (Some(1.0), Some(1.0), Some(1.0), Some(1.0)) {
                 Ok(())
@@ -338,7 +339,7 @@ fn discovery_and_apiserver_probes_against_a_real_apiserver() {
     });
     api.kubectl(&["uncordon", "node-b"]);
     daemon.wait_for(
-        "netprobe_peer_up",
+        "netprobe_peer_probe_success",
         &[("target_node", "node-b"), ("protocol", "http")],
         "node-b probed again after uncordon",
         WAIT,
@@ -349,8 +350,8 @@ fn discovery_and_apiserver_probes_against_a_real_apiserver() {
     dns.set("kubernetes.default.svc.cluster.local", Behaviour::ServFail);
     daemon.wait_until("the dns path down, direct up", WAIT, |m| {
         let seen = (
-            m.get("netprobe_apiserver_up", &[("path", "dns")]),
-            m.get("netprobe_apiserver_up", &[("path", "direct")]),
+            m.get("netprobe_apiserver_probe_success", &[("path", "dns")]),
+            m.get("netprobe_apiserver_probe_success", &[("path", "direct")]),
         );
         if seen == (Some(0.0), Some(1.0)) {
             Ok(())
@@ -383,7 +384,7 @@ fn discovery_and_apiserver_probes_against_a_real_apiserver() {
     daemon.wait_until("discovery errors and API paths down", WAIT, |m| {
         let seen = (
             errors(m) > errors(&before),
-            m.get("netprobe_apiserver_up", &[("path", "direct")]),
+            m.get("netprobe_apiserver_probe_success", &[("path", "direct")]),
             b_probes(m) > b_probes(&before) + 2.0,
         );
         if seen == (true, Some(0.0), true) {
@@ -406,7 +407,7 @@ fn discovery_and_apiserver_probes_against_a_real_apiserver() {
     );
     api.start_apiserver();
     daemon.wait_for(
-        "netprobe_apiserver_up",
+        "netprobe_apiserver_probe_success",
         &[("path", "direct")],
         "the direct path back up",
         WAIT,
@@ -415,7 +416,7 @@ fn discovery_and_apiserver_probes_against_a_real_apiserver() {
     // And the watch resumed: a new pod is found.
     pod(&api, "netprobe-c2", "node-c", ip_c);
     daemon.wait_for(
-        "netprobe_peer_up",
+        "netprobe_peer_probe_success",
         &[("target_node", "node-c"), ("protocol", "http")],
         "node-c probed again through the resumed watch",
         WAIT,

@@ -23,7 +23,7 @@ fn config(cluster: &Cluster, me: usize) -> String {
 }
 
 /// The mesh as every daemon sees it: for each node, its probe targets (their counters exist
-/// from the start; `netprobe_peer_up` only once a probe has ended).
+/// from the start; `netprobe_peer_probe_success` only once a probe has ended).
 fn targets(daemons: &[NetnsDaemon]) -> BTreeMap<usize, BTreeSet<String>> {
     daemons
         .iter()
@@ -42,7 +42,7 @@ fn targets(daemons: &[NetnsDaemon]) -> BTreeMap<usize, BTreeSet<String>> {
 
 fn up(m: &Metrics, target: &str, protocol: &str) -> Option<f64> {
     m.get(
-        "netprobe_peer_up",
+        "netprobe_peer_probe_success",
         &[
             ("target_node", target),
             ("protocol", protocol),

@@ -9,7 +9,7 @@
 //! | peer `peer-refused`: nothing listens | NetworkNodeUnreachable for that target_node (its one checker reaches its other peer) |
 //! | volume `readonly`: a read-only bind mount (root only) | StorageProbeFailing, result erofs |
 //! | a second node, `e2e-node-b`, looks up one name through `dead` | DNSProbeFailing with its node and that name (not DNSFailingClusterWide: `good` answers it on the first node) |
-//! | (second test) CoreDNS pod `coredns-b`, found through a real kube-apiserver, SERVFAILs | CoreDNSReplicaFailing for that pod only |
+//! | (second test) CoreDNS pod `coredns-b`, found through a real kube-apiserver, SERVFAILs | DNSReplicaFailing for that pod only |
 //!
 //! Healthy counterparts run alongside (`good` answering `ok.cluster.local`, `peer-ok` = the
 //! daemon itself under another name, a tmpfs volume `scratch`): no alert may be pending or
@@ -1043,7 +1043,7 @@ fn alerts_fire_and_dashboard_queries_run_against_a_real_prometheus() {
 
 /// CoreDNS discovery end to end: the daemon finds two CoreDNS pods through a real kube-apiserver,
 /// and one of them answers SERVFAIL. Prometheus, with the rules of alerts/, fires
-/// CoreDNSReplicaFailing for that pod and only that pod, DNSProbeFailing stays silent (per-pod
+/// DNSReplicaFailing for that pod and only that pod, DNSProbeFailing stays silent (per-pod
 /// failures are the replica alert's), and the DNS dashboard's per-CoreDNS-pod panels show both
 /// pods.
 #[test]
@@ -1084,10 +1084,10 @@ fn coredns_replica_failing_names_the_broken_pod() {
         &rule_files(),
     );
 
-    let active = poll("CoreDNSReplicaFailing firing for coredns-b", WAIT, || {
+    let active = poll("DNSReplicaFailing firing for coredns-b", WAIT, || {
         let (active, _, _) = rules_state(&prom)?;
         let firing = active.iter().any(|a| {
-            a.name == "CoreDNSReplicaFailing"
+            a.name == "DNSReplicaFailing"
                 && a.state == "firing"
                 && a.label("server") == "coredns/coredns-b"
         });
@@ -1100,7 +1100,7 @@ fn coredns_replica_failing_names_the_broken_pod() {
     let mut checks = Checks::default();
     for a in &active {
         let wrong = match a.name.as_str() {
-            "CoreDNSReplicaFailing" => a.label("server") != "coredns/coredns-b",
+            "DNSReplicaFailing" => a.label("server") != "coredns/coredns-b",
             "DNSProbeFailing" => true,
             _ => false,
         };
@@ -1108,7 +1108,7 @@ fn coredns_replica_failing_names_the_broken_pod() {
     }
     let replica = active
         .iter()
-        .find(|a| a.name == "CoreDNSReplicaFailing")
+        .find(|a| a.name == "DNSReplicaFailing")
         .expect("found above");
     // About the pod, from every node: no node, instance or name label is left.
     let mut keys: Vec<&str> = replica.labels.keys().map(String::as_str).collect();

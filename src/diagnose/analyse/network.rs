@@ -86,7 +86,10 @@ impl Matrix {
             };
             matrix.read.insert(scrape.node.clone());
             let samples = scrape::parse(text);
-            for sample in samples.iter().filter(|x| x.name == "netprobe_peer_up") {
+            for sample in samples
+                .iter()
+                .filter(|x| x.name == "netprobe_peer_probe_success")
+            {
                 let (target, protocol) = (sample.label("target_node"), sample.label("protocol"));
                 let probes = completed(
                     &samples,
@@ -573,7 +576,7 @@ pub fn apiserver_probes(s: &Snapshot) -> Vec<Finding> {
         let up = |path: &str| {
             samples
                 .iter()
-                .find(|x| x.name == "netprobe_apiserver_up" && x.label("path") == path)
+                .find(|x| x.name == "netprobe_apiserver_probe_success" && x.label("path") == path)
                 .map(|x| x.value >= 1.0)
                 .filter(|up| {
                     *up || completed(
@@ -607,7 +610,7 @@ pub fn apiserver_probes(s: &Snapshot) -> Vec<Finding> {
                     list_some(&direct_down, 4)
                 ),
             )
-            .evidence(direct_down.iter().map(|n| format!("node {n}: netprobe_apiserver_up{{path=\"direct\"}} = 0")))
+            .evidence(direct_down.iter().map(|n| format!("node {n}: netprobe_apiserver_probe_success{{path=\"direct\"}} = 0")))
             .cause(if most {
                 "The `kubernetes` Service (KUBERNETES_SERVICE_HOST) is not forwarded to the API server from most nodes: kube-proxy, or the API server's endpoints; operators and CoreDNS's kubernetes plugin fail with it."
             } else {

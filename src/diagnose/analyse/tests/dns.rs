@@ -293,7 +293,7 @@ fn fresh_dns_and_apiserver_failures_are_not_judged() {
         node: "node-a".into(),
         text: Some(metrics(
             &[],
-            "netprobe_apiserver_up{path=\"direct\"} 0\nnetprobe_apiserver_up{path=\"dns\"} 0\n\
+            "netprobe_apiserver_probe_success{path=\"direct\"} 0\nnetprobe_apiserver_probe_success{path=\"dns\"} 0\n\
              netprobe_apiserver_requests_total{path=\"direct\",result=\"success\"} 0\n",
         )),
         error: None,

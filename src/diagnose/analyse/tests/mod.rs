@@ -127,10 +127,10 @@ fn metrics(peers: &[(&str, &str, bool)], extra: &str) -> String {
 /// As [`metrics`], with the completed probes of each peer: `netprobe_peer_requests_total`
 /// (the last one's result as `up` says; none at all for 0).
 fn metrics_probed(peers: &[(&str, &str, bool, u64)], extra: &str) -> String {
-    let mut t = String::from("# TYPE netprobe_peer_up gauge\n");
+    let mut t = String::from("# TYPE netprobe_peer_probe_success gauge\n");
     for (target, protocol, up, _) in peers {
         t.push_str(&format!(
-            "netprobe_peer_up{{target_node=\"{target}\",protocol=\"{protocol}\",family=\"ipv4\"}} {}\n",
+            "netprobe_peer_probe_success{{target_node=\"{target}\",protocol=\"{protocol}\",family=\"ipv4\"}} {}\n",
             u8::from(*up)
         ));
     }

@@ -194,7 +194,7 @@ fn apiserver_probes_direct_versus_dns() {
         text: Some(metrics(
             &[],
             &format!(
-                "netprobe_apiserver_up{{path=\"direct\"}} {direct}\nnetprobe_apiserver_up{{path=\"dns\"}} {dns}\n\
+                "netprobe_apiserver_probe_success{{path=\"direct\"}} {direct}\nnetprobe_apiserver_probe_success{{path=\"dns\"}} {dns}\n\
                  netprobe_apiserver_requests_total{{path=\"direct\",result=\"success\"}} 10\n\
                  netprobe_apiserver_requests_total{{path=\"dns\",result=\"timeout\"}} 10\n"
             ),
