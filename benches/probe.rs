@@ -2,6 +2,9 @@
 //!
 //! - `metrics_encode_1000_targets/*`: one `/metrics` encode, OpenMetrics and the classic text
 //!   format, with 1,000 DNS targets (10 servers x 100 names), each with a few lookups recorded.
+//! - `own_health/*`: what each scrape adds to read the prober's own health: `/proc/self`
+//!   (`process_*`), the cgroup's CPU files once it is known, and finding it again
+//!   (/proc/self/cgroup and mountinfo) as a scrape does when none is visible.
 //! - `dns_probe_loopback/query`: wall time of one `probe::dns::query` against a UDP responder on
 //!   127.0.0.1 that runs in this process.
 //! - "cpu per probe": not a criterion figure. 5,000 probes in a row on a current-thread tokio
@@ -27,6 +30,7 @@ use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use kube_netprobe::metrics::{DnsLabels, Metrics};
 use kube_netprobe::probe::dns::{DnsObservation, Outcome, QueryOptions, query};
+use kube_netprobe::process::{ProcRoot, cgroup};
 
 /// Probes in the CPU-time measurement (`NETPROBE_BENCH_CPU_PROBES` overrides).
 const CPU_PROBES: u64 = 5_000;
@@ -314,6 +318,28 @@ fn cpu_per_probe(responder: &Responder, probes: u64) {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// The prober's own health, per scrape
+
+fn bench_own_health(c: &mut Criterion) {
+    let proc_root = ProcRoot::system();
+    let mut group = c.benchmark_group("own_health");
+    group.bench_function("read_process", |b| {
+        b.iter(|| black_box(proc_root.read_process().expect("read /proc/self")))
+    });
+    let proc_self = std::path::Path::new("/proc/self");
+    let root = std::path::Path::new("/");
+    group.bench_function("find_cgroup", |b| {
+        b.iter(|| black_box(cgroup::find(proc_self, root).ok()))
+    });
+    if let Ok(found) = cgroup::find(proc_self, root) {
+        group.bench_function("read_cgroup", |b| {
+            b.iter(|| black_box(found.read().expect("read the cgroup's CPU files")))
+        });
+    }
+    group.finish();
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let has = |flag: &str| args.iter().any(|a| a == flag);
@@ -323,6 +349,7 @@ fn main() {
 
     let mut c = Criterion::default().configure_from_args();
     bench_encode(&mut c);
+    bench_own_health(&mut c);
     let responder = Responder::start();
     bench_probe(&mut c, &responder);
     if !listing {

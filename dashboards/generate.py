@@ -138,6 +138,39 @@ def timeseries(title, targets, unit, desc="", w=12, h=8, th=None, bars=False, st
                           "tooltip": {"mode": "multi", "sort": "desc"}})
 
 
+# The prober's own CPU throttling, drawn on latency panels: a throttled prober waits for CPU in
+# the middle of what it times, so latency that rises with this series is the prober's own.
+def throttled_ratio(by=""):
+    agg = f"max by ({by})" if by else "max"
+    return (f"{agg} (rate(netprobe_cgroup_cpu_throttled_periods_total{{{CN}}}[{RI}]) / "
+            f"rate(netprobe_cgroup_cpu_periods_total{{{CN}}}[{RI}]))")
+
+
+THROTTLED_NOTE = (" Red bars (right axis): the share of kube-netprobe's CPU periods throttled by "
+                  "its CPU limit, on the worst selected node; latency that rises with them is "
+                  "the prober waiting for CPU (KubeNetprobeCPUThrottled).")
+
+
+def with_throttling(p):
+    """Adds the throttled share to a latency graph, as red bars on a 0-100 % right axis."""
+    t = target(throttled_ratio(), "kube-netprobe CPU throttled (worst node)")
+    t["refId"] = chr(ord("A") + len(p["targets"]))
+    p["targets"].append(t)
+    p["fieldConfig"]["overrides"].append({
+        "matcher": {"id": "byFrameRefID", "options": t["refId"]},
+        "properties": [
+            {"id": "unit", "value": "percentunit"},
+            {"id": "min", "value": 0},
+            {"id": "max", "value": 1},
+            {"id": "custom.axisPlacement", "value": "right"},
+            {"id": "custom.drawStyle", "value": "bars"},
+            {"id": "custom.fillOpacity", "value": 40},
+            {"id": "color", "value": {"mode": "fixed", "fixedColor": "red"}},
+        ]})
+    p["description"] = p.get("description", "") + THROTTLED_NOTE
+    return p
+
+
 def stat(title, expr, unit, desc="", th=GREEN, w=4, h=4, legend="", mappings=None,
          decimals=None, color_mode="background"):
     return panel("stat", title, [target(expr, legend, instant=True)], w, h, unit=unit,
@@ -384,12 +417,12 @@ def dns():
                  "none"),
             stat("Nodes probing", f"count(count by (node) (netprobe_dns_lookups_total{{{DS_SEL}}}))",
                  "none"),
-            timeseries("Latency p50 / p90 / p99 by server",
+            with_throttling(timeseries("Latency p50 / p90 / p99 by server",
                        [target(dns_quantile(q, "server"), f"{{{{server}}}} p{int(q * 100)}")
                         for q in (0.5, 0.9, 0.99)], "s",
                        "From netprobe_dns_lookup_duration_seconds: lookups that got a response "
                        "(any rcode). A p99 near 5 s is the conntrack-race retry signature.",
-                       th=thresholds((None, "green"), (1, "red"))),
+                       th=thresholds((None, "green"), (1, "red")))),
             timeseries("Lookups by rcode per server", [target(dns_rate("server, rcode"),
                                                               "{{server}} {{rcode}}")],
                        "reqps", "TIMEOUT / NETWORK_ERROR: no response came.", stack=True),
@@ -419,6 +452,17 @@ def dns():
                                f"{{{DS_SEL}}}[{RI}]))", "{{server}}")], "none",
                        "DNS messages sent per lookup: 1 for a direct query; for system, what "
                        "ndots and the search list cost."),
+            timeseries("p99 latency, now and a day before", [
+                target(f"histogram_quantile(0.99, sum by (server, le) (rate("
+                       f"netprobe_dns_lookup_duration_seconds_bucket{{{DS_SEL}}}[1h])))",
+                       "{{server}} last hour"),
+                target(f"histogram_quantile(0.99, sum by (server, le) (rate("
+                       f"netprobe_dns_lookup_duration_seconds_bucket{{{DS_SEL}}}[1h] offset 1d)))",
+                       "{{server}} a day before", ref="B")],
+                "s", "Every node's lookups through each server over an hour, against the same "
+                "hour a day before: CoreDNS running out of room shows as a trend before it "
+                "pages. DNSLatencyRising fires at twice the day before and above 100 ms.",
+                w=24),
             row("CoreDNS pods compared (server coredns/<pod>)"),
             timeseries("Success ratio per CoreDNS pod",
                        [target(f"avg by (server) (netprobe_dns_probe_success{{{core}}})",
@@ -426,8 +470,8 @@ def dns():
                        "Share of (node, name) probes each pod answers as expected. One pod low "
                        "while the others are at 100 % is DNSReplicaFailing.",
                        minv=0, maxv=1),
-            timeseries("p99 latency per CoreDNS pod",
-                       [target(dns_quantile(0.99, "server", core), "{{server}}")], "s"),
+            with_throttling(timeseries("p99 latency per CoreDNS pod",
+                       [target(dns_quantile(0.99, "server", core), "{{server}}")], "s")),
             timeseries("Error ratio per CoreDNS pod",
                        [target(dns_error_ratio("server", core), "{{server}}")], "percentunit"),
             timeseries("Lookups per second per CoreDNS pod",
@@ -511,16 +555,16 @@ def network():
                 f'result!="success"}}[{RI}]))', "{{protocol}} {{result}}")], "reqps",
                 "timeout: packets vanish (black hole, NetworkPolicy drop); refused / reset: "
                 "the node answers but nothing listens or something rejects.", stack=True),
-            timeseries("Probe latency p99 by phase", [target(
+            with_throttling(timeseries("Probe latency p99 by phase", [target(
                 peer_quantile(0.99, "protocol, phase", PEER), "{{protocol}} {{phase}}")], "s",
                 "Measured from the start of each probe: the whole probe (total; connect for "
                 "tcp), and with metrics.detail: per_target also connect and first_byte of http "
-                "and bulk."),
-            timeseries("Probe latency p99 by target node", [target(
+                "and bulk.")),
+            with_throttling(timeseries("Probe latency p99 by target node", [target(
                 peer_quantile(0.99, "target_node", f'{PEER}, phase="total"'),
                 "{{target_node}}")], "s",
                 "Needs the per-peer histograms of metrics.detail: per_target; empty at the "
-                "default (per_node)."),
+                "default (per_node).")),
             timeseries("Probes per second by protocol", [target(
                 f"sum by (protocol) (rate(netprobe_peer_requests_total{{{CN}}}[{RI}]))",
                 "{{protocol}}")], "reqps"),
@@ -534,17 +578,26 @@ def network():
                   f'netprobe_peer_probe_success{{{CN}, protocol="http"}} == 1',
                   "Pairs where small requests pass and bulk transfers fail (NetworkMTUBlackHole).",
                   hide=("Value", "protocol")),
+            row("Pod IPs"),
+            timeseries("Pod IPs in use per node", [target(
+                f"max by (node, family) (netprobe_node_pod_ips_in_use{{{CN}}} / "
+                f"netprobe_node_pod_ip_capacity{{{CN}}})", "{{node}} {{family}}")],
+                "percentunit",
+                "Pods on the node that hold or wait for an address, over the addresses host-local "
+                "hands out of its podCIDR. NetworkPodIPsExhausted warns above 90 %, pages at 100 %: new "
+                "pods there stay in ContainerCreating.",
+                w=24, th=thresholds((None, "green"), (0.9, "orange"), (1, "red"))),
             row("API server"),
             matrix("API server reachable now", f"min by (node, path) (netprobe_apiserver_probe_success{{{CN}}})",
                    "node", "path", "none",
                    "GET /readyz directly (Service IP) and through DNS (kubernetes.default.svc).",
                    th=GOOD_IF_ONE, mappings=UP_DOWN),
-            timeseries("API server latency p99 by phase", [target(
+            with_throttling(timeseries("API server latency p99 by phase", [target(
                 f"histogram_quantile(0.99, sum by (path, phase, le) (rate("
                 f"netprobe_apiserver_request_duration_seconds_bucket{{{CN}}}[{RI}])))",
                 "{{path}} {{phase}}")], "s",
                 "total; with metrics.detail: per_target also dns, connect, tls and first_byte, "
-                "each from the start of the request."),
+                "each from the start of the request.")),
             timeseries("API server failed probes by result", [target(
                 f'sum by (path, result) (rate(netprobe_apiserver_requests_total{{{CN}, '
                 f'result!="success"}}[{RI}]))', "{{path}} {{result}}")], "reqps", stack=True),
@@ -582,18 +635,18 @@ def storage():
                 f"netprobe_storage_throughput_bytes_per_second{{{VOL}}}",
                 "{{node}} {{volume}} {{operation}}")], "Bps",
                 "Bytes over the time spent in write or read calls, per completed run."),
-            timeseries("fsync / sync_write latency p99", [target(
+            with_throttling(timeseries("fsync / sync_write latency p99", [target(
                 f'histogram_quantile(0.99, sum by (node, volume, operation, le) (rate('
                 f'netprobe_storage_operation_duration_seconds_bucket{{{VOL}, '
                 f'operation=~"fsync|sync_write"}}[{RI}])))', "{{node}} {{volume}} {{operation}}")],
                 "s", "What etcd and databases wait for. StorageFsyncLatencyHigh pages above 500 ms.",
-                th=thresholds((None, "green"), (0.5, "red"))),
-            timeseries("Operation latency p50 by operation", [target(
+                th=thresholds((None, "green"), (0.5, "red")))),
+            with_throttling(timeseries("Operation latency p50 by operation", [target(
                 f"histogram_quantile(0.5, sum by (volume, operation, le) (rate("
                 f"netprobe_storage_operation_duration_seconds_bucket{{{VOL}}}[{RI}])))",
                 "{{volume}} {{operation}}")], "s",
                 "fsync and sync_write; with metrics.detail: per_target also write, read and "
-                "delete (their throughput is above either way)."),
+                "delete (their throughput is above either way).")),
             timeseries("Stuck I/O (operation in flight)", [target(
                 f"max by (node, volume) (netprobe_storage_stuck_seconds{{{VOL}}})",
                 "{{node}} {{volume}}")], "s",
@@ -609,6 +662,28 @@ def storage():
                       "0": {"text": "fadvise", "color": "orange"},
                       "1": {"text": "O_DIRECT", "color": "green"}}}],
                   rename={"Value": "read mode"}),
+            row("Capacity"),
+            timeseries("Volume space free", [target(
+                f"min by (node, volume) (netprobe_storage_volume_free_bytes{{{VOL}}} / "
+                f"netprobe_storage_volume_size_bytes{{{VOL}}})", "{{node}} {{volume}}")],
+                "percentunit",
+                "Share of the volume an unprivileged writer may still use, from the probe's own "
+                "statfs. StorageVolumeFillingUp warns below 40 % when the last 6 h predict full "
+                "within 24 h, pages below 20 % within 4 h.",
+                w=8, th=thresholds((None, "red"), (0.2, "orange"), (0.4, "green"))),
+            timeseries("Volume inodes free", [target(
+                f"min by (node, volume) (netprobe_storage_volume_free_inodes{{{VOL}}} / "
+                f"(netprobe_storage_volume_inodes{{{VOL}}} > 0))", "{{node}} {{volume}}")],
+                "percentunit",
+                "Share of the inodes still free; filesystems without an inode table (btrfs) "
+                "are left out. StorageVolumeInodesFillingUp as for space.",
+                w=8, th=thresholds((None, "red"), (0.2, "orange"), (0.4, "green"))),
+            timeseries("Free space predicted in 24 h", [target(
+                f"min by (node, volume) (predict_linear(netprobe_storage_volume_free_bytes"
+                f"{{{VOL}}}[6h], 24 * 3600))", "{{node}} {{volume}}")], "bytes",
+                "A straight line through the last 6 hours of free space, 24 hours on: below 0, "
+                "the volume fills within a day at the current rate.",
+                w=8, th=thresholds((None, "red"), (0, "green"))),
             row("CSI node plugins"),
             matrix("CSI driver registered (rows: node, columns: driver)",
                    f"max by (node, driver) (netprobe_csi_node_driver_registered{{{CN}}})",
@@ -632,7 +707,7 @@ def self_dashboard():
     return dashboard(
         "kube-netprobe-self", "kube-netprobe / kube-netprobe",
         "The exporter itself: targets up, builds running, skipped runs, discovery and CSI watch "
-        "errors, scrape cost.",
+        "errors, its CPU (throttling), memory and file descriptors, scrape cost.",
         [
             row("Targets"),
             stat("Targets up", f"sum({up})", "none", th=GREEN),
@@ -658,6 +733,12 @@ def self_dashboard():
                 "{{node}} {{probe}}")], "opm",
                 "Runs skipped because the previous run of the same target was still going: "
                 "timeouts close to the interval, or an overloaded node.", bars=True),
+            timeseries("Runtime load (share of what the daemon can run)", [target(
+                f"rate(netprobe_runtime_busy_seconds_total{{{CN}}}[{RI}]) / "
+                f"netprobe_runtime_workers{{{CN}}}", "{{node}}")], "percentunit",
+                "Time the runtime's worker threads spend working, over the workers. "
+                "KubeNetprobeOverCapacity warns above 80 %: runs then queue and overrun.",
+                th=thresholds((None, "green"), (0.8, "red"))),
             timeseries("Discovery errors per minute", [target(
                 f"60 * sum by (node, source) (rate(netprobe_discovery_errors_total{{{CN}}}[{RI}]))",
                 "{{node}} {{source}}")], "opm",
@@ -673,6 +754,25 @@ def self_dashboard():
                   "0: unprivileged ICMP echo sockets are not allowed (net.ipv4.ping_group_range); "
                   "icmp peer probes are skipped there.", mappings=UP_DOWN, th=GOOD_IF_ONE,
                   cell="color-background", rename={"Value": "icmp"}),
+            row("Process"),
+            timeseries("CPU throttled (share of CPU periods)", [target(
+                throttled_ratio("node"), "{{node}}")], "percentunit",
+                "Periods in which kube-netprobe used up its CPU limit and waited for the next "
+                "one; its latencies then include that wait. KubeNetprobeCPUThrottled fires above "
+                "25 % over 10 minutes. Empty ratio (no data): no CPU limit, or no cgroup CPU "
+                "controller visible (netprobe_cgroup_cpu_available 0).",
+                th=thresholds((None, "green"), (0.25, "red")), minv=0, maxv=1),
+            timeseries("CPU used and limit (cores)", [
+                target(f"rate(process_cpu_seconds_total{{{JOB}, {CN}}}[{RI}])", "{{node}} used"),
+                target(f"netprobe_cgroup_cpu_quota_seconds{{{CN}}} / "
+                       f"netprobe_cgroup_cpu_period_seconds{{{CN}}}", "{{node}} limit")], "none",
+                "The limit is absent without one (resources.limits.cpu)."),
+            timeseries("Resident memory", [target(
+                f"process_resident_memory_bytes{{{JOB}, {CN}}}", "{{node}}")], "bytes",
+                "Compare with the container's memory limit and netprobe_memory_estimate_bytes."),
+            timeseries("Open file descriptors", [
+                target(f"process_open_fds{{{JOB}, {CN}}}", "{{node}} open"),
+                target(f"process_max_fds{{{JOB}, {CN}}}", "{{node}} max")], "none"),
             row("Scrapes"),
             timeseries("Scrape duration", [target(
                 f"scrape_duration_seconds{{{JOB}, {CN}}}", "{{node}}")], "s"),

@@ -90,7 +90,7 @@ struct DiagnoseArgs {
     /// context's namespace, else `default`].
     #[arg(long, short = 'n')]
     namespace: Option<String>,
-    /// Output directory for report.md, report.json and the raw evidence
+    /// Output directory for report.md, report.json, report.html and the raw evidence
     /// [default: ./network-diagnostics-<UTC timestamp>].
     #[arg(long)]
     out: Option<PathBuf>,
@@ -276,12 +276,16 @@ fn diagnose(a: DiagnoseArgs) -> ExitCode {
 fn check_config(file: &std::path::Path) -> ExitCode {
     match Config::load(file) {
         Ok(config) => {
-            // A YAML comment, so that the output stays a config file `run` accepts.
-            println!(
-                "{}# {}",
-                config.to_yaml(),
-                config.memory_estimate().describe()
-            );
+            // YAML comments, so that the output stays a config file `run` accepts.
+            // The memory estimate stays the last line, where scripts read it.
+            let load = config.probe_load();
+            println!("{}# {}", config.to_yaml(), load.describe());
+            // Still a config the daemon runs: a warning, not an error.
+            if let Some(warning) = load.warning() {
+                println!("# warning: {warning}");
+                eprintln!("warning: {warning}");
+            }
+            println!("# {}", config.memory_estimate().describe());
             ExitCode::from(exit::OK)
         }
         Err(e) => {
@@ -295,7 +299,7 @@ fn run(args: RunArgs) -> ExitCode {
     // The signal handlers come first: from here on SIGTERM is a clean stop (exit 0), even while
     // the config is still loading, and SIGHUP never kills the daemon.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(crate::config::RUNTIME_WORKERS)
         .enable_all()
         .build()
     {

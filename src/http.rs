@@ -1,7 +1,9 @@
 //! The HTTP endpoints: `/metrics` for Prometheus, `/healthz` and `/readyz` for the kubelet,
-//! `/ping` for peers; [`server`] serves them within the limits below.
+//! `/ping` for peers, `/` (also `/status`) for people ([`status`]); [`server`] serves them
+//! within the limits below.
 
 mod server;
+pub mod status;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -82,6 +84,8 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/ping", get(ping))
+        .route("/", get(status_page))
+        .route("/status", get(status_page))
         .layer(middleware::from_fn(read_body))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(TimeoutLayer::with_status_code(
@@ -146,6 +150,26 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
         )
     };
     ([(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+/// The status page. Built from the metrics at each request, never cached: a stale copy of it
+/// would show peers up that are down.
+async fn status_page(State(state): State<AppState>) -> Response {
+    let s = status::Status::read(
+        &state.metrics,
+        &state.node_name,
+        state.ready.load(Ordering::Acquire),
+    );
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::CONTENT_SECURITY_POLICY, crate::html::CSP),
+        ],
+        status::render(&s),
+    )
+        .into_response()
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {

@@ -64,7 +64,7 @@ complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand slo-report" 
 complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand slo-report" -l ca-file -d 'PEM CA bundle for an https:// Prometheus; default the system bundle' -r -F
 complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand slo-report" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand diagnose" -s n -l namespace -d 'Namespace whose NetworkPolicies and Services are checked [default: the kubeconfig context\'s namespace, else `default`]' -r
-complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand diagnose" -l out -d 'Output directory for report.md, report.json and the raw evidence [default: ./network-diagnostics-<UTC timestamp>]' -r -F
+complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand diagnose" -l out -d 'Output directory for report.md, report.json, report.html and the raw evidence [default: ./network-diagnostics-<UTC timestamp>]' -r -F
 complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand diagnose" -l format -d 'What goes to stdout (the files are always written)' -r -f -a "text\t''
 markdown\t''
 json\t''"

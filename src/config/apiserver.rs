@@ -91,6 +91,25 @@ impl CsiConfig {
     }
 }
 
+/// The `pod_ips` section: this node's pod IPs against its podCIDR, from the Kubernetes API.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PodIpsConfig {
+    /// Off unless set: it needs list and watch on pods in every namespace (the field selector
+    /// narrows what is sent, not what may be read), which is whole pod specs, environment
+    /// variables included, on every node. Turn it on where that read may be granted and the CNI
+    /// plugin allocates from the node's podCIDR; `diagnose` counts the same with the caller's
+    /// own credentials.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+}
+
+impl PodIpsConfig {
+    pub fn is_enabled(&self) -> bool {
+        self.enabled.unwrap_or(false)
+    }
+}
+
 /// `host:port`, with brackets around an IPv6 host.
 fn format_host_port(host: &str, port: &str) -> String {
     if host.contains(':') {

@@ -9,6 +9,7 @@
 mod apiserver;
 mod duration;
 mod expand;
+mod load;
 mod memory;
 mod peers;
 mod size;
@@ -26,12 +27,13 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use duration::HumanDuration;
 pub use expand::expand_env;
+pub use load::{LOAD_WARNING_RATIO, ProbeLoad, RUNTIME_WORKERS};
 pub use memory::{MEMORY_CEILING, MemoryEstimate};
 
 pub use crate::metrics::Detail;
 pub use crate::observation::dns::{RCODES, rcode_name};
 pub use crate::scheduler::{MAX_INTERVAL, MIN_INTERVAL};
-pub use apiserver::{ApiserverConfig, CsiConfig};
+pub use apiserver::{ApiserverConfig, CsiConfig, PodIpsConfig};
 pub use peers::{
     KubernetesDiscovery, MAX_PING_BYTES, PeerDiscovery, PeerProtocol, PeersConfig, StaticPeer,
 };
@@ -61,6 +63,7 @@ pub struct Config {
     pub peers: PeersConfig,
     pub apiserver: ApiserverConfig,
     pub csi: CsiConfig,
+    pub pod_ips: PodIpsConfig,
     pub storage: StorageConfig,
     pub metrics: MetricsConfig,
 }
@@ -76,6 +79,7 @@ impl Default for Config {
             peers: PeersConfig::default(),
             apiserver: ApiserverConfig::default(),
             csi: CsiConfig::default(),
+            pod_ips: PodIpsConfig::default(),
             storage: StorageConfig::default(),
             metrics: MetricsConfig::default(),
         }

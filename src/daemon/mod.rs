@@ -1,4 +1,9 @@
-//! `run`: the long-running exporter, and its config reloads.
+//! `run`: the long-running exporter, and its config reloads. The wiring between discovery and
+//! the probes lives beside it: `peers` keeps the peer probes in step with the ring, `coredns`
+//! follows the CoreDNS pods for the DNS probes.
+
+pub mod coredns;
+pub mod peers;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -14,11 +19,11 @@ use tokio::task::AbortHandle;
 
 use crate::config::{
     ApiserverConfig, ByteSize, Config, ConfigError, CsiConfig, DnsConfig, DnsQuery, DnsServer,
-    HumanDuration, PeerDiscovery, PeerProtocol, PeersConfig, StorageConfig, StorageVolume,
+    HumanDuration, PeerDiscovery, PeerProtocol, PeersConfig, PodIpsConfig, StorageConfig,
+    StorageVolume,
 };
 use crate::discovery::Peer;
 use crate::discovery::coredns::CorednsPod;
-use crate::discovery::mesh::Mesh;
 use crate::http::AppState;
 use crate::metrics::{DnsLabels, DnsMetrics, Metrics};
 use crate::probe::apiserver::{ApiserverTarget, endpoints};
@@ -26,6 +31,7 @@ use crate::probe::dns::{DnsTarget, SystemResolver, Via};
 use crate::probe::peer::{PeerSettings, icmp_available};
 use crate::probe::storage::StorageTarget;
 use crate::scheduler::{Scheduler, TaskId};
+use peers::Mesh;
 
 /// How long in-flight HTTP requests get to finish after SIGTERM before the process exits anyway;
 /// the kubelet's default grace period is 30 s, the daemon promises 5.
@@ -136,6 +142,19 @@ struct CsiSection {
     _tasks: Tasks,
 }
 
+struct PodIpsSection {
+    /// Cleared before the series are removed, so that the watch task (whose abort is not
+    /// immediate) cannot publish them again: it publishes holding the lock, only while set.
+    active: Arc<Mutex<bool>>,
+    _tasks: Tasks,
+}
+
+impl Drop for PodIpsSection {
+    fn drop(&mut self) {
+        *self.active.lock().expect("pod_ips lock") = false;
+    }
+}
+
 struct ApiserverSection {
     config: ApiserverConfig,
     /// The `dns` path resolves through the pod's resolver: a new resolv.conf path restarts it.
@@ -167,6 +186,7 @@ pub struct Probes {
     coredns: Option<CorednsSection>,
     peers: Option<PeersSection>,
     csi: Option<CsiSection>,
+    pod_ips: Option<PodIpsSection>,
     apiserver: Option<ApiserverSection>,
     storage: HashMap<String, (TaskId, Arc<StorageTarget>, StorageSettings)>,
 }
@@ -184,6 +204,7 @@ impl Probes {
             coredns: None,
             peers: None,
             csi: None,
+            pod_ips: None,
             apiserver: None,
             storage: HashMap::new(),
         };
@@ -204,6 +225,7 @@ impl Probes {
         self.apply_coredns(&config.dns);
         self.apply_peers(&config.peers);
         self.apply_csi(&config.csi);
+        self.apply_pod_ips(&config.pod_ips);
         self.apply_apiserver(&config.apiserver);
         self.apply_storage(&config.storage);
         tracing::info!(targets = self.scheduler.len(), "probes scheduled");
@@ -274,13 +296,13 @@ impl Probes {
             let mut tasks = Tasks::default();
             let (tx, mut rx) = watch::channel(Vec::new());
             let peers = self.metrics.peers.clone();
-            peers.add_discovery_source(crate::discovery::coredns::SOURCE);
+            peers.add_discovery_source(coredns::SOURCE);
             tasks.spawn(async move {
                 let client = crate::discovery::kube::connect(|| {
-                    peers.discovery_error(crate::discovery::coredns::SOURCE, "error")
+                    peers.discovery_error(coredns::SOURCE, "error")
                 })
                 .await;
-                crate::discovery::coredns::run(coredns, client, tx, peers).await;
+                coredns::run(coredns, client, tx, peers).await;
             });
             tasks.spawn(async move {
                 while rx.changed().await.is_ok() {
@@ -356,7 +378,10 @@ impl Probes {
         );
         let mut tasks = Tasks::default();
         tasks.spawn(async move {
-            let client = crate::discovery::kube::connect(|| metrics.watch_error("error")).await;
+            let client = crate::discovery::kube::connect(|| {
+                metrics.watch_error(crate::metrics::WatchErrorReason::error)
+            })
+            .await;
             let errors = metrics.clone();
             crate::discovery::csi::run(
                 client,
@@ -369,6 +394,47 @@ impl Probes {
         });
         self.csi = Some(CsiSection {
             config: csi.clone(),
+            _tasks: tasks,
+        });
+    }
+
+    fn apply_pod_ips(&mut self, pod_ips: &PodIpsConfig) {
+        let enabled = pod_ips.is_enabled();
+        if enabled == self.pod_ips.is_some() {
+            return;
+        }
+        self.pod_ips = None;
+        if !enabled {
+            self.metrics.node_pod_ips.set(&[]);
+            return;
+        }
+        let (metrics, peers, node) = (
+            self.metrics.node_pod_ips.clone(),
+            self.metrics.peers.clone(),
+            self.node_name.clone(),
+        );
+        // A failed call counts with the discovery's, whose alert names the missing RBAC rule.
+        peers.add_discovery_source("pod_ips");
+        let active = Arc::new(Mutex::new(true));
+        let publishing = active.clone();
+        let mut tasks = Tasks::default();
+        tasks.spawn(async move {
+            let client =
+                crate::discovery::kube::connect(|| peers.discovery_error("pod_ips", "error")).await;
+            crate::discovery::node_pods::run(
+                client,
+                node,
+                |status| {
+                    if *publishing.lock().expect("pod_ips lock") {
+                        metrics.set(status);
+                    }
+                },
+                |reason| peers.discovery_error("pod_ips", reason),
+            )
+            .await;
+        });
+        self.pod_ips = Some(PodIpsSection {
+            active,
             _tasks: tasks,
         });
     }
@@ -678,6 +744,21 @@ async fn watch_config(
     }
 }
 
+/// Every second, how long the runtime's workers have been busy: what the targets take of what
+/// one interval can run (the alert KubeNetprobeOverCapacity reads it).
+async fn publish_runtime_load(metrics: crate::metrics::RuntimeMetrics) {
+    let runtime = tokio::runtime::Handle::current().metrics();
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let workers = runtime.num_workers();
+        let busy: f64 = (0..workers)
+            .map(|w| runtime.worker_total_busy_duration(w).as_secs_f64())
+            .sum();
+        metrics.set(workers, busy);
+    }
+}
+
 /// Runs until SIGTERM or SIGINT, reloading the config on SIGHUP and when its file changes.
 pub async fn run(
     config: Config,
@@ -701,6 +782,7 @@ pub async fn run(
 
     // kube and the API-server probe both use rustls; one provider for the whole process.
     let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime_load = tokio::spawn(publish_runtime_load(metrics.runtime.clone()));
     let scheduler = Arc::new(Scheduler::new(metrics.probes.clone()));
     let mut probes = Probes::start(&config, scheduler.clone(), metrics.clone());
     metrics
@@ -748,6 +830,7 @@ pub async fn run(
     ready.store(false, Ordering::Release);
     let _ = stop_tx.send(true);
     scheduler.shutdown();
+    runtime_load.abort();
     match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
         Ok(Ok(())) => {}
         Ok(Err(join)) => tracing::warn!(error = %join, "HTTP server task ended abnormally"),

@@ -95,6 +95,9 @@ pub struct Snapshot {
     pub namespace_services: Option<Vec<Service>>,
     pub namespace_endpoints: Option<Vec<Endpoints>>,
     pub nodes: Option<Vec<Node>>,
+    /// Per node, its pods that hold or need a pod-network IP (not hostNetwork, not finished),
+    /// counted page by page from a list of every scheduled pod (only the counts are kept).
+    pub pods_needing_ip: Option<BTreeMap<String, u64>>,
     pub csi_drivers: Option<Vec<CSIDriver>>,
     pub csi_nodes: Option<Vec<CSINode>>,
     pub storage_classes: Option<Vec<StorageClass>>,
@@ -423,6 +426,36 @@ impl Recorder {
     }
 }
 
+/// The pods that may hold a pod IP: scheduled, not finished (hostNetwork is not a field the
+/// API server selects on before 1.28: left out while counting).
+const POD_IP_FIELDS: &str = "spec.nodeName!=,status.phase!=Succeeded,status.phase!=Failed";
+
+/// Pods listed per page while counting: a page is decoded whole, and only counts are kept, so
+/// memory stays flat on a cluster of any size.
+const POD_IP_PAGE: u32 = 500;
+
+/// Per node, the pods that need a pod IP, from a paged list of every scheduled pod.
+async fn count_pods_needing_ip(api: Api<Pod>) -> Result<BTreeMap<String, u64>, kube::Error> {
+    let mut counts = BTreeMap::new();
+    let mut lp = ListParams::default()
+        .fields(POD_IP_FIELDS)
+        .limit(POD_IP_PAGE);
+    loop {
+        let page = api.list(&lp).await?;
+        for pod in &page.items {
+            if let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.as_ref())
+                && crate::discovery::node_pods::pod_needs_ip(pod)
+            {
+                *counts.entry(node.clone()).or_default() += 1;
+            }
+        }
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => lp = lp.continue_token(&token),
+            _ => return Ok(counts),
+        }
+    }
+}
+
 /// Collects everything; `progress` is told each step's name as it finishes.
 pub async fn collect(
     client: &kube::Client,
@@ -632,6 +665,18 @@ pub async fn collect(
             attachments,
         )
     };
+    let pod_ips = async {
+        let r = rec
+            .read(
+                "pod-ips",
+                format!("list pods --all-namespaces --field-selector {POD_IP_FIELDS}"),
+                "list pods (cluster-wide)".into(),
+                count_pods_needing_ip(Api::<Pod>::all(c.clone())),
+            )
+            .await;
+        done("pod-ips");
+        r
+    };
     let netprobe = async {
         if target.skip_metrics {
             done("netprobe-metrics");
@@ -672,6 +717,7 @@ pub async fn collect(
         ),
         (csi_drivers, csi_nodes, storage_classes, pvs, pvcs, pvc_events, volume_attachments),
         (netprobe_pods, probe_scrapes),
+        pods_needing_ip,
     ) = tokio::join!(
         coredns,
         coredns_events,
@@ -679,7 +725,8 @@ pub async fn collect(
         dns_service,
         network,
         storage,
-        netprobe
+        netprobe,
+        pod_ips
     );
     let mut errors = rec.errors.into_inner().expect("recorder lock");
     errors.sort_by(|a, b| a.step.cmp(&b.step));
@@ -699,6 +746,7 @@ pub async fn collect(
         namespace_services,
         namespace_endpoints,
         nodes,
+        pods_needing_ip,
         csi_drivers,
         csi_nodes,
         storage_classes,

@@ -1,10 +1,11 @@
 //! `kube-netprobe diagnose`: the troubleshooting walk of the seed runbook (DNS, NetworkPolicies,
 //! CoreDNS, logs, CSI and volumes) as one command that reads the cluster through the API
 //! ([`collect`]), says what is wrong ([`analyse`], pure functions over the snapshot) and writes
-//! the report ([`report`]). Exit codes: 0 healthy, 1 warnings, 2 critical, 3 could not run.
+//! the report ([`report`], and [`html`] for report.html). Exit codes: 0 healthy, 1 warnings, 2 critical, 3 could not run.
 
 pub mod analyse;
 pub mod collect;
+pub mod html;
 pub mod report;
 pub mod scrape;
 pub mod storage_test;
@@ -266,8 +267,10 @@ async fn run_async(opts: Options) -> u8 {
         .and_then(|mut files| {
             files.push("report.md".into());
             files.push("report.json".into());
+            files.push("report.html".into());
             rep.collection.files = files;
             std::fs::write(dir.join("report.md"), report::markdown(&rep))?;
+            std::fs::write(dir.join("report.html"), html::html(&rep))?;
             let json = serde_json::to_string_pretty(&rep).map_err(std::io::Error::other)?;
             std::fs::write(dir.join("report.json"), json + "\n")
         });

@@ -1,5 +1,6 @@
 //! Rendering: the report as JSON (the stable schema in docs/diagnose-report.schema.json),
-//! Markdown and terminal text, and the raw evidence files written next to them.
+//! Markdown and terminal text, and the raw evidence files written next to them (HTML is
+//! [`super::html`]).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -110,7 +111,7 @@ impl Report {
 }
 
 /// One line on the storage test's figures.
-fn storage_test_line(t: &super::storage_test::Outcome) -> String {
+pub(super) fn storage_test_line(t: &super::storage_test::Outcome) -> String {
     let mib = |key: &str| {
         t.probe
             .as_ref()
@@ -435,6 +436,7 @@ mod tests {
             evidence: (0..10).map(|i| format!("line {i}")).collect(),
             cause: "because".into(),
             next_step: "do this".into(),
+            nodes: Vec::new(),
         }
     }
 

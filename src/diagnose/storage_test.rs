@@ -11,6 +11,8 @@ use kube::Api;
 use kube::api::{DeleteParams, ListParams, LogParams, PostParams};
 use serde::Serialize;
 
+use crate::probe::storage::StorageOperation;
+
 /// Label on everything the test creates, so a leftover is easy to find.
 pub const LABEL: &str = "app.kubernetes.io/name";
 pub const LABEL_VALUE: &str = "kube-netprobe-storage-test";
@@ -292,21 +294,22 @@ pub fn probe_once(path: &std::path::Path, size: u64, timeout: Duration) -> bool 
         crate::scheduler::later(tokio::time::Instant::now(), timeout).into_std(),
         0x5eed,
     );
-    let map =
-        |v: &[(&'static str, f64)]| -> BTreeMap<&'static str, f64> { v.iter().copied().collect() };
+    let map = |v: &[(StorageOperation, f64)]| -> BTreeMap<&'static str, f64> {
+        v.iter().map(|(op, x)| (op.as_str(), *x)).collect()
+    };
     let line = serde_json::json!({
-        "result": obs.result,
+        "result": obs.result.as_str(),
         "throughput_bytes_per_second": map(&obs.throughput),
         "operations_seconds": obs.operations.iter().fold(BTreeMap::new(), |mut m: BTreeMap<&str, f64>, (op, d)| {
-            *m.entry(op).or_default() += d.as_secs_f64();
+            *m.entry(op.as_str()).or_default() += d.as_secs_f64();
             m
         }),
-        "bytes": obs.bytes.iter().copied().collect::<BTreeMap<_, _>>(),
+        "bytes": obs.bytes.iter().map(|(op, n)| (op.as_str(), *n)).collect::<BTreeMap<_, _>>(),
         "direct_io": obs.direct_io,
         "detail": obs.detail,
     });
     println!("{line}");
-    obs.result == "success"
+    obs.result == crate::probe::storage::StorageResult::success
 }
 
 #[cfg(test)]

@@ -9,20 +9,10 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
-use kube::Api;
-use kube::runtime::WatchStreamExt;
-use kube::runtime::watcher::{self, Event};
-use tokio::sync::watch;
+use kube::runtime::watcher::Event;
 
-use crate::config::CorednsDiscovery;
 use crate::discovery::store::Store;
-use crate::metrics::PeerMetrics;
-use crate::probe::{Health, Transition};
-
-/// The `source` label of this watch's errors in `netprobe_discovery_errors_total`.
-pub const SOURCE: &str = "coredns";
 
 /// One CoreDNS pod to ask directly.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -41,7 +31,7 @@ fn pod_ip(pod: &Pod) -> Option<(String, IpAddr)> {
     Some((name, ip))
 }
 
-/// The pods the watch has shown so far.
+/// The pods the watch (`daemon::coredns`) has shown so far.
 #[derive(Debug, Default)]
 pub struct CorednsView {
     pods: Store<IpAddr>,
@@ -65,67 +55,6 @@ impl CorednsView {
                 addr: SocketAddr::new(*ip, port),
             })
             .collect()
-    }
-}
-
-/// Watches the CoreDNS pods until the process ends, publishing them on `tx` whenever they change.
-/// Never returns an error: failures are counted (`source="coredns"`) and retried with backoff, and
-/// the last known pods stay probed meanwhile.
-pub async fn run(
-    config: CorednsDiscovery,
-    client: kube::Client,
-    tx: watch::Sender<Vec<CorednsPod>>,
-    metrics: PeerMetrics,
-) {
-    let pods = watcher::watcher(
-        Api::<Pod>::namespaced(client, &config.namespace),
-        watcher::Config::default().labels(&config.selector),
-    )
-    .default_backoff();
-    tokio::pin!(pods);
-    let mut view = CorednsView::default();
-    let health = Health::default();
-    let mut warned_empty = false;
-    while let Some(event) = pods.next().await {
-        match event {
-            Ok(event) => {
-                if matches!(health.update(true), Transition::Recovered { .. }) {
-                    tracing::info!(source = SOURCE, "CoreDNS discovery recovered");
-                }
-                view.event(event);
-            }
-            Err(e) => {
-                metrics.discovery_error(SOURCE, super::error_reason(&e));
-                if matches!(health.update(false), Transition::StartedFailing { .. }) {
-                    super::log_failing(
-                        &format!("pods in {} ({})", config.namespace, config.selector),
-                        &e,
-                        "CoreDNS discovery keeps probing the last known CoreDNS pods and retries with backoff",
-                    );
-                }
-            }
-        }
-        if view.synced() {
-            let pods = view.pods(config.port);
-            // A selector that matches nothing would otherwise look like a quiet success.
-            if pods.is_empty() != warned_empty {
-                warned_empty = pods.is_empty();
-                if warned_empty {
-                    tracing::warn!(
-                        namespace = %config.namespace, selector = %config.selector,
-                        "dns.discover_coredns: no pod with an IP matches the selector in the namespace; no CoreDNS pod is probed directly"
-                    );
-                }
-            }
-            tx.send_if_modified(|current| {
-                if *current == pods {
-                    false
-                } else {
-                    *current = pods;
-                    true
-                }
-            });
-        }
     }
 }
 

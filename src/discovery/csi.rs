@@ -13,7 +13,8 @@ use kube::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 
-use crate::probe::{Health, Transition};
+use crate::logging::{Health, Transition};
+use crate::metrics::WatchErrorReason;
 
 /// The cluster's drivers and this node's registrations, as the watches showed them.
 #[derive(Debug, Default)]
@@ -95,13 +96,13 @@ impl Registrations {
 
 /// Watches the CSIDrivers and this node's CSINode until the process ends, calling `publish`
 /// with the registration status whenever it changes, and `error` with the reason
-/// ([`super::error_reason`]) of each failed call.
+/// ([`super::watch_error_reason`]) of each failed call.
 pub async fn run(
     client: kube::Client,
     node_name: String,
     ignore: Vec<String>,
     mut publish: impl FnMut(&BTreeMap<String, bool>),
-    mut error: impl FnMut(&'static str),
+    mut error: impl FnMut(WatchErrorReason),
 ) {
     let drivers = watcher::watcher(
         Api::<CSIDriver>::all(client.clone()),
@@ -140,7 +141,7 @@ pub async fn run(
             _ => {}
         }
         if let Some((_, e)) = &failed {
-            error(super::error_reason(e));
+            error(super::watch_error_reason(e));
             continue;
         }
         let status = state.status(&ignore);

@@ -31,8 +31,8 @@ use crate::config::KubernetesDiscovery;
 use crate::discovery::Peer;
 use crate::discovery::objects::{SlimNode, SlimPod};
 use crate::discovery::store::Store;
+use crate::logging::{Health, Transition};
 use crate::metrics::PeerMetrics;
-use crate::probe::{Health, Transition};
 
 /// Objects per list page. kube reads a page's whole body into memory (twice, briefly) before
 /// decoding it, and glibc keeps much of such large freed buffers in the heap: with real-sized

@@ -1,10 +1,12 @@
-//! Turns the world into peers to probe: the DaemonSet's pods through the Kubernetes API, or a
-//! static list; `mesh` picks this node's neighbours among them and keeps the probes in step.
+//! Turns the world into peers and pods to probe: the DaemonSet's pods through the Kubernetes API,
+//! or a static list; `ring` picks this node's neighbours among them; `coredns` the CoreDNS pods;
+//! `csi` the drivers. Starting and stopping the probes for them is the daemon's (`daemon::peers`,
+//! `daemon::coredns`).
 
 pub mod coredns;
 pub mod csi;
 pub mod kube;
-pub mod mesh;
+pub mod node_pods;
 pub mod objects;
 pub mod ring;
 pub mod store;
@@ -12,6 +14,8 @@ pub mod store;
 use std::net::SocketAddr;
 
 use ::kube::runtime::watcher;
+
+use crate::metrics::WatchErrorReason;
 
 /// A node that runs a kube-netprobe pod that can be probed.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -24,12 +28,17 @@ pub struct Peer {
 /// Why a list or watch call failed, as the `reason` label of the error counters says it:
 /// `forbidden` when the API server refused it (HTTP 403: the service account lacks an RBAC rule),
 /// `error` for anything else (unreachable, timeouts, 5xx), which retrying may cure.
-pub fn error_reason(error: &watcher::Error) -> &'static str {
+pub fn watch_error_reason(error: &watcher::Error) -> WatchErrorReason {
     if forbidden(error) {
-        "forbidden"
+        WatchErrorReason::forbidden
     } else {
-        "error"
+        WatchErrorReason::error
     }
+}
+
+/// [`watch_error_reason`] as the label value, for the counters that take a string.
+pub fn error_reason(error: &watcher::Error) -> &'static str {
+    watch_error_reason(error).as_str()
 }
 
 fn forbidden(error: &watcher::Error) -> bool {

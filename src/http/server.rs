@@ -29,7 +29,7 @@ use super::{
     ADMISSION_WAIT, AppState, HEADER_READ_TIMEOUT, MAX_BULK_RESPONSES, MAX_CONNECTIONS,
     MAX_HEAD_BYTES, MAX_HEADERS, SEND_DEADLINE,
 };
-use crate::metrics::HttpMetrics;
+use crate::metrics::{CloseReason, HttpMetrics};
 
 /// `waiting_since` of a connection the server is working for (or has chosen to close).
 const BUSY: u64 = u64::MAX;
@@ -229,7 +229,7 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
                     stop_rx.clone(),
                 ));
             }
-            None => pool.metrics.closed("refused"),
+            None => pool.metrics.closed(CloseReason::refused),
         }
     }
     drop(listener);
@@ -312,7 +312,7 @@ async fn connection(
         Ok(pair) => pair,
         Err(e) => {
             tracing::debug!(error = %e, "cannot take a second handle on a connection; closing it");
-            pool.metrics.closed("refused");
+            pool.metrics.closed(CloseReason::refused);
             pool.unregister(id);
             drop(permit);
             return;
@@ -351,11 +351,11 @@ async fn connection(
             // kernel's buffers, hyper's head timer starts a moment after the send deadline, and
             // under load both may be found expired in the same poll.
             biased;
-            () = expired(&mut deadline_rx) => break Some("send_deadline"),
-            () = conn.evict.notified() => break Some("evicted"),
+            () = expired(&mut deadline_rx) => break Some(CloseReason::send_deadline),
+            () = conn.evict.notified() => break Some(CloseReason::evicted),
             result = served.as_mut() => break match result {
-                Err(e) if e.is_timeout() => Some("header_timeout"),
-                Err(e) if e.is_parse_too_large() => Some("head_too_large"),
+                Err(e) if e.is_timeout() => Some(CloseReason::header_timeout),
+                Err(e) if e.is_parse_too_large() => Some(CloseReason::head_too_large),
                 _ => None,
             },
             _ = stop.wait_for(|stop| *stop), if !stopping => {

@@ -26,6 +26,7 @@ pub struct ApiserverMetrics {
     up: Family<PathLabels, Gauge>,
     requests: Family<PathResultLabels, Counter>,
     duration: HistogramFamily<PathPhaseLabels>,
+    latest: Table<&'static str, Last>,
 }
 
 impl ApiserverMetrics {
@@ -35,6 +36,7 @@ impl ApiserverMetrics {
             up: Family::default(),
             requests: Family::default(),
             duration: Family::new_with_constructor(network_histogram),
+            latest: Table::default(),
         };
         register(registry, &APISERVER_UP, this.up.clone());
         register(registry, &APISERVER_REQUESTS, this.requests.clone());
@@ -54,11 +56,13 @@ impl ApiserverMetrics {
             path,
             result: "success",
         });
+        self.latest.add(&path);
     }
 
     /// Removes every series of a path that is no longer probed.
     pub fn remove_path(&self, path: &'static str) {
         self.up.remove(&PathLabels { path });
+        self.latest.remove(&path);
         for result in crate::observation::apiserver::RESULTS {
             self.requests.remove(&PathResultLabels { path, result });
         }
@@ -80,5 +84,19 @@ impl ApiserverMetrics {
         self.up
             .get_or_create(&PathLabels { path })
             .set(i64::from(result == "success"));
+        self.latest.set(
+            &path,
+            Last {
+                result,
+                ok: result == "success",
+                seconds: phases.last().map(|(_, s)| *s),
+                at: std::time::Instant::now(),
+            },
+        );
+    }
+
+    /// Every path and its last result.
+    pub fn latest(&self) -> Vec<(&'static str, Option<Last>)> {
+        self.latest.snapshot()
     }
 }

@@ -15,6 +15,21 @@ pub const CSI_WATCH_ERRORS: FamilyDoc = FamilyDoc {
     help: "Failed list or watch calls for CSIDrivers and this node's CSINode, by reason: forbidden (HTTP 403: the service account lacks an RBAC rule) or error (anything else); the last known state is kept meanwhile",
 };
 
+crate::observation::label_values! {
+    /// Why a list or watch call failed: `forbidden` when the API server refused it (HTTP 403:
+    /// the service account lacks an RBAC rule), `error` for anything else (unreachable,
+    /// timeouts, 5xx), which retrying may cure.
+    pub enum WatchErrorReason {
+        forbidden,
+        error,
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct WatchErrorLabels {
+    reason: WatchErrorReason,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct DriverLabels {
     driver: String,
@@ -24,7 +39,7 @@ pub(super) struct DriverLabels {
 #[derive(Debug, Clone)]
 pub struct CsiMetrics {
     registered: Family<DriverLabels, Gauge>,
-    errors: Family<ReasonLabels, Counter>,
+    errors: Family<WatchErrorLabels, Counter>,
 }
 
 impl CsiMetrics {
@@ -35,8 +50,8 @@ impl CsiMetrics {
         };
         register(registry, &CSI_REGISTERED, this.registered.clone());
         register(registry, &CSI_WATCH_ERRORS, this.errors.clone());
-        for reason in ERROR_REASONS {
-            let _ = this.errors.get_or_create(&ReasonLabels { reason });
+        for &reason in WatchErrorReason::ALL {
+            let _ = this.errors.get_or_create(&WatchErrorLabels { reason });
         }
         this
     }
@@ -53,8 +68,10 @@ impl CsiMetrics {
         }
     }
 
-    /// Counts a failed call; `reason` is `forbidden` or `error` (`discovery::error_reason`).
-    pub fn watch_error(&self, reason: &'static str) {
-        self.errors.get_or_create(&ReasonLabels { reason }).inc();
+    /// Counts a failed call (`discovery::watch_error_reason`).
+    pub fn watch_error(&self, reason: WatchErrorReason) {
+        self.errors
+            .get_or_create(&WatchErrorLabels { reason })
+            .inc();
     }
 }

@@ -14,7 +14,7 @@ pub const DNS_BUCKETS: &[f64] = &[
 pub(super) const DNS_LABELS: &[&str] = &["server", "name", "qtype"];
 
 /// Labels that identify one DNS target: (server, query name, record type).
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 pub struct DnsLabels {
     pub server: String,
     pub name: String,
@@ -98,6 +98,7 @@ pub struct DnsMetrics {
     queries: Family<DnsProtocolLabels, Counter>,
     lookup_queries: Family<DnsLabels, Gauge>,
     family_queries: Family<DnsFamilyLabels, Counter>,
+    latest: Table<DnsLabels, Last>,
 }
 
 impl DnsMetrics {
@@ -111,6 +112,7 @@ impl DnsMetrics {
             queries: Family::default(),
             lookup_queries: Family::default(),
             family_queries: Family::default(),
+            latest: Table::default(),
         };
         register_with_unit(
             registry,
@@ -144,6 +146,7 @@ impl DnsMetrics {
             let _ = self.lookups.get_or_create(&target.with_rcode(rcode));
         }
         self.duration_sharers.add(&self.duration_labels(target));
+        self.latest.add(target);
     }
 
     /// Creates the per-family TIMEOUT counters of a target whose lookups ask A and AAAA (server
@@ -164,6 +167,7 @@ impl DnsMetrics {
             self.duration.remove(&duration);
         }
         self.success.remove(target);
+        self.latest.remove(target);
         self.lookup_queries.remove(target);
         for rcode in RCODE_LABELS {
             self.lookups.remove(&target.with_rcode(rcode));
@@ -215,5 +219,19 @@ impl DnsMetrics {
         self.lookup_queries
             .get_or_create(target)
             .set(i64::from(observation.udp_queries + observation.tcp_queries));
+        self.latest.set(
+            target,
+            Last {
+                result: observation.outcome.rcode_label(),
+                ok: success,
+                seconds: observation.duration.map(|d| d.as_secs_f64()),
+                at: std::time::Instant::now(),
+            },
+        );
+    }
+
+    /// Every DNS target and its last lookup.
+    pub fn latest(&self) -> Vec<(DnsLabels, Option<Last>)> {
+        self.latest.snapshot()
     }
 }

@@ -1,5 +1,5 @@
 //! Every metric family the daemon exposes: one file per group (dns, peer, apiserver, csi,
-//! storage, and the daemon's own), each with its family docs, label sets and recorders; all
+//! storage, the daemon's own, and the process and its cgroup), each with its family docs, label sets and recorders; all
 //! registered in [`Metrics::new`].
 //!
 //! The names, types and labels are a contract that alerts, dashboards and users depend on: a
@@ -23,20 +23,26 @@ use crate::observation::dns::{DnsObservation, FAMILY_LABELS, FamilyQuery, RCODE_
 use crate::observation::storage::StorageObservation;
 
 mod apiserver;
+mod capacity;
 mod csi;
 mod dns;
+mod latest;
 mod own;
 mod peer;
+mod process;
 mod reference;
 mod storage;
 #[cfg(test)]
 mod tests;
 
 pub use self::apiserver::*;
+pub use self::capacity::*;
 pub use self::csi::*;
 pub use self::dns::*;
+pub use self::latest::*;
 pub use self::own::*;
 pub use self::peer::*;
+pub use self::process::*;
 pub use self::reference::*;
 pub use self::storage::*;
 
@@ -99,13 +105,13 @@ pub const HTTP_CONNECTIONS: FamilyDoc = FamilyDoc {
     name: "netprobe_http_connections",
     kind: "gauge",
     labels: &[],
-    help: "Connections the HTTP server (/metrics, /healthz, /readyz, /ping) holds open now; at most 256",
+    help: "Connections the HTTP server (/metrics, /healthz, /readyz, /ping, the status page at /) holds open now; at most 256",
 };
 pub const HTTP_CONNECTIONS_CLOSED: FamilyDoc = FamilyDoc {
     name: "netprobe_http_connections_closed_total",
     kind: "counter",
     labels: &["reason"],
-    help: "Connections the HTTP server closed because of a limit: header_timeout (no complete request head within 10 s of connecting or of the previous response), head_too_large (answered 431), evicted (closed at the connection cap to admit a new one, having waited longest on its client), refused (at the cap with every connection busy for 1 s) or send_deadline (a /ping?bytes= body not taken within 10 s)",
+    help: "Connections the HTTP server closed because of a limit: header_timeout (no complete request head within 10 s of connecting or of the previous response), head_too_large (answered 431), evicted (closed at the connection cap to admit a new one, having waited longest on its client), refused (at the cap with every connection busy for 1 s) or send_deadline (a /ping?bytes= body not taken within 10 s). Each reason appears with its first close",
 };
 pub const DNS_DURATION: FamilyDoc = FamilyDoc {
     name: "netprobe_dns_lookup_duration_seconds",
@@ -180,6 +186,26 @@ pub const FAMILIES: &[FamilyDoc] = &[
     STORAGE_THROUGHPUT,
     STORAGE_STUCK,
     STORAGE_DIRECT_IO,
+    PROCESS_CPU,
+    PROCESS_RESIDENT,
+    PROCESS_VIRTUAL,
+    PROCESS_OPEN_FDS,
+    PROCESS_MAX_FDS,
+    PROCESS_START,
+    CGROUP_CPU_AVAILABLE,
+    CGROUP_CPU_PERIODS,
+    CGROUP_CPU_THROTTLED_PERIODS,
+    CGROUP_CPU_THROTTLED,
+    CGROUP_CPU_QUOTA,
+    CGROUP_CPU_PERIOD,
+    VOLUME_FREE_BYTES,
+    VOLUME_SIZE_BYTES,
+    VOLUME_FREE_INODES,
+    VOLUME_INODES,
+    NODE_POD_IPS_IN_USE,
+    NODE_POD_IP_CAPACITY,
+    RUNTIME_BUSY,
+    RUNTIME_WORKERS_FAMILY,
 ];
 
 /// The name `Registry::register` wants: the client appends `_total` and the unit itself.
@@ -264,11 +290,6 @@ impl Sharers {
     }
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReasonLabels {
-    reason: &'static str,
-}
-
 /// Families about the daemon itself.
 #[derive(Debug, Clone)]
 pub struct ProbeMetrics {
@@ -297,6 +318,8 @@ pub struct Metrics {
     pub apiserver: ApiserverMetrics,
     pub csi: CsiMetrics,
     pub storage: StorageMetrics,
+    pub node_pod_ips: NodePodIpMetrics,
+    pub runtime: RuntimeMetrics,
     pub probes: ProbeMetrics,
     pub http: HttpMetrics,
 }
@@ -317,7 +340,13 @@ impl Metrics {
         Self::with_detail(Detail::default())
     }
 
+    /// The families at `detail`, the process's own read from /proc/self and its cgroup.
     pub fn with_detail(detail: Detail) -> Self {
+        Self::with_sources(detail, ProcessSources::system())
+    }
+
+    /// As [`Metrics::with_detail`], the process and cgroup figures read from `sources`.
+    pub fn with_sources(detail: Detail, sources: ProcessSources) -> Self {
         let mut registry = Registry::default();
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
@@ -336,6 +365,9 @@ impl Metrics {
         let apiserver = ApiserverMetrics::register(&mut registry, detail);
         let csi = CsiMetrics::register(&mut registry);
         let storage = StorageMetrics::register(&mut registry, detail);
+        registry.register_collector(Box::new(process::ProcessCollector::new(sources)));
+        let node_pod_ips = NodePodIpMetrics::register(&mut registry);
+        let runtime = RuntimeMetrics::register(&mut registry);
         Self {
             registry,
             config,
@@ -344,6 +376,8 @@ impl Metrics {
             apiserver,
             csi,
             storage,
+            node_pod_ips,
+            runtime,
             probes: ProbeMetrics { overruns },
             http,
         }
@@ -372,6 +406,15 @@ pub const PROMETHEUS_TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; chars
 /// Rewrites OpenMetrics text into the classic Prometheus format: counters are named with their
 /// `_total` suffix in HELP and TYPE (OpenMetrics names the family without it), `unknown` becomes
 /// `untyped`, and `# UNIT` and `# EOF` go. Samples are the same bytes.
+///
+/// prometheus-client 0.26's own 0.0.4 encoder (`encoding::prometheus_text`) is not used: it
+/// writes whole-number bucket bounds as `le="1"`, `le="5"`, `le="30"` where the OpenMetrics
+/// encoder writes `le="1.0"`. Prometheus 2 keeps `le` as the string it scraped, so a server
+/// scraping the classic format (curl, promtool, `scrape_protocols` without OpenMetrics, other
+/// TSDBs) would get differently named buckets than one negotiating OpenMetrics, and queries
+/// and alert tests written against `le="1.0"` would miss them. Compared on a registry with
+/// every family filled, that was its only difference a scraper sees (it also puts `le` first
+/// among the labels and the buckets before `_sum` and `_count`).
 fn openmetrics_to_prometheus_text(openmetrics: &str) -> String {
     let mut out = String::with_capacity(openmetrics.len());
     let mut pending_help: Option<(&str, &str)> = None;

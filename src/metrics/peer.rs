@@ -49,7 +49,7 @@ pub const DISCOVERY_ERRORS: FamilyDoc = FamilyDoc {
     name: "netprobe_discovery_errors_total",
     kind: "counter",
     labels: &["source", "reason"],
-    help: "Failed list or watch calls of the Kubernetes discovery, by source (pods and nodes for peers, coredns for dns.discover_coredns) and reason: forbidden (HTTP 403: the service account lacks an RBAC rule) or error (anything else); the last known targets are kept meanwhile",
+    help: "Failed list or watch calls of the Kubernetes discovery, by source (pods and nodes for peers, coredns for dns.discover_coredns, pod_ips for the pod_ips section's watches of this node and its pods) and reason: forbidden (HTTP 403: the service account lacks an RBAC rule) or error (anything else); the last known targets are kept meanwhile",
 };
 pub const DISCOVERY_PEERS: FamilyDoc = FamilyDoc {
     name: "netprobe_discovery_peers",
@@ -114,7 +114,7 @@ pub(super) struct SourceReasonLabels {
 }
 
 /// One peer probe target: the peer's node, the protocol and the IP family.
-#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord)]
 pub struct PeerKey {
     pub target_node: String,
     pub protocol: &'static str,
@@ -134,6 +134,7 @@ pub struct PeerMetrics {
     icmp_available: Family<FamilyLabels, Gauge>,
     discovery_errors: Family<SourceReasonLabels, Counter>,
     discovery_peers: Gauge,
+    latest: Table<PeerKey, Last>,
 }
 
 impl PeerMetrics {
@@ -149,6 +150,7 @@ impl PeerMetrics {
             icmp_available: Family::default(),
             discovery_errors: Family::default(),
             discovery_peers: Gauge::default(),
+            latest: Table::default(),
         };
         register(registry, &PEER_UP, this.up.clone());
         register(registry, &PEER_REQUESTS, this.requests.clone());
@@ -200,6 +202,7 @@ impl PeerMetrics {
         let _ = self
             .requests
             .get_or_create(&Self::result_labels(key, "success"));
+        self.latest.add(key);
         if self.detail == Detail::PerNode {
             // The protocol's histogram is shared by every peer probed over it.
             self.duration_sharers.add(&self.phase_labels(key, ""));
@@ -222,6 +225,20 @@ impl PeerMetrics {
         self.up
             .get_or_create(&Self::up_labels(key))
             .set(i64::from(result == "success"));
+        self.latest.set(
+            key,
+            Last {
+                result,
+                ok: result == "success",
+                seconds: phases.last().map(|(_, s)| *s),
+                at: std::time::Instant::now(),
+            },
+        );
+    }
+
+    /// Every peer target and its last result.
+    pub fn latest(&self) -> Vec<(PeerKey, Option<Last>)> {
+        self.latest.snapshot()
     }
 
     /// Removes every series of a target. `results` and `phases` are the closed sets its prober
@@ -235,6 +252,7 @@ impl PeerMetrics {
         shared: bool,
     ) {
         self.up.remove(&Self::up_labels(key));
+        self.latest.remove(key);
         if shared {
             for result in results {
                 self.requests.remove(&Self::result_labels(key, result));

@@ -1,6 +1,7 @@
 //! The storage probe families, per volume.
 
 use super::*;
+use crate::observation::storage::{BYTE_OPERATIONS, StorageOperation, StorageResult};
 
 /// Storage operation buckets, in seconds: a healthy SSD fsyncs in about a millisecond and writes
 /// 16 MiB in tens of them; a degraded disk or network volume takes 100 ms and more per fsync
@@ -11,7 +12,8 @@ pub const STORAGE_BUCKETS: &[f64] = &[
 
 /// The storage operations timed in a histogram at `metrics.detail: per_node`: the latencies
 /// that databases wait for. Write and read show as throughput, and delete is rarely of interest.
-pub const PER_NODE_STORAGE_OPERATIONS: &[&str] = &["fsync", "sync_write"];
+pub const PER_NODE_STORAGE_OPERATIONS: &[StorageOperation] =
+    &[StorageOperation::fsync, StorageOperation::sync_write];
 
 pub const STORAGE_SUCCESS: FamilyDoc = FamilyDoc {
     name: "netprobe_storage_probe_success",
@@ -64,13 +66,13 @@ pub(super) struct VolumeLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct VolumeResultLabels {
     volume: String,
-    result: &'static str,
+    result: StorageResult,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct VolumeOperationLabels {
     volume: String,
-    operation: &'static str,
+    operation: StorageOperation,
 }
 
 pub(super) type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
@@ -90,6 +92,8 @@ pub struct StorageMetrics {
     throughput: Family<VolumeOperationLabels, FloatGauge>,
     stuck: Family<VolumeLabels, FloatGauge>,
     direct_io: Family<VolumeLabels, Gauge>,
+    latest: Table<String, LastStorage>,
+    space: VolumeSpaceMetrics,
 }
 
 impl StorageMetrics {
@@ -103,6 +107,8 @@ impl StorageMetrics {
             throughput: Family::default(),
             stuck: Family::default(),
             direct_io: Family::default(),
+            latest: Table::default(),
+            space: VolumeSpaceMetrics::default(),
         };
         register(registry, &STORAGE_SUCCESS, this.success.clone());
         register(registry, &STORAGE_PROBES, this.probes.clone());
@@ -116,7 +122,10 @@ impl StorageMetrics {
         register(registry, &STORAGE_THROUGHPUT, this.throughput.clone());
         register_with_unit(registry, &STORAGE_STUCK, Unit::Seconds, this.stuck.clone());
         register(registry, &STORAGE_DIRECT_IO, this.direct_io.clone());
-        this
+        Self {
+            space: VolumeSpaceMetrics::register(registry),
+            ..this
+        }
     }
 
     pub(super) fn volume(volume: &str) -> VolumeLabels {
@@ -125,7 +134,7 @@ impl StorageMetrics {
         }
     }
 
-    pub(super) fn operation(volume: &str, operation: &'static str) -> VolumeOperationLabels {
+    pub(super) fn operation(volume: &str, operation: StorageOperation) -> VolumeOperationLabels {
         VolumeOperationLabels {
             volume: volume.to_owned(),
             operation,
@@ -137,15 +146,15 @@ impl StorageMetrics {
     /// Success and the operation timings appear with the first result: a 0 before any probe
     /// would read as a failing volume on every start and rollout.
     pub fn add_volume(&self, volume: &str) {
-        use crate::observation::storage::{BYTE_OPERATIONS, RESULTS};
         let _ = self.stuck.get_or_create(&Self::volume(volume));
-        for result in RESULTS {
+        self.latest.set(&volume.to_owned(), LastStorage::default());
+        for &result in StorageResult::ALL {
             let _ = self.probes.get_or_create(&VolumeResultLabels {
                 volume: volume.to_owned(),
                 result,
             });
         }
-        for operation in BYTE_OPERATIONS {
+        for &operation in BYTE_OPERATIONS {
             let _ = self
                 .bytes
                 .get_or_create(&Self::operation(volume, operation));
@@ -154,18 +163,19 @@ impl StorageMetrics {
 
     /// Removes every series of a volume.
     pub fn remove_volume(&self, volume: &str) {
-        use crate::observation::storage::{OPERATIONS, RESULTS};
         for family in [&self.success, &self.direct_io] {
             family.remove(&Self::volume(volume));
         }
         self.stuck.remove(&Self::volume(volume));
-        for result in RESULTS {
+        self.latest.remove(&volume.to_owned());
+        self.space.remove_volume(volume);
+        for &result in StorageResult::ALL {
             self.probes.remove(&VolumeResultLabels {
                 volume: volume.to_owned(),
                 result,
             });
         }
-        for operation in OPERATIONS {
+        for &operation in StorageOperation::ALL {
             let labels = Self::operation(volume, operation);
             self.duration.remove(&labels);
             self.bytes.remove(&labels);
@@ -183,40 +193,70 @@ impl StorageMetrics {
             .inc();
         self.success
             .get_or_create(&Self::volume(volume))
-            .set(i64::from(obs.result == "success"));
+            .set(i64::from(obs.result == StorageResult::success));
+        // The throughput and stuck gauges keep their values across a run that did not set them.
+        self.latest.update(&volume.to_owned(), |v| {
+            v.last = Some(Last {
+                result: obs.result.as_str(),
+                ok: obs.result == StorageResult::success,
+                seconds: None,
+                at: std::time::Instant::now(),
+            });
+        });
         self.record_operations(volume, obs);
+    }
+
+    /// Every volume and its last probe.
+    pub fn latest(&self) -> Vec<(String, LastStorage)> {
+        self.latest
+            .snapshot()
+            .into_iter()
+            .map(|(k, v)| (k, v.unwrap_or_default()))
+            .collect()
     }
 
     /// Records the timings, bytes, throughput and read mode of a run, without its result (for a
     /// run whose timeout was already counted).
     pub fn record_operations(&self, volume: &str, obs: &StorageObservation) {
-        for (operation, took) in &obs.operations {
-            if self.detail == Detail::PerNode && !PER_NODE_STORAGE_OPERATIONS.contains(operation) {
+        for &(operation, took) in &obs.operations {
+            if self.detail == Detail::PerNode && !PER_NODE_STORAGE_OPERATIONS.contains(&operation) {
                 continue;
             }
             self.duration
                 .get_or_create(&Self::operation(volume, operation))
                 .observe(took.as_secs_f64());
         }
-        for (operation, n) in &obs.bytes {
+        for &(operation, n) in &obs.bytes {
             self.bytes
                 .get_or_create(&Self::operation(volume, operation))
-                .inc_by(*n);
+                .inc_by(n);
         }
-        for (operation, rate) in &obs.throughput {
+        for &(operation, rate) in &obs.throughput {
             self.throughput
                 .get_or_create(&Self::operation(volume, operation))
-                .set(*rate);
+                .set(rate);
+            let operation = operation.as_str();
+            self.latest.update(&volume.to_owned(), |v| {
+                match v.throughput.iter_mut().find(|(op, _)| *op == operation) {
+                    Some((_, r)) => *r = rate,
+                    None => v.throughput.push((operation, rate)),
+                }
+            });
         }
         if let Some(direct) = obs.direct_io {
             self.direct_io
                 .get_or_create(&Self::volume(volume))
                 .set(i64::from(direct));
         }
+        if let Some(space) = &obs.space {
+            self.space.record(volume, space);
+        }
     }
 
     /// How long the operation in flight has been running, 0 when none is.
     pub fn set_stuck(&self, volume: &str, seconds: f64) {
         self.stuck.get_or_create(&Self::volume(volume)).set(seconds);
+        self.latest
+            .update(&volume.to_owned(), |v| v.stuck_seconds = seconds);
     }
 }

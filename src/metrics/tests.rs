@@ -6,6 +6,7 @@ use hickory_proto::op::ResponseCode;
 
 use super::*;
 use crate::observation::dns::Outcome;
+use crate::observation::storage::{StorageOperation, StorageResult};
 
 fn target() -> DnsLabels {
     DnsLabels {
@@ -370,15 +371,16 @@ fn success_series_appear_with_the_first_result() {
     m.storage.record(
         "scratch",
         &StorageObservation {
-            result: "timeout",
+            result: StorageResult::timeout,
             operations: vec![
-                ("write", Duration::from_millis(5)),
-                ("fsync", Duration::from_millis(1)),
+                (StorageOperation::write, Duration::from_millis(5)),
+                (StorageOperation::fsync, Duration::from_millis(1)),
             ],
             bytes: vec![],
             throughput: vec![],
             direct_io: None,
             detail: None,
+            space: None,
         },
     );
     let text = m.encode_openmetrics();
@@ -436,7 +438,15 @@ fn metrics_reference_is_current() {
         "docs/metrics.md is stale: run `make generate`"
     );
 
-    let m = Metrics::new();
+    // The process and its cgroup from fixtures: a v1 cgroup with a CPU limit shows every family.
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let m = Metrics::with_sources(
+        Detail::default(),
+        ProcessSources {
+            proc: crate::process::ProcRoot::at(&fixtures.join("proc"), "4242"),
+            fs_root: fixtures.join("cgroup/v1-container"),
+        },
+    );
     m.probes.add_probe("dns");
     m.dns.add_target(&target());
     m.dns.add_family_target(&target());
@@ -468,14 +478,23 @@ fn metrics_reference_is_current() {
     m.storage.record(
         "scratch",
         &StorageObservation {
-            result: "success",
-            operations: vec![("fsync", Duration::from_millis(1))],
-            bytes: vec![("write", 4096)],
-            throughput: vec![("write", 1e9)],
+            result: StorageResult::success,
+            operations: vec![(StorageOperation::fsync, Duration::from_millis(1))],
+            bytes: vec![(StorageOperation::write, 4096)],
+            throughput: vec![(StorageOperation::write, 1e9)],
             direct_io: Some(true),
             detail: None,
+            space: Some(crate::observation::storage::VolumeSpace {
+                free_bytes: 1 << 30,
+                size_bytes: 4 << 30,
+                free_inodes: 1000,
+                inodes: 4000,
+            }),
         },
     );
+    m.node_pod_ips.set(&[("ipv4", 3, 253)]);
+    m.runtime.set(2, 0.5);
+    m.http.closed(CloseReason::header_timeout);
     let text = m.encode_prometheus_text();
     for doc in FAMILIES {
         let type_line = format!("# TYPE {} {}\n", doc.name, doc.kind);
@@ -486,5 +505,55 @@ fn metrics_reference_is_current() {
         exposed,
         FAMILIES.len(),
         "a family is missing from FAMILIES: {text}"
+    );
+}
+
+/// The classic format differs from OpenMetrics only in its comment lines: every sample, and
+/// with it every `le` bound as written (`le="1.0"`, not `le="1"`), is the same bytes in both.
+#[test]
+fn classic_text_samples_are_the_openmetrics_samples() {
+    let m = Metrics::new();
+    m.dns.add_target(&target());
+    let ok = observation(
+        Outcome::Response {
+            rcode: ResponseCode::NoError,
+            answers: 1,
+        },
+        Some(12),
+        1,
+        0,
+    );
+    m.dns.record(&target(), &ok, true);
+    m.storage.add_volume("scratch");
+    m.storage.record(
+        "scratch",
+        &StorageObservation {
+            result: StorageResult::success,
+            operations: vec![(StorageOperation::fsync, Duration::from_millis(1))],
+            bytes: vec![(StorageOperation::write, 4096)],
+            throughput: vec![(StorageOperation::write, 1e9)],
+            direct_io: Some(true),
+            detail: None,
+            space: None,
+        },
+    );
+    // process_* are read from /proc at each encode (memory and open fds move between the two):
+    // their names and labels must match, their values cannot.
+    let samples = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| match l.rsplit_once(' ') {
+                Some((series, _)) if l.starts_with("process_") => format!("{series} <live>"),
+                _ => l.to_owned(),
+            })
+            .collect()
+    };
+    let classic = m.encode_prometheus_text();
+    assert_eq!(samples(&classic), samples(&m.encode_openmetrics()));
+    assert!(
+        classic.contains(
+            r#"netprobe_dns_lookup_duration_seconds_bucket{le="1.0",server="10.96.0.10:53"} 1"#
+        ),
+        "{classic}"
     );
 }

@@ -8,6 +8,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use base64::prelude::{BASE64_STANDARD, Engine as _};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
 use hyper::{Request, Uri, header};
@@ -91,7 +92,7 @@ impl Auth {
             Auth::Bearer(token) => Some(format!("Bearer {token}")),
             Auth::Basic { user, password } => Some(format!(
                 "Basic {}",
-                base64(format!("{user}:{password}").as_bytes())
+                BASE64_STANDARD.encode(format!("{user}:{password}"))
             )),
         }
     }
@@ -452,39 +453,17 @@ pub fn printable(bytes: &[u8], max: usize) -> String {
     out
 }
 
-/// Percent-encodes everything but RFC 3986's unreserved characters, for a query-string value.
-pub fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() * 3);
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
+/// Everything but RFC 3986's unreserved characters (`A-Z a-z 0-9 - . _ ~`) is escaped in a
+/// query-string value; PromQL's `{`, `"`, `+`, `=` and `&` among them.
+const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
-/// Standard base64 with padding (RFC 4648), for the Basic authorization header.
-fn base64(input: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for chunk in input.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+/// Percent-encodes a query-string value ([`QUERY_VALUE`]), UTF-8 bytes as `%XX` each.
+pub fn percent_encode(text: &str) -> String {
+    percent_encoding::utf8_percent_encode(text, QUERY_VALUE).to_string()
 }
 
 #[cfg(test)]
@@ -628,7 +607,7 @@ mod tests {
             ("fooba", "Zm9vYmE="),
             ("foobar", "Zm9vYmFy"),
         ] {
-            assert_eq!(base64(input.as_bytes()), want, "{input:?}");
+            assert_eq!(BASE64_STANDARD.encode(input), want, "{input:?}");
         }
         let auth = Auth::Basic {
             user: "Aladdin".into(),

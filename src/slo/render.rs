@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::{Report, SloReport, Status, short_duration};
+use super::{Report, SloReport, Status};
 
 /// `99.9%`, `99%`: an objective, without trailing zeros.
 fn objective(ratio: f64) -> String {
@@ -226,6 +226,30 @@ pub fn json(report: &Report) -> String {
     out
 }
 
+/// `30d`, `6h`, `1h30m`, `-1h4m48s`: a duration rounded to whole seconds, in its largest units.
+pub fn short_duration(seconds: f64) -> String {
+    // Beyond about 30 years days and hours say nothing more than the exponent does.
+    if !seconds.is_finite() {
+        return human(seconds, 0);
+    }
+    if seconds.abs() >= 1e9 {
+        return format!("{}s", human(seconds, 0));
+    }
+    let sign = if seconds < 0.0 { "-" } else { "" };
+    let mut left = seconds.abs().round() as u64;
+    if left == 0 {
+        return "0s".into();
+    }
+    let mut out = String::from(sign);
+    for (unit, size) in [("d", 86400), ("h", 3600), ("m", 60), ("s", 1)] {
+        if left >= size {
+            out.push_str(&format!("{}{unit}", left / size));
+            left %= size;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::{Sli, SloReport};
@@ -350,5 +374,16 @@ Error budget exhausted: pod-network.
         assert_eq!(objective(0.999), "99.9%");
         assert_eq!(objective(0.99), "99%");
         assert_eq!(objective(0.9995), "99.95%");
+    }
+
+    #[test]
+    fn short_durations() {
+        assert_eq!(short_duration(2592000.0), "30d");
+        assert_eq!(short_duration(1296.0000000002), "21m36s");
+        assert_eq!(short_duration(-3888.0), "-1h4m48s");
+        assert_eq!(short_duration(22680.0), "6h18m");
+        assert_eq!(short_duration(0.2), "0s");
+        assert_eq!(short_duration(-1e308), "-1.00e308s");
+        assert_eq!(short_duration(f64::INFINITY), "+Inf");
     }
 }

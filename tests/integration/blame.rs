@@ -23,7 +23,7 @@
 //! evaluation here, as 30 s is one evaluation in a typical Prometheus). Only the network rules
 //! load: the DNS, API-server and storage ones have no data here, and the SLO burn rates' windows
 //! (5 minutes to 3 days) cannot be shortened like `for:`, so one trial's errors would carry into
-//! the next; the real-cluster end to end (cluster.rs) counts notifications with every rule file.
+//! the next; the real-cluster end to end (cluster/) counts notifications with every rule file.
 //!
 //! Needs root (namespaces, iptables), Debian's `prometheus` and `prometheus-alertmanager`.
 

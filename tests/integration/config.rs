@@ -84,7 +84,7 @@ const INVALID: &[(&str, &str)] = &[
     ),
     (
         "invalid-unknown-section.yaml",
-        ":1:1: peer: unknown field `peer`, expected one of listen, node_name, dns, peers, apiserver, csi, storage, metrics",
+        ":1:1: peer: unknown field `peer`, expected one of listen, node_name, dns, peers, apiserver, csi, pod_ips, storage, metrics",
     ),
     (
         "invalid-unset-env.yaml",
@@ -247,6 +247,7 @@ apiserver:
   token_file: /var/run/secrets/kubernetes.io/serviceaccount/token
 csi:
   ignore_drivers: []
+pod_ips: {}
 storage:
   interval: 1m
   timeout: 30s
@@ -260,6 +261,7 @@ storage:
     direct_io: true
 metrics:
   detail: per_node
+# probe load: 6.2 runs/s (dns 2.0, peer 4.0, apiserver 0.1, storage 0.0), about 5.7 ms of CPU per second, 0.3 % of the 2 runtime workers
 # peak memory estimate: 45.8 MiB (40.0 MiB base, 113 targets x 32 KiB, 2.2 MiB storage buffers)
 "
     );

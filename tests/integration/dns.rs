@@ -408,38 +408,38 @@ fn keeps_running_when_every_server_is_unreachable() {
 }
 
 #[test]
-fn sigterm_with_a_probe_in_flight_exits_zero_within_5s() {
+fn sigterm_with_a_probe_in_flight_exits_zero_without_waiting_for_it() {
     stops_cleanly_with_a_probe_in_flight("TERM");
 }
 
 #[test]
-fn sigint_with_a_probe_in_flight_exits_zero_within_5s() {
+fn sigint_with_a_probe_in_flight_exits_zero_without_waiting_for_it() {
     stops_cleanly_with_a_probe_in_flight("INT");
 }
 
 fn stops_cleanly_with_a_probe_in_flight(signal: &str) {
     let server = DnsServer::start();
     let name = "slow.cluster.local";
-    server.set(name, Behaviour::Answer(IP).delayed(Duration::from_secs(3)));
+    // The answer comes after a minute and the lookup waits 18 s for it: an exit that waited for
+    // the lookup would take that long; one that does not, a moment. (A bound far from both
+    // keeps a loaded machine from failing it.)
+    server.set(name, Behaviour::Answer(IP).delayed(Duration::from_secs(60)));
     let addr = server.addr().to_string();
-    let mut daemon = Daemon::start(&config(&[&addr], "5s", "4s", &[(name, None)]));
+    let mut daemon = Daemon::start(&config(&[&addr], "20s", "18s", &[(name, None)]));
     poll(
-        "the server to receive the slow query",
-        WAIT,
+        "the server to receive the slow query (first runs are spread over one interval)",
+        Duration::from_secs(45),
         || match server.queries(name, Transport::Udp) {
             0 => Err("0 queries".into()),
             _ => Ok(()),
         },
     );
+    // stop_with gives the exit 15 s, less than waiting for the lookup would take.
     let (status, took) = daemon.stop_with(signal);
     assert!(
         status.success(),
-        "exit status after SIG{signal}: {status}\n{}",
+        "exit status after SIG{signal} ({took:?}): {status}\n{}",
         daemon.output_tail(20)
-    );
-    assert!(
-        took < Duration::from_secs(5),
-        "exit took {took:?} after SIG{signal}"
     );
 }
 

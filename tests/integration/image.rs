@@ -5,7 +5,7 @@
 //! the nonroot user and /tmp, and (as root) the binary starts from the unpacked layer alone.
 //!
 //! Whether containerd accepts the archive (`ctr images import`) and runs it is tested on the real
-//! cluster (tests/integration/cluster.rs, `make e2e`): every node imports it and runs the chart.
+//! cluster (tests/integration/cluster/, `make e2e`): every node imports it and runs the chart.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Seek, SeekFrom};

@@ -14,8 +14,9 @@ use crate::util::{Checks, Daemon, Metrics, bin};
 const WAIT: Duration = Duration::from_secs(30);
 const NAMESPACE: &str = "kube-netprobe";
 
-/// What the daemon's service account may do: watch its DaemonSet's pods, the CoreDNS pods in
-/// kube-system (`dns.discover_coredns`), the nodes, the CSI drivers and the CSINodes.
+/// What the daemon's service account may do with the default config: watch its DaemonSet's
+/// pods, the CoreDNS pods in kube-system (`dns.discover_coredns`), the nodes, the CSI drivers
+/// and the CSINodes. [`POD_IPS_RBAC`] adds what the opt-in `pod_ips` needs.
 pub const RBAC: &str = r#"
 apiVersion: v1
 kind: Namespace
@@ -66,6 +67,26 @@ apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRoleBinding
 metadata: { name: kube-netprobe }
 roleRef: { apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: kube-netprobe }
+subjects:
+  - { kind: ServiceAccount, name: kube-netprobe, namespace: kube-netprobe }
+"#;
+
+/// What `pod_ips: { enabled: true }` adds to [`RBAC`]: the pods on its own node in every
+/// namespace (by field selector; capacity.rs proves the daemon needs the rule). A rule of its
+/// own, as the chart renders it, so that turning the feature off drops it.
+pub const POD_IPS_RBAC: &str = r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: { name: kube-netprobe-pod-ips }
+rules:
+  - apiGroups: [""]
+    resources: [pods]
+    verbs: [list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: { name: kube-netprobe-pod-ips }
+roleRef: { apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: kube-netprobe-pod-ips }
 subjects:
   - { kind: ServiceAccount, name: kube-netprobe, namespace: kube-netprobe }
 "#;

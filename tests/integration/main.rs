@@ -12,6 +12,8 @@ mod volume;
 // Suites.
 mod blame;
 mod budget;
+mod capacity;
+mod cgroup;
 mod chart;
 mod cli;
 mod cluster;
@@ -25,5 +27,6 @@ mod logging;
 mod mesh;
 mod prometheus;
 mod reload;
+mod report_html;
 mod slo_report;
 mod storage;

@@ -1,10 +1,10 @@
-//! Shared fixtures: the real `kube-netprobe` binary as a child process ([`Daemon`]), a parser
-//! for its OpenMetrics output ([`Metrics`]), and bounded waits that fail with what they saw.
+//! Shared fixtures: the real `kube-netprobe` binary as a child process ([`Daemon`]), its
+//! OpenMetrics output read with the library's parser ([`Metrics`]), and bounded waits that fail
+//! with what they saw.
 
 // Shared by every suite; not every suite uses every helper.
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::IpAddr;
@@ -14,6 +14,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use kube_netprobe::diagnose::scrape;
 
 /// How long the daemon may take to announce its HTTP listener.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -609,24 +611,19 @@ impl Drop for Daemon {
 // ---------------------------------------------------------------------------------------------
 // Metrics
 
-/// One sample line of an OpenMetrics exposition.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Sample {
-    pub name: String,
-    pub labels: BTreeMap<String, String>,
-    pub value: f64,
+/// One sample line of an exposition, as the library's own reader (`diagnose` reads the pods'
+/// `/metrics` with it) parses it: the tests and the product share one parser.
+pub use kube_netprobe::diagnose::scrape::Sample;
+
+fn matches(sample: &Sample, name: &str, labels: &[(&str, &str)]) -> bool {
+    sample.name == name
+        && labels
+            .iter()
+            .all(|(k, v)| sample.labels.get(*k).is_some_and(|have| have == v))
 }
 
-impl Sample {
-    fn matches(&self, name: &str, labels: &[(&str, &str)]) -> bool {
-        self.name == name
-            && labels
-                .iter()
-                .all(|(k, v)| self.labels.get(*k).is_some_and(|have| have == v))
-    }
-}
-
-/// A parsed OpenMetrics text exposition (samples only; `#` lines are skipped).
+/// A parsed OpenMetrics (or 0.0.4 text) exposition: samples only, `#` lines are skipped, and a
+/// line that is not a sample is an error (the daemon's output must parse whole).
 #[derive(Debug, Clone)]
 pub struct Metrics {
     pub samples: Vec<Sample>,
@@ -646,7 +643,10 @@ impl Metrics {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            samples.push(parse_sample(line).map_err(|e| format!("line {}: {e}: {line:?}", i + 1))?);
+            samples.push(
+                scrape::parse_line(line)
+                    .ok_or_else(|| format!("line {}: not a sample line: {line:?}", i + 1))?,
+            );
         }
         Ok(Self {
             samples,
@@ -658,7 +658,7 @@ impl Metrics {
     pub fn series(&self, name: &str, labels: &[(&str, &str)]) -> Vec<&Sample> {
         self.samples
             .iter()
-            .filter(|s| s.matches(name, labels))
+            .filter(|s| matches(s, name, labels))
             .collect()
     }
 
@@ -695,7 +695,7 @@ impl Metrics {
         let mut found = self
             .series(&format!("{family}_bucket"), labels)
             .into_iter()
-            .filter(|s| s.labels.get("le").and_then(|v| parse_value(v).ok()) == Some(le));
+            .filter(|s| s.labels.get("le").and_then(|v| scrape::parse_value(v)) == Some(le));
         let first = found.next()?;
         assert!(
             found.next().is_none(),
@@ -717,69 +717,6 @@ impl Metrics {
         values.dedup();
         values
     }
-}
-
-fn parse_value(v: &str) -> Result<f64, String> {
-    match v {
-        "+Inf" | "Inf" => Ok(f64::INFINITY),
-        "-Inf" => Ok(f64::NEG_INFINITY),
-        "NaN" => Ok(f64::NAN),
-        _ => v.parse().map_err(|e| format!("bad value {v:?}: {e}")),
-    }
-}
-
-fn parse_sample(line: &str) -> Result<Sample, String> {
-    let name_end = line.find(['{', ' ']).ok_or("no value")?;
-    let name = line[..name_end].to_string();
-    let mut labels = BTreeMap::new();
-    let mut rest = &line[name_end..];
-    if let Some(after_brace) = rest.strip_prefix('{') {
-        let mut chars = after_brace.char_indices().peekable();
-        let end = loop {
-            // Skip separators, then read `key="value"` or the closing brace.
-            let Some(&(i, c)) = chars.peek() else {
-                return Err("unterminated label set".into());
-            };
-            if c == '}' {
-                break i + 1;
-            }
-            if c == ',' || c == ' ' {
-                chars.next();
-                continue;
-            }
-            let mut key = String::new();
-            for (_, c) in chars.by_ref() {
-                if c == '=' {
-                    break;
-                }
-                key.push(c);
-            }
-            if chars.next().map(|(_, c)| c) != Some('"') {
-                return Err(format!("label {key:?}: expected opening quote"));
-            }
-            let mut value = String::new();
-            loop {
-                match chars.next() {
-                    Some((_, '\\')) => match chars.next() {
-                        Some((_, 'n')) => value.push('\n'),
-                        Some((_, c)) => value.push(c),
-                        None => return Err("dangling escape".into()),
-                    },
-                    Some((_, '"')) => break,
-                    Some((_, c)) => value.push(c),
-                    None => return Err(format!("label {key:?}: unterminated value")),
-                }
-            }
-            labels.insert(key, value);
-        };
-        rest = &after_brace[end..];
-    }
-    let value = rest.split_whitespace().next().ok_or("no value")?;
-    Ok(Sample {
-        name,
-        labels,
-        value: parse_value(value)?,
-    })
 }
 
 /// A server process of a test (Prometheus, Alertmanager): its stdout and stderr captured into

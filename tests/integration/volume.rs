@@ -73,6 +73,15 @@ impl Drop for Mount {
 
 /// A tmpfs of `size` bytes.
 pub fn tmpfs(size: u64) -> Mount {
+    tmpfs_with(&format!("size={size}"))
+}
+
+/// A tmpfs of `size` bytes with room for `inodes` inodes (its root directory takes one).
+pub fn tmpfs_with_inodes(size: u64, inodes: u64) -> Mount {
+    tmpfs_with(&format!("size={size},nr_inodes={inodes}"))
+}
+
+fn tmpfs_with(options: &str) -> Mount {
     let mut m = Mount::new(tempfile::tempdir().expect("tempdir"));
     run(
         "mount",
@@ -80,7 +89,7 @@ pub fn tmpfs(size: u64) -> Mount {
             "-t",
             "tmpfs",
             "-o",
-            &format!("size={size},mode=0755"),
+            &format!("{options},mode=0755"),
             "tmpfs",
             path_str(&m.dir),
         ],
@@ -89,14 +98,17 @@ pub fn tmpfs(size: u64) -> Mount {
     m
 }
 
-/// A read-only bind mount of a fresh, writable directory.
+/// A read-only bind mount of a fresh, writable tmpfs of its own (so that the volume's space,
+/// which the probe exports, is the test's and not the machine's disk, filled by whatever else
+/// runs there).
 pub struct ReadOnlyBind {
+    // Field order is drop order: the bind mount, then the tmpfs under it.
     pub mount: Mount,
-    _source: tempfile::TempDir,
+    _source: Mount,
 }
 
 pub fn read_only_bind() -> ReadOnlyBind {
-    let source = tempfile::tempdir().expect("tempdir");
+    let source = tmpfs(4 << 20);
     let mut mount = Mount::new(tempfile::tempdir().expect("tempdir"));
     run(
         "mount",

@@ -153,6 +153,13 @@ app.kubernetes.io/managed-by: {{ $root.Release.Service }}
 {{- if or (not (hasKey $csi "enabled")) $csi.enabled }}true{{ end }}
 {{- end }}
 
+{{/* "true" when the pod IP watch is on, which needs list and watch on pods (every namespace) and
+     nodes. */}}
+{{- define "kube-netprobe.podIPsEnabled" -}}
+{{- $podIPs := .Values.config.pod_ips | default dict }}
+{{- if $podIPs.enabled }}true{{ end }}
+{{- end }}
+
 {{/* Whether the Prometheus Operator objects are rendered: enabled, and the API exists or the
      check is off. Argument: the serviceMonitor or prometheusRule values, then the root. */}}
 {{- define "kube-netprobe.monitoringAPI" -}}

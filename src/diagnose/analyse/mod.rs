@@ -17,6 +17,7 @@ use crate::discovery::kube::pod_ips;
 use super::collect::{DNS_NAMESPACE, DNS_SERVICE, Snapshot};
 use super::scrape::{self, Sample};
 
+mod capacity;
 mod dns;
 mod dns_latency;
 mod network;
@@ -26,6 +27,7 @@ mod storage;
 #[cfg(test)]
 mod tests;
 
+pub use self::capacity::*;
 pub use self::dns::*;
 pub use self::dns_latency::*;
 pub use self::network::*;
@@ -61,6 +63,11 @@ pub struct Finding {
     pub evidence: Vec<String>,
     pub cause: String,
     pub next_step: String,
+    /// The nodes this finding blames (an isolated, unreachable or egress-broken node; the one
+    /// node on every MTU black-holed path), so a picture of the matrix can mark their rows and
+    /// columns. Empty for findings that blame no node; left out of report.json then.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<String>,
 }
 
 impl Finding {
@@ -72,7 +79,16 @@ impl Finding {
             evidence: Vec::new(),
             cause: String::new(),
             next_step: String::new(),
+            nodes: Vec::new(),
         }
+    }
+    fn blames(mut self, node: impl Into<String>) -> Self {
+        self.nodes.push(node.into());
+        self
+    }
+    fn blames_all<S: Into<String>>(mut self, nodes: impl IntoIterator<Item = S>) -> Self {
+        self.nodes.extend(nodes.into_iter().map(Into::into));
+        self
     }
     fn evidence(mut self, lines: impl IntoIterator<Item = String>) -> Self {
         self.evidence.extend(lines);
@@ -94,9 +110,11 @@ pub fn analyse(s: &Snapshot) -> Vec<Finding> {
     let matrix = Matrix::from_snapshot(s);
     let mut findings = Vec::new();
     findings.extend(nodes(s));
+    findings.extend(pod_ip_capacity(s));
     findings.extend(live_matrix(&matrix));
     findings.extend(apiserver_probes(s));
     findings.extend(coredns_pods(s));
+    findings.extend(coredns_capacity(s));
     findings.extend(coredns_logs(s));
     findings.extend(corefile(s));
     findings.extend(kube_dns_service(s));
@@ -111,6 +129,7 @@ pub fn analyse(s: &Snapshot) -> Vec<Finding> {
     findings.extend(pvs(s));
     findings.extend(volume_attachments(s));
     findings.extend(storage_probes(s));
+    findings.extend(volume_space(s));
     findings.extend(storage_test(s));
     findings.extend(collection(s));
     // Stable: keeps the family order within a severity.

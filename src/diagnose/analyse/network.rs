@@ -405,7 +405,8 @@ pub fn live_matrix(m: &Matrix) -> Vec<Finding> {
             Finding::new(id, severity, title)
                 .evidence(evidence)
                 .cause(cause)
-                .next(next),
+                .next(next)
+                .blames(node),
         );
     }
     // Votes blaming more than a third of the nodes (and more than one) describe a mesh broken
@@ -511,7 +512,8 @@ pub fn live_matrix(m: &Matrix) -> Vec<Finding> {
             .next(
                 "Compare the pod MTU (`ip link` in a pod) with the node MTU minus the overlay \
                  overhead (VXLAN 50 bytes, Geneve/WireGuard more); set the CNI's MTU to fit.",
-            ),
+            )
+            .blames_all(common),
         );
     }
     // Failures too fresh to judge: said, so that an empty report during a rollout is not read

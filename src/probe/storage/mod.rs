@@ -48,7 +48,8 @@ use tokio::time::Instant;
 use crate::config::{StorageConfig, StorageVolume};
 use crate::metrics::StorageMetrics;
 pub use crate::observation::storage::{
-    BYTE_OPERATIONS, OPERATIONS, RESULTS, StorageObservation, THROUGHPUT_OPERATIONS,
+    BYTE_OPERATIONS, StorageObservation, StorageOperation, StorageResult, THROUGHPUT_OPERATIONS,
+    VolumeSpace,
 };
 use crate::probe::{Health, Transition};
 use crate::scheduler::{RunFuture, Target, later};
@@ -77,21 +78,21 @@ const WATCHDOG_GRACE: Duration = Duration::from_millis(500);
 // Pure parts
 
 /// The `result` for a failed system call, from its errno.
-pub fn errno_result(error: &io::Error) -> &'static str {
+pub fn errno_result(error: &io::Error) -> StorageResult {
     let Some(raw) = error.raw_os_error() else {
         return match error.kind() {
-            io::ErrorKind::PermissionDenied => "permission_denied",
-            io::ErrorKind::TimedOut => "timeout",
-            _ => "error",
+            io::ErrorKind::PermissionDenied => StorageResult::permission_denied,
+            io::ErrorKind::TimedOut => StorageResult::timeout,
+            _ => StorageResult::error,
         };
     };
     match Errno::from_raw_os_error(raw) {
-        Errno::NOSPC | Errno::DQUOT => "enospc",
-        Errno::ROFS => "erofs",
-        Errno::IO => "eio",
-        Errno::ACCESS | Errno::PERM => "permission_denied",
-        Errno::TIMEDOUT => "timeout",
-        _ => "error",
+        Errno::NOSPC | Errno::DQUOT => StorageResult::enospc,
+        Errno::ROFS => StorageResult::erofs,
+        Errno::IO => StorageResult::eio,
+        Errno::ACCESS | Errno::PERM => StorageResult::permission_denied,
+        Errno::TIMEDOUT => StorageResult::timeout,
+        _ => StorageResult::error,
     }
 }
 
@@ -302,7 +303,7 @@ impl StorageTarget {
                     // Its timeout is counted; what it measured on the way still happened.
                     metrics.record_operations(&volume, &obs);
                     tracing::info!(
-                        %volume, result = obs.result,
+                        %volume, result = obs.result.as_str(),
                         "a stuck probe finished after its timeout"
                     );
                 }
@@ -332,12 +333,12 @@ impl StorageTarget {
         let obs = match joined {
             Ok(Ok(obs)) => obs,
             Ok(Err(e)) => StorageObservation {
-                result: "error",
+                result: StorageResult::error,
                 detail: Some(format!("the probe thread failed: {e}")),
                 ..StorageObservation::new()
             },
             Err(_) => StorageObservation {
-                result: "error",
+                result: StorageResult::error,
                 detail: Some("the probe thread's watchdog stopped".to_owned()),
                 ..StorageObservation::new()
             },
@@ -371,10 +372,10 @@ impl StorageTarget {
 
     fn record(&self, obs: &StorageObservation) {
         self.metrics.record(&self.volume, obs);
-        let ok = obs.result == "success";
+        let ok = obs.result == StorageResult::success;
         match self.health.update(ok) {
             Transition::StartedFailing { suppressed } => tracing::warn!(
-                volume = %self.volume, path = %self.path.display(), result = obs.result,
+                volume = %self.volume, path = %self.path.display(), result = obs.result.as_str(),
                 detail = obs.detail.as_deref().unwrap_or(""), suppressed,
                 "storage probe failing"
             ),

@@ -209,7 +209,7 @@ impl OpClock {
 /// Why a run stopped early.
 #[derive(Debug)]
 pub(super) struct Failure {
-    pub(super) result: &'static str,
+    pub(super) result: StorageResult,
     pub(super) detail: String,
 }
 
@@ -221,7 +221,7 @@ impl Failure {
         }
     }
 
-    pub(super) fn new(result: &'static str, detail: impl Into<String>) -> Self {
+    pub(super) fn new(result: StorageResult, detail: impl Into<String>) -> Self {
         Self {
             result,
             detail: detail.into(),
@@ -294,7 +294,7 @@ pub(super) fn open_probe_dir<'a>(
         Ok(fd) => Ok(Some(Handle::new(clock, fd))),
         Err(Errno::NOENT) => Ok(None),
         Err(Errno::LOOP | Errno::NOTDIR) => Err(Failure::new(
-            "error",
+            StorageResult::error,
             format!(
                 "{} is a symlink or not a directory; refusing to write through it (remove it)",
                 root_path.join(PROBE_DIR).display()
@@ -423,7 +423,10 @@ pub(super) struct Run<'a> {
 impl Run<'_> {
     pub(super) fn check_deadline(&self) -> Result<(), Failure> {
         if std::time::Instant::now() >= self.deadline {
-            Err(Failure::new("timeout", "the run went past storage.timeout"))
+            Err(Failure::new(
+                StorageResult::timeout,
+                "the run went past storage.timeout",
+            ))
         } else {
             Ok(())
         }
@@ -432,11 +435,11 @@ impl Run<'_> {
     /// Runs one measured operation (its name is also the clock's) and records its duration.
     pub(super) fn timed<T>(
         &mut self,
-        operation: &'static str,
+        operation: StorageOperation,
         what: &str,
         op: impl FnOnce() -> io::Result<T>,
     ) -> Result<(T, Duration), Failure> {
-        let (out, took) = self.clock.time(operation, op);
+        let (out, took) = self.clock.time(operation.as_str(), op);
         let out = out.map_err(|e| Failure::io(what, e))?;
         self.obs.operations.push((operation, took));
         Ok((out, took))
@@ -452,9 +455,15 @@ impl Run<'_> {
             clock.call("statfs", || rustix::fs::fstatvfs(&*root)),
         )?;
         let free = stat.f_bavail.saturating_mul(stat.f_frsize);
+        self.obs.space = Some(VolumeSpace {
+            free_bytes: free,
+            size_bytes: stat.f_blocks.saturating_mul(stat.f_frsize),
+            free_inodes: stat.f_favail,
+            inodes: stat.f_files,
+        });
         if !enough_space(free, self.spec.size, self.spec.reserve) {
             return Err(Failure::new(
-                "insufficient_space",
+                StorageResult::insufficient_space,
                 format!(
                     "{free} bytes free, the probe needs {} plus a reserve of {}",
                     self.spec.size, self.spec.reserve
@@ -468,7 +477,9 @@ impl Run<'_> {
             }),
         )?;
         let outcome = open_probe_dir(clock, &root, &self.spec.path).and_then(|dir| {
-            let dir = dir.ok_or_else(|| Failure::new("error", "the probe directory vanished"))?;
+            let dir = dir.ok_or_else(|| {
+                Failure::new(StorageResult::error, "the probe directory vanished")
+            })?;
             self.bulk(&dir).and_then(|()| self.sync_pass(&dir))
         });
         // Always leave the volume as it was, whatever happened above.
@@ -484,12 +495,14 @@ impl Run<'_> {
         self.obs.direct_io = Some(direct);
         let block = self.spec.block_size;
         let (written, write_time) = self.write_out(&file, block)?;
-        self.obs.operations.push(("write", write_time));
+        self.obs
+            .operations
+            .push((StorageOperation::write, write_time));
         self.obs
             .throughput
-            .push(("write", rate(self.spec.size, write_time)));
+            .push((StorageOperation::write, rate(self.spec.size, write_time)));
         self.check_deadline()?;
-        self.timed("fsync", "fsync", || file.sync_all())?;
+        self.timed(StorageOperation::fsync, "fsync", || file.sync_all())?;
         if !direct {
             // Drop the clean pages so the read comes from the device, not from memory.
             let size = self.spec.size;
@@ -507,24 +520,26 @@ impl Run<'_> {
         }
 
         let (read, offset, read_time) = self.read_back(&file, block)?;
-        self.obs.operations.push(("read", read_time));
+        self.obs
+            .operations
+            .push((StorageOperation::read, read_time));
         self.obs
             .throughput
-            .push(("read", rate(self.spec.size, read_time)));
+            .push((StorageOperation::read, rate(self.spec.size, read_time)));
         drop(file);
         let (expected, got) = (written.finish(), read.finish());
-        self.timed("delete", "delete", || {
+        self.timed(StorageOperation::delete, "delete", || {
             rustix::fs::unlinkat(dir, DATA_FILE, AtFlags::empty()).map_err(io::Error::from)
         })?;
         if offset != self.spec.size {
             return Err(Failure::new(
-                "checksum_mismatch",
+                StorageResult::checksum_mismatch,
                 format!("read back {offset} of {} bytes", self.spec.size),
             ));
         }
         if expected != got {
             return Err(Failure::new(
-                "checksum_mismatch",
+                StorageResult::checksum_mismatch,
                 format!("read back different data (checksum {got:016x}, wrote {expected:016x})"),
             ));
         }
@@ -576,7 +591,10 @@ impl Run<'_> {
                     break Err(e);
                 }
                 let Ok((buf, len)) = full_rx.recv() else {
-                    break Err(Failure::new("error", "the data thread stopped"));
+                    break Err(Failure::new(
+                        StorageResult::error,
+                        "the data thread stopped",
+                    ));
                 };
                 let chunk = &buf.as_slice()[..len];
                 let (out, took) = self
@@ -586,7 +604,7 @@ impl Run<'_> {
                 if let Err(e) = out {
                     break Err(Failure::io("write", e));
                 }
-                self.obs.add_bytes("write", len as u64);
+                self.obs.add_bytes(StorageOperation::write, len as u64);
                 offset += len as u64;
                 // Two buffers in all, so this never blocks; after the last block nobody reads it.
                 let _ = empty_tx.send(buf);
@@ -596,7 +614,7 @@ impl Run<'_> {
             drop(full_rx);
             let sum = filler
                 .join()
-                .map_err(|_| Failure::new("error", "the data thread panicked"))?;
+                .map_err(|_| Failure::new(StorageResult::error, "the data thread panicked"))?;
             outcome.map(|()| (sum, write_time))
         })
     }
@@ -638,7 +656,10 @@ impl Run<'_> {
                     .or_else(|| spare.take())
                     .or_else(|| empty_rx.recv().ok())
                 else {
-                    break Err(Failure::new("error", "the checksum thread stopped"));
+                    break Err(Failure::new(
+                        StorageResult::error,
+                        "the checksum thread stopped",
+                    ));
                 };
                 let len = block.min((size - offset) as usize);
                 let chunk = &mut buf.as_mut_slice()[..len];
@@ -650,10 +671,13 @@ impl Run<'_> {
                     Ok(n) => n,
                     Err(e) => break Err(Failure::io("read", e)),
                 };
-                self.obs.add_bytes("read", n as u64);
+                self.obs.add_bytes(StorageOperation::read, n as u64);
                 offset += n as u64;
                 if full_tx.send((buf, n)).is_err() {
-                    break Err(Failure::new("error", "the checksum thread stopped"));
+                    break Err(Failure::new(
+                        StorageResult::error,
+                        "the checksum thread stopped",
+                    ));
                 }
                 if n < len {
                     break Ok(());
@@ -662,7 +686,7 @@ impl Run<'_> {
             drop(full_tx);
             let sum = summer
                 .join()
-                .map_err(|_| Failure::new("error", "the checksum thread panicked"))?;
+                .map_err(|_| Failure::new(StorageResult::error, "the checksum thread panicked"))?;
             outcome.map(|()| (sum, offset, read_time))
         })
     }
@@ -679,11 +703,12 @@ impl Run<'_> {
             self.check_deadline()?;
             let offset = i * SYNC_WRITE_BYTES as u64;
             let block = buf.as_slice();
-            self.timed("sync_write", "sync write", || {
+            self.timed(StorageOperation::sync_write, "sync write", || {
                 file.write_all_at(block, offset)?;
                 file.sync_data()
             })?;
-            self.obs.add_bytes("sync_write", SYNC_WRITE_BYTES as u64);
+            self.obs
+                .add_bytes(StorageOperation::sync_write, SYNC_WRITE_BYTES as u64);
         }
         drop(file);
         sys(

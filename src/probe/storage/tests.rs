@@ -16,10 +16,10 @@ fn errno_maps_to_the_closed_set() {
         (Errno::LOOP, "error"),
     ] {
         let label = errno_result(&io::Error::from(errno));
-        assert_eq!(label, result, "{errno:?}");
-        assert!(RESULTS.contains(&label));
+        assert_eq!(label.as_str(), result, "{errno:?}");
+        assert!(StorageResult::ALL.contains(&label));
     }
-    assert_eq!(errno_result(&io::Error::other("x")), "error");
+    assert_eq!(errno_result(&io::Error::other("x")).as_str(), "error");
 }
 
 #[test]
@@ -117,8 +117,8 @@ fn a_run_succeeds_and_leaves_nothing() {
     std::fs::write(dir.path().join("user-file"), b"keep me").unwrap();
     let clock = OpClock::default();
     let obs = probe_volume(&spec(dir.path()), &clock, far(), 42);
-    assert_eq!(obs.result, "success", "{:?}", obs.detail);
-    let ops: Vec<&str> = obs.operations.iter().map(|(op, _)| *op).collect();
+    assert_eq!(obs.result.as_str(), "success", "{:?}", obs.detail);
+    let ops: Vec<&str> = obs.operations.iter().map(|(op, _)| op.as_str()).collect();
     assert_eq!(
         ops,
         [
@@ -131,8 +131,9 @@ fn a_run_succeeds_and_leaves_nothing() {
             "sync_write"
         ]
     );
+    let bytes: Vec<(&str, u64)> = obs.bytes.iter().map(|(op, n)| (op.as_str(), *n)).collect();
     assert_eq!(
-        obs.bytes,
+        bytes,
         [
             ("write", 256 << 10),
             ("read", 256 << 10),
@@ -154,7 +155,7 @@ fn the_guard_skips_before_writing() {
     let mut s = spec(dir.path());
     s.reserve = u64::MAX / 2;
     let obs = probe_volume(&s, &OpClock::default(), far(), 1);
-    assert_eq!(obs.result, "insufficient_space");
+    assert_eq!(obs.result.as_str(), "insufficient_space");
     assert!(obs.operations.is_empty());
     assert!(!dir.path().join(PROBE_DIR).exists());
 }
@@ -179,7 +180,7 @@ fn leftovers_are_removed_and_symlinks_refused() {
     // The probe directory itself as a symlink: refused, nothing written through it.
     std::os::unix::fs::symlink(outside.path(), &probe_dir).unwrap();
     let obs = probe_volume(&spec(dir.path()), &OpClock::default(), far(), 1);
-    assert_eq!(obs.result, "error");
+    assert_eq!(obs.result.as_str(), "error");
     assert!(obs.detail.unwrap().contains("symlink"));
     let outside_names: Vec<_> = std::fs::read_dir(outside.path())
         .unwrap()
@@ -193,7 +194,7 @@ fn a_passed_deadline_is_a_timeout_and_cleans_up() {
     let dir = tempfile::tempdir().unwrap();
     let past = std::time::Instant::now();
     let obs = probe_volume(&spec(dir.path()), &OpClock::default(), past, 1);
-    assert_eq!(obs.result, "timeout");
+    assert_eq!(obs.result.as_str(), "timeout");
     assert!(!dir.path().join(PROBE_DIR).exists());
 }
 
@@ -236,7 +237,7 @@ fn every_phase_goes_through_the_clock() {
     let dir = tempfile::tempdir().unwrap();
     let clock = OpClock::default();
     let obs = probe_volume(&spec(dir.path()), &clock, far(), 3);
-    assert_eq!(obs.result, "success", "{:?}", obs.detail);
+    assert_eq!(obs.result.as_str(), "success", "{:?}", obs.detail);
     let calls = std::mem::take(&mut *clock.trace.lock().unwrap());
     let mut expected = vec![
         // The path, leftovers (none), free space, the directory, the data file.
@@ -320,8 +321,8 @@ async fn a_hung_thread_is_counted_per_run_and_never_doubled() {
                 // The first run hangs in mkdir until released, then fails.
                 let _ = clock.call("mkdir", || released.lock().unwrap().recv());
                 return StorageObservation {
-                    result: "eio",
-                    operations: vec![("delete", Duration::from_millis(1))],
+                    result: StorageResult::eio,
+                    operations: vec![(StorageOperation::delete, Duration::from_millis(1))],
                     ..StorageObservation::new()
                 };
             }

@@ -5,6 +5,7 @@ use serde_json::json;
 use super::super::collect::{ProbeScrape, ReadError};
 use super::*;
 
+mod capacity;
 mod dns;
 mod latency;
 mod network;
@@ -86,6 +87,7 @@ fn healthy() -> Snapshot {
         namespace_endpoints: Some(vec![obj(json!({"metadata": {"name": "web", "namespace": "shop"},
             "subsets": [{"addresses": [{"ip": "10.244.1.5"}]}]}))]),
         nodes: Some(vec![node("node-a", "True", false), node("node-b", "True", false)]),
+        pods_needing_ip: Some(BTreeMap::new()),
         csi_drivers: Some(vec![obj(json!({"metadata": {"name": "csi.example.com"}, "spec": {}}))]),
         csi_nodes: Some(
             ["node-a", "node-b"]
