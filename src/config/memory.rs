@@ -18,7 +18,8 @@ pub const MEMORY_CEILING: u64 = 512 * MIB;
 
 /// What does not grow with the config: the process and its libraries, the async runtime, TLS,
 /// the HTTP server at its connection limits, and the Kubernetes watches of a cluster of up to
-/// 5,000 nodes (measured at 36 MiB peak with 5,000 pods and 5,000 nodes, docs/benchmarks.md).
+/// 5,000 nodes (measured at a 22.5 MiB peak with 5,000 real-shaped pods and 5,000 nodes,
+/// docs/benchmarks.md; the rest is margin).
 pub const BASE: u64 = 40 * MIB;
 
 /// One scheduled (prober, target) pair: its task and state, its series (a histogram is 17

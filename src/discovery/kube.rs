@@ -1,7 +1,8 @@
 //! Peers from the Kubernetes API: a watch (not a poll) on the DaemonSet's pods and on the nodes.
 //!
-//! Only what probing needs is kept (a pod's node, IPs, readiness, whether it is terminating; a
-//! node's schedulability and readiness), so memory stays small on big clusters. A pod is a peer
+//! Only what probing needs is decoded and kept (a pod's node, IPs, readiness, whether it is
+//! terminating; a node's schedulability and readiness: the slim types of `objects`), so memory
+//! stays small on big clusters. A pod is a peer
 //! when it is ready, not terminating, and its node is not cordoned: a drain must not page anyone.
 //!
 //! A NotReady node keeps its peer. When a node loses its network, the node lifecycle controller
@@ -20,7 +21,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
@@ -28,12 +29,16 @@ use tokio::sync::watch;
 
 use crate::config::KubernetesDiscovery;
 use crate::discovery::Peer;
+use crate::discovery::objects::{SlimNode, SlimPod};
 use crate::discovery::store::Store;
 use crate::logging::{Health, Transition};
 use crate::metrics::PeerMetrics;
 
-/// Objects per list page.
-const LIST_PAGE_SIZE: u32 = 100;
+/// Objects per list page. kube reads a page's whole body into memory (twice, briefly) before
+/// decoding it, and glibc keeps much of such large freed buffers in the heap: with real-sized
+/// nodes (16 KB of JSON each) and pods (10 KB), pages of 100 peaked at 25.7 MiB for 5,000 of
+/// each and pages of 50 at 22.5 MiB (scripts/bench-discovery), for twice the requests.
+const LIST_PAGE_SIZE: u32 = 50;
 
 /// What a pod contributes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,43 +76,30 @@ pub fn pod_ips(pod: &Pod) -> Vec<IpAddr> {
     ips
 }
 
-pub fn pod_info(pod: &Pod) -> Option<(String, PodInfo)> {
+pub fn pod_info(pod: &SlimPod) -> Option<(String, PodInfo)> {
     let name = pod.metadata.name.clone()?;
-    let spec = pod.spec.as_ref()?;
-    let node = spec.node_name.clone()?;
-    let status = pod.status.as_ref();
-    let ips = pod_ips(pod);
-    let condition = |kind: &str| {
-        status
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|c| c.iter().any(|c| c.type_ == kind && c.status == "True"))
-    };
-    let terminating = pod.metadata.deletion_timestamp.is_some();
+    let node = pod.node_name.clone()?;
     Some((
         name,
         PodInfo {
             node,
-            ips,
-            ready: condition("Ready"),
-            containers_ready: condition("ContainersReady"),
-            terminating,
+            ips: pod.ips.clone(),
+            ready: pod.ready,
+            containers_ready: pod.containers_ready,
+            terminating: pod.terminating(),
         },
     ))
 }
 
-pub fn node_info(node: &Node) -> Option<(String, NodeInfo)> {
+pub fn node_info(node: &SlimNode) -> Option<(String, NodeInfo)> {
     let name = node.metadata.name.clone()?;
-    let schedulable = !node
-        .spec
-        .as_ref()
-        .and_then(|s| s.unschedulable)
-        .unwrap_or(false);
-    let ready = node
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-    Some((name, NodeInfo { schedulable, ready }))
+    Some((
+        name,
+        NodeInfo {
+            schedulable: !node.unschedulable,
+            ready: node.ready,
+        },
+    ))
 }
 
 /// The cluster as the watches have shown it so far.
@@ -118,12 +110,14 @@ pub struct ClusterView {
 }
 
 impl ClusterView {
-    pub fn pod_event(&mut self, event: Event<Pod>) {
-        self.pods.apply(event, pod_info);
+    /// Applies a pod event; whether what the view holds changed (the peers may have).
+    pub fn pod_event(&mut self, event: Event<SlimPod>) -> bool {
+        self.pods.apply(event, pod_info)
     }
 
-    pub fn node_event(&mut self, event: Event<Node>) {
-        self.nodes.apply(event, node_info);
+    /// Applies a node event; whether what the view holds changed (the peers may have).
+    pub fn node_event(&mut self, event: Event<SlimNode>) -> bool {
+        self.nodes.apply(event, node_info)
     }
 
     /// Whether the pods have been listed once: before that, "no peers" means "don't know yet".
@@ -184,17 +178,19 @@ pub async fn run(
         Some(client) => client,
         None => connect(|| metrics.discovery_error("pods", "error")).await,
     };
-    // Small pages: a list's page is decoded whole, so the page size bounds the transient peak
-    // of memory on big clusters (the default, 500, measured a 36 MiB peak with 5,000 pods).
+    // Small pages: a list's page is read and decoded whole, so the page size bounds the
+    // transient peak of memory on big clusters (kube's default, 500, measured a 36 MiB peak with
+    // 5,000 small pods when whole objects were decoded). The slim types keep only what `peers`
+    // uses.
     let pods = watcher::watcher(
-        Api::<Pod>::namespaced(client.clone(), &config.namespace),
+        Api::<SlimPod>::namespaced(client.clone(), &config.namespace),
         watcher::Config::default()
             .labels(&config.selector)
             .page_size(LIST_PAGE_SIZE),
     )
     .default_backoff();
     let nodes = watcher::watcher(
-        Api::<Node>::all(client),
+        Api::<SlimNode>::all(client),
         watcher::Config::default().page_size(LIST_PAGE_SIZE),
     )
     .default_backoff();
@@ -203,30 +199,35 @@ pub async fn run(
     let mut view = ClusterView::default();
     let (pods_health, nodes_health) = (Health::default(), Health::default());
     loop {
-        tokio::select! {
+        // Peers are worked out again only when the view changed: not for each object of a list
+        // (nothing shows before the list ends) nor for a node's status update that leaves its
+        // readiness and schedulability as they were, which on a big cluster is most events.
+        let changed = tokio::select! {
             Some(event) = pods.next() => match event {
                 Ok(event) => {
                     log_transition(&pods_health, "pods", None);
-                    view.pod_event(event);
+                    view.pod_event(event)
                 }
                 Err(e) => {
                     metrics.discovery_error("pods", super::error_reason(&e));
                     log_transition(&pods_health, "pods", Some(&e));
+                    false
                 }
             },
             Some(event) = nodes.next() => match event {
                 Ok(event) => {
                     log_transition(&nodes_health, "nodes", None);
-                    view.node_event(event);
+                    view.node_event(event)
                 }
                 Err(e) => {
                     metrics.discovery_error("nodes", super::error_reason(&e));
                     log_transition(&nodes_health, "nodes", Some(&e));
+                    false
                 }
             },
             else => break,
-        }
-        if view.synced() {
+        };
+        if changed && view.synced() {
             let peers = view.peers(port);
             tx.send_if_modified(|current| {
                 if *current == peers {
@@ -283,13 +284,24 @@ mod tests {
 
     use super::*;
 
-    fn pod(name: &str, node: &str, ip: &str, ready: bool) -> Pod {
+    fn pod(name: &str, node: &str, ip: &str, ready: bool) -> SlimPod {
         pod_with(name, node, ip, ready, ready)
     }
 
-    fn pod_with(name: &str, node: &str, ip: &str, ready: bool, containers_ready: bool) -> Pod {
+    fn pod_with(name: &str, node: &str, ip: &str, ready: bool, containers_ready: bool) -> SlimPod {
+        serde_json::from_value(pod_json(name, node, ip, ready, containers_ready)).unwrap()
+    }
+
+    /// A pod as the API server sends it.
+    fn pod_json(
+        name: &str,
+        node: &str,
+        ip: &str,
+        ready: bool,
+        containers_ready: bool,
+    ) -> serde_json::Value {
         let word = |b: bool| if b { "True" } else { "False" };
-        serde_json::from_value(serde_json::json!({
+        serde_json::json!({
             "metadata": { "name": name, "namespace": "kube-netprobe" },
             "spec": { "nodeName": node, "containers": [] },
             "status": {
@@ -300,17 +312,19 @@ mod tests {
                     { "type": "ContainersReady", "status": word(containers_ready) }
                 ]
             }
-        }))
-        .unwrap()
+        })
     }
 
-    fn node(name: &str, unschedulable: bool, ready: bool) -> Node {
-        serde_json::from_value(serde_json::json!({
+    fn node(name: &str, unschedulable: bool, ready: bool) -> SlimNode {
+        serde_json::from_value(node_json(name, unschedulable, ready)).unwrap()
+    }
+
+    fn node_json(name: &str, unschedulable: bool, ready: bool) -> serde_json::Value {
+        serde_json::json!({
             "metadata": { "name": name },
             "spec": { "unschedulable": unschedulable },
             "status": { "conditions": [{ "type": "Ready", "status": if ready { "True" } else { "False" } }] }
-        }))
-        .unwrap()
+        })
     }
 
     fn nodes_of(view: &ClusterView) -> Vec<String> {
@@ -443,17 +457,17 @@ mod tests {
                     list(
                         "PodList",
                         serde_json::json!([
-                            serde_json::to_value(pod("p-a", "a", "10.0.0.1", true)).unwrap(),
-                            serde_json::to_value(pod("p-b", "b", "10.0.0.2", true)).unwrap(),
-                            serde_json::to_value(pod("p-c", "c", "10.0.0.3", false)).unwrap(),
+                            pod_json("p-a", "a", "10.0.0.1", true, true),
+                            pod_json("p-b", "b", "10.0.0.2", true, true),
+                            pod_json("p-c", "c", "10.0.0.3", false, false),
                         ]),
                     )
                 } else if uri.starts_with("/api/v1/nodes?") {
                     list(
                         "NodeList",
                         serde_json::json!([
-                            serde_json::to_value(node("a", false, true)).unwrap(),
-                            serde_json::to_value(node("b", true, true)).unwrap(),
+                            node_json("a", false, true),
+                            node_json("b", true, true),
                         ]),
                     )
                 } else {

@@ -7,6 +7,7 @@ pub mod coredns;
 pub mod csi;
 pub mod kube;
 pub mod node_pods;
+pub mod objects;
 pub mod ring;
 pub mod store;
 
