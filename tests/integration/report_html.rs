@@ -913,7 +913,12 @@ fn the_status_page_shows_the_daemons_view_in_a_real_browser() {
         "the DNS server's results",
         [
             row(&[&dns_addr, "example.com", "A", "ipv4"]),
-            row(&[&dns_addr, "kubernetes.default.svc.cluster.local", "A", "ipv4"]),
+            row(&[
+                &dns_addr,
+                "kubernetes.default.svc.cluster.local",
+                "A",
+                "ipv4",
+            ]),
         ]
         .concat(),
         vec!["SERVFAIL".to_owned(), "NOERROR".to_owned()],
