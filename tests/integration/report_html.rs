@@ -27,6 +27,7 @@ use kube_netprobe::diagnose::html::{BLAMED, INSET, NOT_PROBED, PITCH, SELF};
 use kube_netprobe::html::{DOWN, PENDING, UP};
 
 use crate::apiserver::Apiserver;
+use crate::diagnose::seed;
 use crate::dns_server::{Behaviour, DnsServer};
 use crate::util::{Checks, Daemon, bin, closed_udp_port};
 
@@ -458,91 +459,14 @@ const NODES: [&str; 4] = ["node-a", "node-b", "node-c", "node-d"];
 const PROTOCOLS: [&str; 3] = ["bulk", "http", "tcp"];
 
 /// The cluster diagnose reads: `NODES` Ready, CoreDNS healthy behind kube-dns, a default
-/// StorageClass whose CSI driver every node has, so that the only findings are the live
-/// matrix's.
+/// StorageClass whose CSI driver every node has (the diagnose suite's healthy cluster), so
+/// that the only findings are the live matrix's.
 fn healthy_cluster(api: &Apiserver) {
-    let mut yaml = String::new();
+    api.apply(&seed::base(&NODES));
     for n in NODES {
-        yaml.push_str(&format!(
-            "---\napiVersion: v1\nkind: Node\nmetadata: {{ name: {n} }}\n---\n\
-             apiVersion: storage.k8s.io/v1\nkind: CSINode\nmetadata: {{ name: {n} }}\n\
-             spec: {{ drivers: [{{ name: csi.example.com, nodeID: {n} }}] }}\n"
-        ));
+        seed::ready_node(api, n, false);
     }
-    yaml.push_str(
-        r#"---
-apiVersion: v1
-kind: Pod
-metadata: { name: coredns-1, namespace: kube-system, labels: { k8s-app: kube-dns } }
-spec: { nodeName: node-a, containers: [{ name: coredns, image: coredns:1.11 }] }
----
-apiVersion: v1
-kind: Pod
-metadata: { name: coredns-2, namespace: kube-system, labels: { k8s-app: kube-dns } }
-spec: { nodeName: node-b, containers: [{ name: coredns, image: coredns:1.11 }] }
----
-apiVersion: v1
-kind: Service
-metadata: { name: kube-dns, namespace: kube-system }
-spec:
-  clusterIP: 10.96.0.10
-  selector: { k8s-app: kube-dns }
-  ports: [{ name: dns, port: 53, protocol: UDP }, { name: dns-tcp, port: 53, protocol: TCP }]
----
-apiVersion: v1
-kind: Endpoints
-metadata: { name: kube-dns, namespace: kube-system }
-subsets:
-- addresses: [{ ip: 10.244.0.11 }, { ip: 10.244.1.12 }]
-  ports: [{ name: dns, port: 53, protocol: UDP }, { name: dns-tcp, port: 53, protocol: TCP }]
----
-apiVersion: storage.k8s.io/v1
-kind: CSIDriver
-metadata: { name: csi.example.com }
-spec: { attachRequired: false }
----
-apiVersion: storage.k8s.io/v1
-kind: StorageClass
-metadata: { name: fast, annotations: { storageclass.kubernetes.io/is-default-class: "true" } }
-provisioner: csi.example.com
----
-apiVersion: v1
-kind: ConfigMap
-metadata: { name: coredns, namespace: kube-system }
-data:
-  Corefile: |
-    .:53 {
-        errors
-        health
-        ready
-        kubernetes cluster.local in-addr.arpa ip6.arpa
-        forward . /etc/resolv.conf
-        cache 30
-        loop
-    }
-"#,
-    );
-    api.apply(&yaml);
-    for n in NODES {
-        api.patch_status(
-            "nodes",
-            "",
-            n,
-            r#"{"status":{"conditions":[{"type":"Ready","status":"True","reason":"KubeletReady","message":"ok"}]}}"#,
-        );
-    }
-    for (pod, ip) in [("coredns-1", "10.244.0.11"), ("coredns-2", "10.244.1.12")] {
-        api.patch_status(
-            "pods",
-            "kube-system",
-            pod,
-            &format!(
-                r#"{{"status":{{"phase":"Running","podIP":"{ip}","podIPs":[{{"ip":"{ip}"}}],
-                "conditions":[{{"type":"Ready","status":"True"}}],
-                "containerStatuses":[{{"name":"coredns","ready":true,"restartCount":0,"image":"coredns:1.11","imageID":"","state":{{"running":{{}}}}}}]}}}}"#
-            ),
-        );
-    }
+    seed::healthy_coredns(api);
 }
 
 /// Writes each node's `/metrics` (every node probes every other over `PROTOCOLS`, 30 probes,

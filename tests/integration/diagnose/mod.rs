@@ -13,7 +13,7 @@
 
 // The healthy cluster the runs start from, the faults and what diagnose must say of each.
 mod scenarios;
-mod seed;
+pub(crate) mod seed;
 
 // The suites.
 mod api_failures;

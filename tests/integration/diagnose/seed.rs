@@ -4,7 +4,7 @@
 use crate::apiserver::Apiserver;
 
 /// The healthy cluster every scenario starts from, with `nodes` (CoreDNS runs on the first two).
-pub(super) fn base(nodes: &[&str]) -> String {
+pub(crate) fn base(nodes: &[&str]) -> String {
     let mut yaml = String::new();
     for n in nodes {
         yaml.push_str(&format!(
@@ -125,7 +125,7 @@ pub(super) fn dns_histogram(server: &str, name: &str, seconds: f64, lookups: u64
     text
 }
 
-pub(super) fn ready_node(api: &Apiserver, name: &str, network_unavailable: bool) {
+pub(crate) fn ready_node(api: &Apiserver, name: &str, network_unavailable: bool) {
     api.patch_status(
         "nodes",
         "",
@@ -138,7 +138,7 @@ pub(super) fn ready_node(api: &Apiserver, name: &str, network_unavailable: bool)
     );
 }
 
-pub(super) fn coredns_status(api: &Apiserver, pod: &str, ip: &str, ready: bool, restarts: u32) {
+pub(crate) fn coredns_status(api: &Apiserver, pod: &str, ip: &str, ready: bool, restarts: u32) {
     let (state, last) = if restarts > 0 {
         (
             r#"{"waiting":{"reason":"CrashLoopBackOff","message":"back-off 5m0s restarting failed container"}}"#,
@@ -161,7 +161,7 @@ pub(super) fn coredns_status(api: &Apiserver, pod: &str, ip: &str, ready: bool, 
     );
 }
 
-pub(super) fn healthy_coredns(api: &Apiserver) {
+pub(crate) fn healthy_coredns(api: &Apiserver) {
     coredns_status(api, "coredns-1", "10.244.0.11", true, 0);
     coredns_status(api, "coredns-2", "10.244.1.12", true, 0);
 }
