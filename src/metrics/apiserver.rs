@@ -174,12 +174,11 @@ impl ApiserverMetrics {
             .set(i64::from(result == ApiserverResult::success));
         self.latest.set(
             &key,
-            Last {
-                result: result.as_str(),
-                ok: result == ApiserverResult::success,
-                seconds: phases.last().map(|(_, s)| *s),
-                at: std::time::Instant::now(),
-            },
+            Last::now(
+                result.as_str(),
+                result == ApiserverResult::success,
+                phases.last().map(|(_, s)| *s),
+            ),
         );
     }
 

@@ -291,12 +291,11 @@ impl DnsMetrics {
             .set(i64::from(observation.udp_queries + observation.tcp_queries));
         self.latest.set(
             target,
-            Last {
-                result: observation.outcome.rcode_label().as_str(),
-                ok: success,
-                seconds: observation.duration.map(|d| d.as_secs_f64()),
-                at: std::time::Instant::now(),
-            },
+            Last::now(
+                observation.outcome.rcode_label().as_str(),
+                success,
+                observation.duration.map(|d| d.as_secs_f64()),
+            ),
         );
     }
 

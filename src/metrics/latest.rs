@@ -19,6 +19,18 @@ pub struct Last {
     pub at: Instant,
 }
 
+impl Last {
+    /// A result just counted.
+    pub fn now(result: &'static str, ok: bool, seconds: Option<f64>) -> Self {
+        Self {
+            result,
+            ok,
+            seconds,
+            at: Instant::now(),
+        }
+    }
+}
+
 /// How a volume's last probe ended, its throughput, and whether a probe is stuck on it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LastStorage {

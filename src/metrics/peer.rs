@@ -347,12 +347,11 @@ impl PeerMetrics {
             .set(i64::from(result == PeerResult::success));
         self.latest.set(
             key,
-            Last {
-                result: result.as_str(),
-                ok: result == PeerResult::success,
-                seconds: phases.last().map(|(_, s)| *s),
-                at: std::time::Instant::now(),
-            },
+            Last::now(
+                result.as_str(),
+                result == PeerResult::success,
+                phases.last().map(|(_, s)| *s),
+            ),
         );
     }
 

@@ -196,12 +196,11 @@ impl StorageMetrics {
             .set(i64::from(obs.result == StorageResult::success));
         // The throughput and stuck gauges keep their values across a run that did not set them.
         self.latest.update(&volume.to_owned(), |v| {
-            v.last = Some(Last {
-                result: obs.result.as_str(),
-                ok: obs.result == StorageResult::success,
-                seconds: None,
-                at: std::time::Instant::now(),
-            });
+            v.last = Some(Last::now(
+                obs.result.as_str(),
+                obs.result == StorageResult::success,
+                None,
+            ));
         });
         self.record_operations(volume, obs);
     }
