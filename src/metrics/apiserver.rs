@@ -2,68 +2,29 @@
 
 use super::*;
 
-/// The `path` label: how the probe reached the API server.
-#[allow(non_camel_case_types)]
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelValue)]
-pub enum ApiserverPath {
-    /// The Service IP from the environment.
-    direct,
-    /// The Service name, through the pod's resolver.
-    dns,
-}
-
-impl ApiserverPath {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::direct => "direct",
-            Self::dns => "dns",
-        }
+crate::observation::label_values! {
+    /// The `path` label: how the probe reached the API server.
+    pub enum ApiserverPath {
+        /// The Service IP from the environment.
+        direct,
+        /// The Service name, through the pod's resolver.
+        dns,
     }
 }
 
-/// The `result` of an API-server probe.
-#[allow(non_camel_case_types)]
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
-pub enum ApiserverResult {
-    success,
-    timeout,
-    refused,
-    reset,
-    unreachable,
-    dns_error,
-    tls_error,
-    http_error,
-    permission_denied,
-    error,
-}
-
-impl ApiserverResult {
-    pub const ALL: [Self; 10] = [
-        Self::success,
-        Self::timeout,
-        Self::refused,
-        Self::reset,
-        Self::unreachable,
-        Self::dns_error,
-        Self::tls_error,
-        Self::http_error,
-        Self::permission_denied,
-        Self::error,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::success => "success",
-            Self::timeout => "timeout",
-            Self::refused => "refused",
-            Self::reset => "reset",
-            Self::unreachable => "unreachable",
-            Self::dns_error => "dns_error",
-            Self::tls_error => "tls_error",
-            Self::http_error => "http_error",
-            Self::permission_denied => "permission_denied",
-            Self::error => "error",
-        }
+crate::observation::label_values! {
+    /// The `result` of an API-server probe.
+    pub enum ApiserverResult {
+        success,
+        timeout,
+        refused,
+        reset,
+        unreachable,
+        dns_error,
+        tls_error,
+        http_error,
+        permission_denied,
+        error,
     }
 }
 
@@ -145,7 +106,7 @@ impl ApiserverMetrics {
     pub fn remove_target(&self, key: ApiserverKey) {
         self.up.remove(&key);
         self.latest.remove(&key);
-        for result in ApiserverResult::ALL {
+        for &result in ApiserverResult::ALL {
             self.requests.remove(&ApiserverResultLabels { key, result });
         }
         for phase in [

@@ -80,67 +80,28 @@ pub(super) fn network_histogram() -> Histogram {
     Histogram::new(NETWORK_BUCKETS.iter().copied())
 }
 
-/// The `protocol` label of the peer families.
-#[allow(non_camel_case_types)]
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelValue)]
-pub enum PeerProtocolLabel {
-    http,
-    tcp,
-    bulk,
-    icmp,
-}
-
-impl PeerProtocolLabel {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::http => "http",
-            Self::tcp => "tcp",
-            Self::bulk => "bulk",
-            Self::icmp => "icmp",
-        }
+crate::observation::label_values! {
+    /// The `protocol` label of the peer families.
+    pub enum PeerProtocolLabel {
+        http,
+        tcp,
+        bulk,
+        icmp,
     }
 }
 
-/// The `result` of a peer probe.
-#[allow(non_camel_case_types)]
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
-pub enum PeerResult {
-    success,
-    timeout,
-    refused,
-    reset,
-    unreachable,
-    http_error,
-    short_body,
-    permission_denied,
-    error,
-}
-
-impl PeerResult {
-    pub const ALL: [Self; 9] = [
-        Self::success,
-        Self::timeout,
-        Self::refused,
-        Self::reset,
-        Self::unreachable,
-        Self::http_error,
-        Self::short_body,
-        Self::permission_denied,
-        Self::error,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::success => "success",
-            Self::timeout => "timeout",
-            Self::refused => "refused",
-            Self::reset => "reset",
-            Self::unreachable => "unreachable",
-            Self::http_error => "http_error",
-            Self::short_body => "short_body",
-            Self::permission_denied => "permission_denied",
-            Self::error => "error",
-        }
+crate::observation::label_values! {
+    /// The `result` of a peer probe.
+    pub enum PeerResult {
+        success,
+        timeout,
+        refused,
+        reset,
+        unreachable,
+        http_error,
+        short_body,
+        permission_denied,
+        error,
     }
 }
 
@@ -365,7 +326,7 @@ impl PeerMetrics {
     pub fn remove_target(&self, key: &PeerKey, phases: &[Phase]) {
         self.up.remove(&Self::up_labels(key));
         self.latest.remove(key);
-        for result in PeerResult::ALL {
+        for &result in PeerResult::ALL {
             self.requests.remove(&Self::result_labels(key, result));
         }
         let last = match self.detail {
