@@ -223,7 +223,7 @@ impl DnsMetrics {
     /// `system`, qtype A), so that `rate()` sees the first lost answer; the other values appear
     /// when first seen.
     pub fn add_family_target(&self, target: &DnsLabels) {
-        for family in IpFamily::ALL {
+        for &family in IpFamily::ALL {
             let _ = self
                 .family_queries
                 .get_or_create(&target.with_family(family, Rcode::TIMEOUT));
@@ -245,7 +245,7 @@ impl DnsMetrics {
         for protocol in [DnsTransport::udp, DnsTransport::tcp] {
             self.queries.remove(&target.with_protocol(protocol));
         }
-        for family in IpFamily::ALL {
+        for &family in IpFamily::ALL {
             for rcode in Rcode::ALL {
                 self.family_queries
                     .remove(&target.with_family(family, rcode));

@@ -81,28 +81,16 @@ impl Detail {
     }
 }
 
-/// The `phase` label of the request histograms (peers and the API server): seconds from the
-/// start of the request to the end of the name lookup, the connect, the TLS handshake, the
-/// first response byte, and the whole request.
-#[allow(non_camel_case_types)]
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
-pub enum Phase {
-    dns,
-    connect,
-    tls,
-    first_byte,
-    total,
-}
-
-impl Phase {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::dns => "dns",
-            Self::connect => "connect",
-            Self::tls => "tls",
-            Self::first_byte => "first_byte",
-            Self::total => "total",
-        }
+crate::observation::label_values! {
+    /// The `phase` label of the request histograms (peers and the API server): seconds from the
+    /// start of the request to the end of the name lookup, the connect, the TLS handshake, the
+    /// first response byte, and the whole request.
+    pub enum Phase {
+        dns,
+        connect,
+        tls,
+        first_byte,
+        total,
     }
 }
 

@@ -44,38 +44,21 @@ pub mod storage;
 
 use std::net::IpAddr;
 
-use prometheus_client::encoding::EncodeLabelValue;
-
-/// The `family` label: the IP family a probe went over (on
-/// `netprobe_dns_family_queries_total`, the family a query asked for: A is `ipv4`, AAAA `ipv6`).
-#[allow(non_camel_case_types)]
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelValue)]
-pub enum IpFamily {
-    ipv4,
-    ipv6,
+label_values! {
+    /// The `family` label: the IP family a probe went over (on
+    /// `netprobe_dns_family_queries_total`, the family a query asked for: A is `ipv4`, AAAA `ipv6`).
+    pub enum IpFamily {
+        ipv4,
+        ipv6,
+    }
 }
 
 impl IpFamily {
-    pub const ALL: [Self; 2] = [Self::ipv4, Self::ipv6];
-
     /// The family of an address; an IPv4-mapped IPv6 address travels as IPv4.
     pub fn of(ip: IpAddr) -> Self {
         match ip.to_canonical() {
             IpAddr::V4(_) => Self::ipv4,
             IpAddr::V6(_) => Self::ipv6,
         }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::ipv4 => "ipv4",
-            Self::ipv6 => "ipv6",
-        }
-    }
-}
-
-impl std::fmt::Display for IpFamily {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
     }
 }
