@@ -239,14 +239,14 @@ impl DnsMetrics {
         self.success.remove(target);
         self.latest.remove(target);
         self.lookup_queries.remove(target);
-        for rcode in Rcode::ALL {
+        for &rcode in Rcode::ALL {
             self.lookups.remove(&target.with_rcode(rcode));
         }
         for protocol in [DnsTransport::udp, DnsTransport::tcp] {
             self.queries.remove(&target.with_protocol(protocol));
         }
         for &family in IpFamily::ALL {
-            for rcode in Rcode::ALL {
+            for &rcode in Rcode::ALL {
                 self.family_queries
                     .remove(&target.with_family(family, rcode));
             }

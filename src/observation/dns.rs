@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
-use prometheus_client::encoding::EncodeLabelValue;
 
 use super::IpFamily;
 
@@ -28,52 +27,33 @@ pub enum Outcome {
     NetworkError(String),
 }
 
-/// The `rcode` label: the response code as DNS names it, NODATA or WRONG_ANSWER for a
-/// NOERROR answer an application cannot use, or TIMEOUT / NETWORK_ERROR when no response came.
-#[allow(clippy::upper_case_acronyms, non_camel_case_types)]
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
-pub enum Rcode {
-    NOERROR,
-    FORMERR,
-    SERVFAIL,
-    NXDOMAIN,
-    NOTIMP,
-    REFUSED,
-    YXDOMAIN,
-    YXRRSET,
-    NXRRSET,
-    NOTAUTH,
-    NOTZONE,
-    BADVERS,
-    OTHER,
-    NODATA,
-    WRONG_ANSWER,
-    TIMEOUT,
-    NETWORK_ERROR,
+super::label_values! {
+    /// The `rcode` label: the response code as DNS names it, NODATA or WRONG_ANSWER for a
+    /// NOERROR answer an application cannot use, or TIMEOUT / NETWORK_ERROR when no response
+    /// came. `ALL` is in the order of docs/metrics.md.
+    #[allow(clippy::upper_case_acronyms)]
+    pub enum Rcode {
+        NOERROR,
+        FORMERR,
+        SERVFAIL,
+        NXDOMAIN,
+        NOTIMP,
+        REFUSED,
+        YXDOMAIN,
+        YXRRSET,
+        NXRRSET,
+        NOTAUTH,
+        NOTZONE,
+        BADVERS,
+        OTHER,
+        NODATA,
+        WRONG_ANSWER,
+        TIMEOUT,
+        NETWORK_ERROR,
+    }
 }
 
 impl Rcode {
-    /// Every value, in the order of docs/metrics.md.
-    pub const ALL: [Self; 17] = [
-        Self::NOERROR,
-        Self::FORMERR,
-        Self::SERVFAIL,
-        Self::NXDOMAIN,
-        Self::NOTIMP,
-        Self::REFUSED,
-        Self::YXDOMAIN,
-        Self::YXRRSET,
-        Self::NXRRSET,
-        Self::NOTAUTH,
-        Self::NOTZONE,
-        Self::BADVERS,
-        Self::OTHER,
-        Self::NODATA,
-        Self::WRONG_ANSWER,
-        Self::TIMEOUT,
-        Self::NETWORK_ERROR,
-    ];
-
     /// The code a response carried, by its DNS name; codes outside the table are OTHER.
     pub fn of(code: ResponseCode) -> Self {
         use ResponseCode as R;
@@ -91,28 +71,6 @@ impl Rcode {
             R::NotZone => Self::NOTZONE,
             R::BADVERS => Self::BADVERS,
             _ => Self::OTHER,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::NOERROR => "NOERROR",
-            Self::FORMERR => "FORMERR",
-            Self::SERVFAIL => "SERVFAIL",
-            Self::NXDOMAIN => "NXDOMAIN",
-            Self::NOTIMP => "NOTIMP",
-            Self::REFUSED => "REFUSED",
-            Self::YXDOMAIN => "YXDOMAIN",
-            Self::YXRRSET => "YXRRSET",
-            Self::NXRRSET => "NXRRSET",
-            Self::NOTAUTH => "NOTAUTH",
-            Self::NOTZONE => "NOTZONE",
-            Self::BADVERS => "BADVERS",
-            Self::OTHER => "OTHER",
-            Self::NODATA => "NODATA",
-            Self::WRONG_ANSWER => "WRONG_ANSWER",
-            Self::TIMEOUT => "TIMEOUT",
-            Self::NETWORK_ERROR => "NETWORK_ERROR",
         }
     }
 }
