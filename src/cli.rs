@@ -68,6 +68,11 @@ enum Command {
     /// One-shot troubleshooting report: DNS, NetworkPolicies, nodes, the live matrix, storage.
     #[command(after_help = DIAGNOSE_EXIT_CODES)]
     Diagnose(Box<DiagnoseArgs>),
+    /// Opt-in auto-repair, dry-run unless --apply: evict a failing CoreDNS replica, restart a
+    /// node's kube-proxy pod, delete a stuck kube-netprobe pod, behind rate limits and refusals
+    /// (docs/repair.md).
+    #[command(after_help = REPAIR_EXIT_CODES)]
+    Repair(Box<RepairArgs>),
     /// Run one probe once and print its result (used by `diagnose --storage-test`).
     #[command(subcommand)]
     Probe(ProbeCommand),
@@ -83,6 +88,107 @@ enum Command {
 const DIAGNOSE_EXIT_CODES: &str = "Exit codes: 0 healthy, 1 warnings, 2 critical findings, \
 3 could not run (API server unreachable or credentials rejected), \
 130 interrupted during --storage-test (after cleaning up). A usage error (bad flag) also exits 2, before anything is read. See docs/diagnose.md.";
+
+const REPAIR_EXIT_CODES: &str = "Exit codes (--once): 0 the pass ran (whatever it decided: \
+the decisions are printed, recorded as Events and counted in netprobe_repair_actions_total), \
+3 the API server could not be read. Without --once it runs until SIGTERM (exit 0). \
+A usage error exits 2. See docs/repair.md.";
+
+/// A fraction from 0 to 1.
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        _ => Err(format!("{s:?} is not a fraction from 0 to 1")),
+    }
+}
+
+/// One of repair's actions.
+fn parse_action(a: &str) -> Result<crate::diagnose::analyse::RepairAction, String> {
+    use crate::diagnose::analyse::RepairAction;
+    RepairAction::ALL
+        .iter()
+        .copied()
+        .find(|x| x.as_str() == a.trim())
+        .ok_or_else(|| {
+            format!(
+                "unknown action {a:?}; the actions are {}",
+                RepairAction::ALL
+                    .iter()
+                    .map(|x| x.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+}
+
+#[derive(Debug, Clone, Args)]
+struct RepairArgs {
+    /// Take the actions. Without it repair only prints and records what it would do.
+    #[arg(long)]
+    apply: bool,
+    /// One pass, then exit (no /metrics server).
+    #[arg(long)]
+    once: bool,
+    /// Time between passes.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    interval: std::time::Duration,
+    /// Address of /metrics and /healthz (not with --once).
+    #[arg(long, default_value = "0.0.0.0:9754")]
+    listen: std::net::SocketAddr,
+    /// Kubeconfig file [default: in-cluster config, $KUBECONFIG or ~/.kube/config].
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Bound on each pass's reads, and on each call of an action.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    timeout: std::time::Duration,
+    /// Largest API response read.
+    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    max_response_size: u64,
+    /// Label selector of the kube-netprobe DaemonSet's pods.
+    #[arg(long, default_value = "app.kubernetes.io/name=kube-netprobe")]
+    netprobe_selector: String,
+    /// Namespace of the kube-netprobe pods [default: every namespace].
+    #[arg(long)]
+    netprobe_namespace: Option<String>,
+    /// Port of the kube-netprobe pods' /metrics when no container port is named metrics or http.
+    #[arg(long, default_value_t = 9753)]
+    netprobe_port: u16,
+    /// The actions repair may take, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "evict_coredns,restart_kube_proxy,delete_stuck_netprobe",
+        value_parser = parse_action
+    )]
+    actions: Vec<crate::diagnose::analyse::RepairAction>,
+    /// Label selector of the kube-proxy pods (in kube-system).
+    #[arg(long, default_value = "k8s-app=kube-proxy")]
+    kube_proxy_selector: String,
+    /// At most one action per subject (the CoreDNS replica set, a node) within this window.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    target_window: std::time::Duration,
+    /// At most --max-actions actions in all within this window.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    global_window: std::time::Duration,
+    /// Actions allowed per --global-window.
+    #[arg(long, default_value_t = 1)]
+    max_actions: u32,
+    /// Refuse when more than this fraction of the set (CoreDNS replicas, nodes) fails: then the
+    /// fault is elsewhere.
+    #[arg(long, default_value = "0.5", value_parser = parse_fraction)]
+    max_failing_fraction: f64,
+    /// How long after an action its effect is judged (the finding gone, or not helping).
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    verify_after: std::time::Duration,
+    /// How long a kube-netprobe pod's storage operation must have been stuck before the pod is
+    /// deleted.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    stuck_limit: std::time::Duration,
+    /// NODE=FILE: /metrics text of the kube-netprobe pod on NODE, instead of the pod proxy
+    /// (re-read every pass).
+    #[arg(long, value_name = "NODE=FILE", value_parser = crate::diagnose::parse_node_file)]
+    probe_metrics: Vec<(String, PathBuf)>,
+}
 
 #[derive(Debug, Clone, Args)]
 struct DiagnoseArgs {
@@ -207,6 +313,7 @@ pub fn main() -> ExitCode {
         Some(Command::Run(args)) => run(args),
         Some(Command::SloReport(args)) => crate::slo::main(args),
         Some(Command::Diagnose(args)) => diagnose(*args),
+        Some(Command::Repair(args)) => repair(*args),
         Some(Command::Probe(ProbeCommand::Storage { dir, size, timeout })) => ExitCode::from(
             if crate::diagnose::storage_test::probe_once(&dir, size, timeout) {
                 exit::OK
@@ -270,6 +377,32 @@ fn diagnose(a: DiagnoseArgs) -> ExitCode {
             image: a.storage_test_image,
             timeout: a.storage_test_timeout,
         }),
+    }))
+}
+
+fn repair(a: RepairArgs) -> ExitCode {
+    ExitCode::from(crate::repair::run(crate::repair::Options {
+        apply: a.apply,
+        once: a.once,
+        interval: a.interval,
+        listen: a.listen,
+        kubeconfig: a.kubeconfig,
+        timeout: a.timeout,
+        max_response: a.max_response_size,
+        netprobe_selector: a.netprobe_selector,
+        netprobe_namespace: a.netprobe_namespace,
+        netprobe_port: a.netprobe_port,
+        kube_proxy_selector: a.kube_proxy_selector,
+        probe_metrics: a.probe_metrics,
+        rails: crate::repair::rails::Rails {
+            actions: a.actions.into_iter().collect(),
+            target_window: a.target_window,
+            global_window: a.global_window,
+            max_actions: a.max_actions,
+            max_failing_fraction: a.max_failing_fraction,
+            verify_after: a.verify_after,
+            stuck_limit: a.stuck_limit,
+        },
     }))
 }
 

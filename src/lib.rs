@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod observation;
 pub mod probe;
 pub mod process;
+pub mod repair;
 pub mod resolv_conf;
 pub mod scheduler;
 pub mod slo;

@@ -31,6 +31,9 @@ _kube__netprobe() {
             kube__netprobe,probe)
                 cmd="kube__netprobe__subcmd__probe"
                 ;;
+            kube__netprobe,repair)
+                cmd="kube__netprobe__subcmd__repair"
+                ;;
             kube__netprobe,run)
                 cmd="kube__netprobe__subcmd__run"
                 ;;
@@ -51,6 +54,9 @@ _kube__netprobe() {
                 ;;
             kube__netprobe__subcmd__help,probe)
                 cmd="kube__netprobe__subcmd__help__subcmd__probe"
+                ;;
+            kube__netprobe__subcmd__help,repair)
+                cmd="kube__netprobe__subcmd__help__subcmd__repair"
                 ;;
             kube__netprobe__subcmd__help,run)
                 cmd="kube__netprobe__subcmd__help__subcmd__run"
@@ -80,7 +86,7 @@ _kube__netprobe() {
 
     case "${cmd}" in
         kube__netprobe)
-            opts="-c -h -V --config --listen --config-check-interval --log-format --log-level --help --version run check-config slo-report diagnose probe completions help"
+            opts="-c -h -V --config --listen --config-check-interval --log-format --log-level --help --version run check-config slo-report diagnose repair probe completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -220,7 +226,7 @@ _kube__netprobe() {
             return 0
             ;;
         kube__netprobe__subcmd__help)
-            opts="run check-config slo-report diagnose probe completions help"
+            opts="run check-config slo-report diagnose repair probe completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -306,6 +312,20 @@ _kube__netprobe() {
         kube__netprobe__subcmd__help__subcmd__probe__subcmd__storage)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kube__netprobe__subcmd__help__subcmd__repair)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -413,6 +433,88 @@ _kube__netprobe() {
                     return 0
                     ;;
                 --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        kube__netprobe__subcmd__repair)
+            opts="-h --apply --once --interval --listen --kubeconfig --timeout --max-response-size --netprobe-selector --netprobe-namespace --netprobe-port --actions --kube-proxy-selector --target-window --global-window --max-actions --max-failing-fraction --verify-after --stuck-limit --probe-metrics --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --interval)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --listen)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --kubeconfig)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-response-size)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --netprobe-selector)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --netprobe-namespace)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --netprobe-port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --actions)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --kube-proxy-selector)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --target-window)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --global-window)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-actions)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-failing-fraction)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --verify-after)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --stuck-limit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --probe-metrics)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

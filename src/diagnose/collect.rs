@@ -46,6 +46,10 @@ pub struct CollectOptions {
     pub skip_logs: bool,
     /// Skip the kube-netprobe pods' /metrics (given as files).
     pub skip_metrics: bool,
+    /// Read only what `repair`'s findings need (the CoreDNS pods, the Corefile, the kube-dns
+    /// Service and Endpoints, the nodes, the kube-netprobe pods and their /metrics), so that its
+    /// RBAC stays that small. The other fields stay `None` and raise nothing.
+    pub repair_only: bool,
 }
 
 /// A read that failed, and what would let it succeed.
@@ -482,7 +486,7 @@ pub async fn collect(
             )
             .await;
         done("coredns-pods");
-        let logs = match (&pods, target.skip_logs) {
+        let logs = match (&pods, target.skip_logs || target.repair_only) {
             (Some(pods), false) => Some(read_logs(c, &rec, pods).await),
             _ => None,
         };
@@ -490,6 +494,10 @@ pub async fn collect(
         (pods, logs)
     };
     let coredns_events = async {
+        if target.repair_only {
+            done("coredns-events");
+            return None;
+        }
         let r = rec
             .list(
                 "coredns-events",
@@ -531,18 +539,35 @@ pub async fn collect(
                 DNS_SERVICE,
             )
             .await;
-        let dns_ns = rec
-            .get(
+        let dns_ns = if target.repair_only {
+            None
+        } else {
+            rec.get(
                 "dns-namespace",
                 Api::<Namespace>::all(c.clone()),
                 At::Cluster,
                 DNS_NAMESPACE,
             )
-            .await;
+            .await
+        };
         done("kube-dns-service");
         (svc, eps, dns_ns)
     };
     let network = async {
+        if target.repair_only {
+            done("networkpolicies");
+            done("namespace-services");
+            let nodes = rec
+                .list(
+                    "nodes",
+                    Api::<Node>::all(c.clone()),
+                    At::Cluster,
+                    ListParams::default(),
+                )
+                .await;
+            done("nodes");
+            return (None, None, None, None, None, nodes);
+        }
         let policies = rec
             .list(
                 "networkpolicies",
@@ -597,6 +622,11 @@ pub async fn collect(
         (policies, ns_object, pods, services, endpoints, nodes)
     };
     let storage = async {
+        if target.repair_only {
+            done("csidrivers");
+            done("storage");
+            return (None, None, None, None, None, None, None);
+        }
         let drivers = rec
             .list(
                 "csidrivers",
@@ -666,6 +696,10 @@ pub async fn collect(
         )
     };
     let pod_ips = async {
+        if target.repair_only {
+            done("pod-ips");
+            return None;
+        }
         let r = rec
             .read(
                 "pod-ips",

@@ -528,6 +528,7 @@ mod tests {
             cause: "<style>body{display:none}</style>".into(),
             next_step: "&amp; stays literal".into(),
             nodes: vec![evil.into()],
+            repairs: Vec::new(),
         });
         let page = html(&r);
         assert!(r.findings.iter().any(|f| f.nodes == [evil]));

@@ -199,6 +199,7 @@ async fn run_async(opts: Options) -> u8 {
         deadline,
         skip_logs: !offline_logs.is_empty(),
         skip_metrics: !offline_metrics.is_empty(),
+        repair_only: false,
     };
     // One per `done` call in collect::collect.
     const STEPS: usize = 11;

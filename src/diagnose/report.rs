@@ -134,6 +134,16 @@ pub(super) fn storage_test_line(t: &super::storage_test::Outcome) -> String {
     )
 }
 
+/// What `kube-netprobe repair` would do, and how many of the set fail.
+fn repair_line(r: &super::analyse::Candidate) -> String {
+    format!(
+        "`kube-netprobe repair` may {} ({} of {} failing; dry-run unless --apply, docs/repair.md)",
+        r.describe(),
+        r.failing,
+        r.of
+    )
+}
+
 fn severity_word(s: Severity, colour: bool) -> String {
     let (word, code) = match s {
         Severity::Critical => ("CRITICAL", "1;31"),
@@ -184,6 +194,9 @@ pub fn text(report: &Report, colour: bool, out_dir: Option<&Path>) -> String {
         }
         if !f.next_step.is_empty() {
             let _ = writeln!(t, "  next:  {}", f.next_step);
+        }
+        for r in &f.repairs {
+            let _ = writeln!(t, "  repair: {}", repair_line(r));
         }
         for e in f.evidence.iter().take(8) {
             let _ = writeln!(t, "    - {e}");
@@ -243,6 +256,9 @@ pub fn markdown(report: &Report) -> String {
         );
         let _ = writeln!(t, "**Likely cause:** {}\n", f.cause);
         let _ = writeln!(t, "**Next step:** {}\n", f.next_step);
+        for r in &f.repairs {
+            let _ = writeln!(t, "**Repair:** {}\n", repair_line(r));
+        }
         if !f.evidence.is_empty() {
             let _ = writeln!(t, "Evidence:\n\n```");
             for e in &f.evidence {
@@ -452,6 +468,7 @@ mod tests {
             cause: "because".into(),
             next_step: "do this".into(),
             nodes: Vec::new(),
+            repairs: Vec::new(),
         }
     }
 

@@ -33,6 +33,7 @@ mod own;
 mod peer;
 mod process;
 mod reference;
+pub mod repair;
 mod storage;
 #[cfg(test)]
 mod tests;
@@ -270,6 +271,18 @@ fn register_with_unit<M: prometheus_client::registry::Metric>(
     registry.register_with_unit(stem(doc, Some(&unit)), doc.help, unit, metric);
 }
 
+/// `netprobe_build_info`, in the daemon's registry and in `repair`'s.
+pub fn register_build_info(registry: &mut Registry) {
+    let build_info = Family::<BuildLabels, Gauge>::default();
+    build_info
+        .get_or_create(&BuildLabels {
+            version: VERSION,
+            revision: REVISION,
+        })
+        .set(1);
+    register(registry, &BUILD_INFO, build_info);
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
@@ -378,14 +391,7 @@ impl Metrics {
     /// As [`Metrics::with_detail`], the process and cgroup figures read from `sources`.
     pub fn with_sources(detail: Detail, sources: ProcessSources) -> Self {
         let mut registry = Registry::default();
-        let build_info = Family::<BuildLabels, Gauge>::default();
-        build_info
-            .get_or_create(&BuildLabels {
-                version: VERSION,
-                revision: REVISION,
-            })
-            .set(1);
-        register(&mut registry, &BUILD_INFO, build_info);
+        register_build_info(&mut registry);
         let overruns = Family::default();
         register(&mut registry, &PROBE_OVERRUNS, overruns.clone());
         let config = ConfigMetrics::register(&mut registry);
@@ -445,7 +451,7 @@ pub const PROMETHEUS_TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; chars
 /// and alert tests written against `le="1.0"` would miss them. Compared on a registry with
 /// every family filled, that was its only difference a scraper sees (it also puts `le` first
 /// among the labels and the buckets before `_sum` and `_count`).
-fn openmetrics_to_prometheus_text(openmetrics: &str) -> String {
+pub fn openmetrics_to_prometheus_text(openmetrics: &str) -> String {
     let mut out = String::with_capacity(openmetrics.len());
     let mut pending_help: Option<(&str, &str)> = None;
     for line in openmetrics.lines() {

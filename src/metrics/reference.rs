@@ -24,18 +24,7 @@ pub fn reference_markdown() -> String {
          before 0.1.0's naming scheme; `diagnose` reads either.\n\n\
          | family | type | labels | meaning |\n| --- | --- | --- | --- |\n",
     );
-    for doc in FAMILIES {
-        let labels = doc
-            .labels
-            .iter()
-            .map(|l| format!("`{l}`"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        out.push_str(&format!(
-            "| `{}` | {} | {} | {} |\n",
-            doc.name, doc.kind, labels, doc.help
-        ));
-    }
+    out.push_str(&table_rows(FAMILIES));
     out.push_str(&format!(
         "\nDNS lookup-duration buckets (seconds): {}.\n\n\
          Label values: `rcode` is one of {}; `family` is `ipv4` or `ipv6`: on \
@@ -74,7 +63,35 @@ pub fn reference_markdown() -> String {
     ));
     out.push_str(OWN_HEALTH);
     out.push_str(SERIES_PER_NODE);
+    out.push_str(
+        "\n## `kube-netprobe repair`\n\n\
+         Served by the opt-in repair controller (docs/repair.md) on its own `/metrics` \
+         (port 9754), not by the DaemonSet's pods. Every series of an enabled action exists \
+         from the start at 0. `action` is one of `evict_coredns`, `restart_kube_proxy`, \
+         `delete_stuck_netprobe`.\n\n\
+         | family | type | labels | meaning |\n| --- | --- | --- | --- |\n",
+    );
+    out.push_str(&table_rows(repair::FAMILIES));
     out
+}
+
+/// One markdown table row per family.
+fn table_rows(families: &[FamilyDoc]) -> String {
+    families
+        .iter()
+        .map(|doc| {
+            let labels = doc
+                .labels
+                .iter()
+                .map(|l| format!("`{l}`"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!(
+                "| `{}` | {} | {} | {} |\n",
+                doc.name, doc.kind, labels, doc.help
+            )
+        })
+        .collect()
 }
 
 /// Where the process and cgroup families come from and when they are absent.

@@ -516,6 +516,8 @@ pub fn dns_probes(s: &Snapshot) -> Vec<Finding> {
     let mut by: BTreeMap<(String, String), (Vec<String>, usize)> = BTreeMap::new();
     // name -> rcode -> lookups through `system` since the pods started, every node together.
     let mut rcodes: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
+    // node -> (server, name) -> ok from that node: what tells one node's Service path apart.
+    let mut per_node: BTreeMap<String, BTreeMap<(String, String), bool>> = BTreeMap::new();
     for (node, samples) in readable_scrapes(s) {
         // (server, name) -> ok on this node: every judged qtype and IP family (a dual-stack
         // CoreDNS pod is asked over both) answered; the node counts once.
@@ -544,6 +546,10 @@ pub fn dns_probes(s: &Snapshot) -> Vec<Finding> {
             *here.entry((server, name)).or_insert(true) &= ok;
         }
         for ((server, name), ok) in here {
+            per_node
+                .entry(node.to_owned())
+                .or_default()
+                .insert((server.to_owned(), name.to_owned()), ok);
             let entry = by.entry((server.to_owned(), name.to_owned())).or_default();
             entry.1 += 1;
             if !ok {
@@ -574,6 +580,12 @@ pub fn dns_probes(s: &Snapshot) -> Vec<Finding> {
     });
     let mut replica_failing: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut service_path: Vec<String> = Vec::new();
+    // Nodes on which a name fails through the Service while every CoreDNS pod that answers it
+    // elsewhere answers it from that node too: that node's Service rules (kube-proxy).
+    let mut node_service_path: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    // Direct servers failing a name on which they are judged at all, for the "how many
+    // replicas fail" of repair's rails.
+    let mut direct_servers: BTreeSet<String> = BTreeSet::new();
     let mut everywhere: Vec<String> = Vec::new();
     // Names that resolve through the Service from most nodes, or direct from a CoreDNS pod.
     let mut resolving: Vec<String> = Vec::new();
@@ -586,6 +598,27 @@ pub fn dns_probes(s: &Snapshot) -> Vec<Finding> {
         let system = by.get(&("system".to_owned(), name.clone()));
         let direct_ok = direct.iter().filter(|(_, v)| passing(v)).count();
         let direct_bad: Vec<_> = direct.iter().filter(|(_, v)| failing(v)).collect();
+        direct_servers.extend(direct.iter().map(|(srv, _)| srv.to_string()));
+        if direct_ok > 0 && !endpoints_empty {
+            let answering: Vec<&String> = direct
+                .iter()
+                .filter(|(_, v)| passing(v))
+                .map(|(srv, _)| *srv)
+                .collect();
+            for (node, results) in &per_node {
+                let system_fails =
+                    results.get(&("system".to_owned(), name.clone())) == Some(&false);
+                let direct_from_here = answering
+                    .iter()
+                    .all(|srv| results.get(&(srv.to_string(), name.clone())) == Some(&true));
+                if system_fails && direct_from_here {
+                    node_service_path.entry(node.clone()).or_default().push(format!(
+                        "on {node}: {name} fails through the Service while {} answer it directly from there",
+                        list_some(&answering.iter().map(|s| s.to_string()).collect::<Vec<_>>(), 4)
+                    ));
+                }
+            }
+        }
         if direct_ok > 0 || system.is_some_and(passing) {
             resolving.push(name.clone());
         }
@@ -615,6 +648,8 @@ pub fn dns_probes(s: &Snapshot) -> Vec<Finding> {
             }
         }
     }
+    let replicas = direct_servers.len();
+    let failing_replicas = replica_failing.len();
     for (srv, evidence) in replica_failing {
         let pod = srv.trim_start_matches("coredns/");
         out.push(
@@ -627,9 +662,23 @@ pub fn dns_probes(s: &Snapshot) -> Vec<Finding> {
             .cause("One replica is broken (stuck, overloaded, or its node's network): a share of every client's lookups fails or retries.")
             .next(format!(
                 "`kubectl -n {DNS_NAMESPACE} logs {pod}`; if nothing explains it, `kubectl -n {DNS_NAMESPACE} delete pod {pod}` and watch whether the new one answers."
-            )),
+            ))
+            .repairs([coredns_candidate(s, pod, failing_replicas, replicas)]),
         );
     }
+    let reporting = per_node.len();
+    let kube_proxy_candidates = || {
+        node_service_path.keys().map(|node| Candidate {
+            action: RepairAction::restart_kube_proxy,
+            namespace: KUBE_PROXY_NAMESPACE.to_owned(),
+            pod: None,
+            node: node.clone(),
+            subject: format!("node/{node}"),
+            failing: node_service_path.len(),
+            of: reporting,
+            for_seconds: None,
+        })
+    };
     if !service_path.is_empty() {
         out.push(
             Finding::new(
@@ -639,7 +688,29 @@ pub fn dns_probes(s: &Snapshot) -> Vec<Finding> {
             )
             .evidence(service_path)
             .cause("CoreDNS is fine; the Service's virtual IP is not forwarded to it: kube-proxy (iptables/IPVS rules) is down, stale or misconfigured on these nodes.")
-            .next("Check kube-proxy on the failing nodes (`kubectl -n kube-system get pods -l k8s-app=kube-proxy -o wide`, its logs; `iptables-save | grep kube-dns`)."),
+            .next("Check kube-proxy on the failing nodes (`kubectl -n kube-system get pods -l k8s-app=kube-proxy -o wide`, its logs; `iptables-save | grep kube-dns`).")
+            .repairs(kube_proxy_candidates()),
+        );
+    } else if !node_service_path.is_empty() {
+        let nodes: Vec<String> = node_service_path.keys().cloned().collect();
+        out.push(
+            Finding::new(
+                "dns.node-service-path-broken",
+                Severity::Critical,
+                format!(
+                    "DNS through the kube-dns Service fails on {} while the CoreDNS pods answer {} directly",
+                    plural(nodes.len(), "node", "nodes") + ": " + &list_some(&nodes, 4),
+                    if nodes.len() == 1 { "it" } else { "them" }
+                ),
+            )
+            .evidence(node_service_path.values().flatten().cloned())
+            .cause("CoreDNS answers these nodes by pod IP, and other nodes reach it through the Service: the Service rules on these nodes (kube-proxy's iptables or IPVS rules) are missing or stale, so every Service IP, not only DNS, fails from their pods.")
+            .next(format!(
+                "`kubectl -n kube-system get pods -l k8s-app=kube-proxy -o wide --field-selector spec.nodeName={}` and its logs; on the node, `iptables-save | grep -c KUBE-SVC`. Deleting that kube-proxy pod (its DaemonSet recreates it) rewrites the rules.",
+                nodes[0]
+            ))
+            .blames_all(nodes.clone())
+            .repairs(kube_proxy_candidates()),
         );
     }
     if everywhere.is_empty() {
@@ -716,7 +787,17 @@ pub fn dns_probes(s: &Snapshot) -> Vec<Finding> {
                 "`kubectl -n {DNS_NAMESPACE} logs -l k8s-app=kube-dns --tail=50` (plugin/kubernetes \
                  errors: `Failed to list`, forbidden, API server unreachable) and `kubectl -n \
                  {DNS_NAMESPACE} get pods -l k8s-app=kube-dns -o wide`; the CoreDNS findings above."
-            )),
+            ))
+            // Evicting one of them is what repair would do for one failing replica; with every
+            // replica failing its rails refuse, and the refusal says so.
+            .repairs(direct_servers.iter().map(|srv| {
+                coredns_candidate(
+                    s,
+                    srv.trim_start_matches("coredns/"),
+                    direct_servers.len(),
+                    direct_servers.len(),
+                )
+            })),
         );
     } else if !cluster_resolving.is_empty() {
         let upstream = match &forwards {
@@ -797,4 +878,28 @@ pub fn dns_probes(s: &Snapshot) -> Vec<Finding> {
         );
     }
     out
+}
+
+/// Where kube-proxy's pods run (kubeadm's and most distributions' DaemonSet).
+pub const KUBE_PROXY_NAMESPACE: &str = "kube-system";
+
+/// Evicting CoreDNS pod `pod`, one of `failing` failing replicas of `of`.
+fn coredns_candidate(s: &Snapshot, pod: &str, failing: usize, of: usize) -> Candidate {
+    let node = s
+        .coredns_pods
+        .iter()
+        .flatten()
+        .find(|p| p.metadata.name.as_deref() == Some(pod))
+        .map(pod_node)
+        .unwrap_or("?");
+    Candidate {
+        action: RepairAction::evict_coredns,
+        namespace: DNS_NAMESPACE.to_owned(),
+        pod: Some(pod.to_owned()),
+        node: node.to_owned(),
+        subject: format!("{DNS_NAMESPACE}/{DNS_SELECTOR}"),
+        failing,
+        of,
+        for_seconds: None,
+    }
 }

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::discovery::kube::pod_ips;
 
-use super::collect::{DNS_NAMESPACE, DNS_SERVICE, Snapshot};
+use super::collect::{DNS_NAMESPACE, DNS_SELECTOR, DNS_SERVICE, Snapshot};
 use super::scrape::{self, Sample};
 
 mod capacity;
@@ -68,6 +68,68 @@ pub struct Finding {
     /// columns. Empty for findings that blame no node; left out of report.json then.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<String>,
+    /// What `kube-netprobe repair` may do about it: only the actions a runbook prescribes and
+    /// Kubernetes undoes by itself. The rails (dry-run, rate limits, refusals) are repair's;
+    /// this only says which action the evidence points at. Left out of report.json when empty.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub repairs: Vec<Candidate>,
+}
+
+crate::observation::label_values! {
+    /// A repair `kube-netprobe repair` may take (the `action` label of its metrics).
+    pub enum RepairAction {
+        evict_coredns,
+        restart_kube_proxy,
+        delete_stuck_netprobe,
+    }
+}
+
+impl Serialize for RepairAction {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// One repair the evidence of a finding points at.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Candidate {
+    pub action: RepairAction,
+    /// The pod acted on: the failing CoreDNS replica, the stuck kube-netprobe pod. `None` for
+    /// `restart_kube_proxy`, whose pod is looked up on `node` when the action is taken (the
+    /// snapshot does not read kube-proxy's pods).
+    pub namespace: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    pub node: String,
+    /// What one action at a time is limited to: the CoreDNS replica set (evicting any of its
+    /// pods counts), or the node.
+    pub subject: String,
+    /// How many of the set fail (CoreDNS replicas, nodes) and of how many: when most fail, the
+    /// fault is elsewhere and repair refuses.
+    pub failing: usize,
+    pub of: usize,
+    /// How long the evidence has held, when the metrics say (a stuck operation's age).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub for_seconds: Option<f64>,
+}
+
+impl Candidate {
+    /// What the action would do, in words: `evict pod kube-system/coredns-1`.
+    pub fn describe(&self) -> String {
+        match (self.action, &self.pod) {
+            (RepairAction::evict_coredns, Some(pod)) => {
+                format!(
+                    "evict CoreDNS pod {}/{pod} (node {})",
+                    self.namespace, self.node
+                )
+            }
+            (RepairAction::delete_stuck_netprobe, Some(pod)) => format!(
+                "delete kube-netprobe pod {}/{pod} (node {})",
+                self.namespace, self.node
+            ),
+            _ => format!("delete the kube-proxy pod of node {}", self.node),
+        }
+    }
 }
 
 impl Finding {
@@ -80,7 +142,12 @@ impl Finding {
             cause: String::new(),
             next_step: String::new(),
             nodes: Vec::new(),
+            repairs: Vec::new(),
         }
+    }
+    fn repairs(mut self, candidates: impl IntoIterator<Item = Candidate>) -> Self {
+        self.repairs.extend(candidates);
+        self
     }
     fn blames(mut self, node: impl Into<String>) -> Self {
         self.nodes.push(node.into());
@@ -129,6 +196,7 @@ pub fn analyse(s: &Snapshot) -> Vec<Finding> {
     findings.extend(pvs(s));
     findings.extend(volume_attachments(s));
     findings.extend(storage_probes(s));
+    findings.extend(storage_stuck(s));
     findings.extend(volume_space(s));
     findings.extend(storage_test(s));
     findings.extend(collection(s));

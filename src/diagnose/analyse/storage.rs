@@ -600,3 +600,97 @@ pub fn storage_test(s: &Snapshot) -> Vec<Finding> {
     }
     out
 }
+
+/// How long a storage operation may be in flight before it reads as stuck (the StorageIOStuck
+/// alert's default).
+pub const STUCK_SECONDS: f64 = 60.0;
+
+/// Volumes whose storage operation has been in flight for longer than [`STUCK_SECONDS`]
+/// (`netprobe_storage_stuck_seconds`): the volume hangs (a dead NFS server, a frozen
+/// filesystem), and the kube-netprobe pod's prober thread with it.
+pub fn storage_stuck(s: &Snapshot) -> Vec<Finding> {
+    let scrapes: Vec<(&str, &str, Vec<Sample>)> = s
+        .probe_scrapes
+        .iter()
+        .filter_map(|x| {
+            Some((
+                x.node.as_str(),
+                x.pod.as_str(),
+                scrape::parse(x.text.as_deref()?),
+            ))
+        })
+        .collect();
+    /// A node's kube-netprobe pod and its stuck volumes with their seconds.
+    type Stuck<'a> = (&'a str, Vec<(String, f64)>);
+    let mut stuck: BTreeMap<&str, Stuck> = BTreeMap::new();
+    for (node, pod, samples) in &scrapes {
+        for x in samples
+            .iter()
+            .filter(|x| x.name == "netprobe_storage_stuck_seconds" && x.value >= STUCK_SECONDS)
+        {
+            stuck
+                .entry(node)
+                .or_insert((pod, Vec::new()))
+                .1
+                .push((x.label("volume").to_owned(), x.value));
+        }
+    }
+    let namespace_of = |pod: &str| {
+        s.netprobe_pods
+            .iter()
+            .flatten()
+            .find(|p| p.metadata.name.as_deref() == Some(pod))
+            .and_then(|p| p.metadata.namespace.clone())
+    };
+    let nodes = scrapes.len();
+    let failing = stuck.len();
+    stuck
+        .into_iter()
+        .map(|(node, (pod, volumes))| {
+            let longest = volumes.iter().map(|(_, v)| *v).fold(0.0, f64::max);
+            let names: Vec<String> = volumes.iter().map(|(v, _)| v.clone()).collect();
+            let finding = Finding::new(
+                "storage.probe-stuck",
+                Severity::Critical,
+                format!(
+                    "Storage probe stuck on volume {} of node {node} for {}",
+                    list_some(&names, 4),
+                    human_seconds(longest)
+                ),
+            )
+            .evidence(volumes.iter().map(|(v, secs)| {
+                format!("{pod} on {node}: an operation on volume {v} in flight for {secs:.0} s")
+            }))
+            .cause("A write, fsync, read or open on the volume has not returned: the filesystem hangs (a frozen filesystem, an NFS or iSCSI server gone, a dead disk). Every pod using that volume hangs the same way; the kube-netprobe pod's prober thread waits in the kernel.")
+            .next(format!(
+                "On {node}: `dmesg | tail` (hung task, I/O errors, NFS server not responding), `mount | grep` the volume, `fsfreeze -u` if someone froze it. Deleting the kube-netprobe pod frees its prober once the kernel lets go of the process."
+            ))
+            .blames(node);
+            match namespace_of(pod) {
+                Some(namespace) => finding.repairs([Candidate {
+                    action: RepairAction::delete_stuck_netprobe,
+                    namespace,
+                    pod: Some(pod.to_owned()),
+                    node: node.to_owned(),
+                    subject: format!("node/{node}"),
+                    failing,
+                    of: nodes,
+                    for_seconds: Some(longest),
+                }]),
+                // Read from a file (--probe-metrics): no pod to act on.
+                None => finding,
+            }
+        })
+        .collect()
+}
+
+/// `95 s`, `12 min`, `3.5 h`.
+fn human_seconds(secs: f64) -> String {
+    if secs < 120.0 {
+        format!("{secs:.0} s")
+    } else if secs < 7200.0 {
+        format!("{:.0} min", secs / 60.0)
+    } else {
+        format!("{:.1} h", secs / 3600.0)
+    }
+}

@@ -424,3 +424,142 @@ fn cluster_names_failing_too_is_coredns_itself() {
             .starts_with("CoreDNS's upstream (10.0.0.2) fails")
     );
 }
+
+#[test]
+fn a_failing_replica_is_a_repair_candidate_with_its_set() {
+    let name = "kubernetes.default.svc.cluster.local";
+    let mut s = healthy();
+    s.probe_scrapes = ["node-a", "node-b", "node-c"]
+        .iter()
+        .map(|n| {
+            dns_scrape(
+                n,
+                &[
+                    ("system", name, true),
+                    ("coredns/coredns-a", name, true),
+                    ("coredns/coredns-bb", name, false),
+                ],
+            )
+        })
+        .collect();
+    let f = analyse(&s);
+    assert_eq!(ids(&f), ["dns.replica-failing"]);
+    let r = &f[0].repairs;
+    assert_eq!(r.len(), 1, "{r:#?}");
+    assert_eq!(r[0].action, RepairAction::evict_coredns);
+    assert_eq!(r[0].pod.as_deref(), Some("coredns-bb"));
+    assert_eq!((r[0].failing, r[0].of), (1, 2));
+    assert_eq!(r[0].subject, "kube-system/k8s-app=kube-dns");
+    let md = crate::diagnose::report::markdown(&crate::diagnose::report::Report::new(
+        &s,
+        f.clone(),
+        Matrix::default(),
+        "t".into(),
+        false,
+    ));
+    assert!(
+        md.contains("**Repair:** `kube-netprobe repair` may evict CoreDNS pod kube-system/coredns-bb (node node-a) (1 of 2 failing;"),
+        "{md}"
+    );
+}
+
+#[test]
+fn every_replica_failing_names_each_as_a_candidate_of_a_fully_failing_set() {
+    let name = "kubernetes.default.svc.cluster.local";
+    let mut s = healthy();
+    s.probe_scrapes = ["node-a", "node-b"]
+        .iter()
+        .map(|n| {
+            dns_scrape(
+                n,
+                &[
+                    ("system", name, false),
+                    ("coredns/coredns-a", name, false),
+                    ("coredns/coredns-bb", name, false),
+                ],
+            )
+        })
+        .collect();
+    let f = analyse(&s);
+    assert_eq!(ids(&f), ["dns.resolution-failing"]);
+    let sets: Vec<(usize, usize)> = f[0].repairs.iter().map(|r| (r.failing, r.of)).collect();
+    assert_eq!(sets, [(2, 2), (2, 2)]);
+}
+
+/// kube-proxy broken on one node of three: through the Service fails there only, while that
+/// node reaches both CoreDNS pods directly. Too few nodes for dns.service-path-broken (which
+/// needs half), named on its own, with the node to restart kube-proxy on.
+#[test]
+fn one_nodes_service_path_broken_names_the_node() {
+    let name = "kubernetes.default.svc.cluster.local";
+    let mut s = healthy();
+    s.probe_scrapes = ["node-a", "node-b", "node-c"]
+        .iter()
+        .map(|n| {
+            dns_scrape(
+                n,
+                &[
+                    ("system", name, *n != "node-b"),
+                    ("coredns/coredns-a", name, true),
+                    ("coredns/coredns-bb", name, true),
+                ],
+            )
+        })
+        .collect();
+    let f = analyse(&s);
+    assert_eq!(ids(&f), ["dns.node-service-path-broken"], "{f:#?}");
+    assert_eq!(f[0].severity, Severity::Critical);
+    assert_eq!(
+        f[0].title,
+        "DNS through the kube-dns Service fails on 1 node: node-b while the CoreDNS pods answer it directly"
+    );
+    assert_eq!(f[0].nodes, ["node-b"]);
+    let r = &f[0].repairs;
+    assert_eq!(r.len(), 1);
+    assert_eq!(
+        (r[0].action, r[0].node.as_str(), r[0].failing, r[0].of),
+        (RepairAction::restart_kube_proxy, "node-b", 1, 3)
+    );
+    // The node cannot reach one of the pods directly either: its network, not kube-proxy.
+    s.probe_scrapes[1] = dns_scrape(
+        "node-b",
+        &[
+            ("system", name, false),
+            ("coredns/coredns-a", name, true),
+            ("coredns/coredns-bb", name, false),
+        ],
+    );
+    let f = analyse(&s);
+    assert!(
+        !ids(&f).contains(&"dns.node-service-path-broken"),
+        "{:?}",
+        ids(&f)
+    );
+}
+
+#[test]
+fn a_cluster_wide_service_path_failure_names_every_node_as_a_candidate() {
+    let name = "kubernetes.default.svc.cluster.local";
+    let mut s = healthy();
+    s.probe_scrapes = ["node-a", "node-b"]
+        .iter()
+        .map(|n| {
+            dns_scrape(
+                n,
+                &[
+                    ("system", name, false),
+                    ("coredns/coredns-a", name, true),
+                    ("coredns/coredns-bb", name, true),
+                ],
+            )
+        })
+        .collect();
+    let f = analyse(&s);
+    assert_eq!(ids(&f), ["dns.service-path-broken"]);
+    let r: Vec<(&str, usize, usize)> = f[0]
+        .repairs
+        .iter()
+        .map(|r| (r.node.as_str(), r.failing, r.of))
+        .collect();
+    assert_eq!(r, [("node-a", 2, 2), ("node-b", 2, 2)]);
+}

@@ -223,3 +223,51 @@ fn storage_test_outcomes() {
     s.storage_test = None;
     assert_eq!(analyse(&s), vec![]);
 }
+
+#[test]
+fn a_stuck_volume_names_the_node_and_the_pod_to_delete() {
+    let mut s = healthy();
+    let mut pod = app_pod(
+        "kube-netprobe-x1",
+        json!({"app.kubernetes.io/name": "kube-netprobe"}),
+    );
+    pod.metadata.namespace = Some("monitoring".into());
+    s.netprobe_pods = Some(vec![pod]);
+    let stuck = |node: &str, pod: &str, secs: f64| ProbeScrape {
+        pod: pod.into(),
+        node: node.into(),
+        text: Some(metrics(
+            &[],
+            &format!(
+                "# TYPE netprobe_storage_stuck_seconds gauge\n\
+                 netprobe_storage_stuck_seconds{{volume=\"scratch\"}} {secs}\n"
+            ),
+        )),
+        error: None,
+    };
+    s.probe_scrapes = vec![
+        stuck("node-a", "kube-netprobe-x1", 900.0),
+        stuck("node-b", "kube-netprobe-x2", 59.0),
+        stuck("node-c", "kube-netprobe-x3", 0.0),
+    ];
+    let f = analyse(&s);
+    assert_eq!(ids(&f), ["storage.probe-stuck"], "{f:#?}");
+    assert_eq!(
+        f[0].title,
+        "Storage probe stuck on volume scratch of node node-a for 15 min"
+    );
+    assert_eq!(f[0].nodes, ["node-a"]);
+    let r = &f[0].repairs;
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].action, RepairAction::delete_stuck_netprobe);
+    assert_eq!(
+        (
+            r[0].namespace.as_str(),
+            r[0].pod.as_deref(),
+            r[0].failing,
+            r[0].of
+        ),
+        ("monitoring", Some("kube-netprobe-x1"), 1, 3)
+    );
+    assert_eq!(r[0].for_seconds, Some(900.0));
+}
