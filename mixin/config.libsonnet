@@ -88,6 +88,9 @@ local params = import 'lib/params.libsonnet';
     // KubeNetprobeCPUThrottled waits this long before firing.
     netprobeCPUThrottledFor: '15m',
 
+    // KubeNetprobeRepairRefusing fires when kube-netprobe repair refused an action as too_many_failing in every 10m window for this long.
+    netprobeRepairRefusingFor: '30m',
+
     // A failed peer probe votes against its target only when the checker fails at most this share of its other paths, and against the checker only when the target's other checkers fail at most this share of theirs.
     networkVoteRatio: 0.5,
 
@@ -245,6 +248,7 @@ local params = import 'lib/params.libsonnet';
     netprobeConfigReloadFailedFor: params.duration('netprobeConfigReloadFailedFor', $._config.netprobeConfigReloadFailedFor),
     netprobeCPUThrottledRatio: params.number('netprobeCPUThrottledRatio', $._config.netprobeCPUThrottledRatio),
     netprobeCPUThrottledFor: params.duration('netprobeCPUThrottledFor', $._config.netprobeCPUThrottledFor),
+    netprobeRepairRefusingFor: params.duration('netprobeRepairRefusingFor', $._config.netprobeRepairRefusingFor),
     networkVoteRatio: params.number('networkVoteRatio', $._config.networkVoteRatio),
     networkUnreachableCheckersRatio: params.number('networkUnreachableCheckersRatio', $._config.networkUnreachableCheckersRatio),
     networkUnreachableFor: params.duration('networkUnreachableFor', $._config.networkUnreachableFor),

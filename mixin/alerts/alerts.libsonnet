@@ -6,6 +6,7 @@
 (import 'dns.libsonnet') +
 (import 'netprobe.libsonnet') +
 (import 'network.libsonnet') +
+(import 'repair.libsonnet') +
 (import 'slo.libsonnet') +
 (import 'storage.libsonnet') +
 { prometheusAlerts+:: { groups+: [] } }

@@ -3,7 +3,7 @@
 //! real daemon needs: with them, peer discovery and the CSI watch work with no 403; with one rule
 //! removed, the daemon says which rule is missing (metric and log) and keeps probing; and the
 //! pod's security context (UID, no capabilities, the ping_group_range sysctl) is all the daemon
-//! needs, ICMP included.
+//! needs, ICMP included; the repair controller's RBAC allows its calls and nothing more.
 //!
 //! `helm` comes from scripts/install-test-deps (cached under /var/cache/kube-netprobe); the
 //! static checks of the chart (lint, schemas, promtool, restricted fields) are in
@@ -545,6 +545,122 @@ fn the_charts_default_rules_are_the_ones_the_kube_suite_proved() {
             .map(|(_, group, resource, verbs)| ("ClusterRole ".to_owned(), group, resource, verbs)),
     );
     assert_eq!(rules(&with_pod_ips), proved, "{with_pod_ips}");
+}
+
+/// The repair controller's identity, as the chart's repair.enabled binds it.
+const REPAIR_SA: &str = "system:serviceaccount:kube-netprobe:kube-netprobe-repair";
+
+/// Whether the API server's authorizer lets the repair controller's ServiceAccount do `args`
+/// (`kubectl auth can-i ARGS`, asked by the admin impersonating it: RBAC judges the same user
+/// name its token carries).
+fn repair_can(api: &Apiserver, args: &[&str]) -> bool {
+    let mut all = vec!["auth", "can-i"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--as", REPAIR_SA]);
+    let out = api.kubectl_with(api.kubeconfig_admin(), &all, None);
+    match String::from_utf8_lossy(&out.stdout).trim() {
+        "yes" => true,
+        "no" => false,
+        other => panic!(
+            "kubectl {all:?}: {other:?}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
+
+/// The repair controller's RBAC (repair.enabled), applied to a real API server: every call
+/// `kube-netprobe repair` makes is allowed to its ServiceAccount, and the things it must never
+/// do are refused: cordon or change a node, touch a pod or workload outside kube-system and its
+/// own namespace, evict its own pods, read a Secret or any ConfigMap but CoreDNS's.
+#[test]
+#[ignore = "needs root: a kube-apiserver of its own (apt-get, /var/cache)"]
+fn the_repair_controllers_rbac_allows_its_calls_and_nothing_more() {
+    let api = Apiserver::start();
+    let manifests = render(&[
+        "--set",
+        "repair.enabled=true",
+        "--show-only",
+        "templates/repair.yaml",
+        "--show-only",
+        "templates/repair-rbac.yaml",
+    ]);
+    api.apply(&format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{ name: {NAMESPACE} }}\n"
+    ));
+    api.apply(&manifests);
+    let ns = ["-n", NAMESPACE];
+    let system = ["-n", "kube-system"];
+    let allowed: &[&[&str]] = &[
+        // CoreDNS and kube-proxy: read, evict a replica, delete a node's kube-proxy pod.
+        &["get", "pods"],
+        &["list", "pods"],
+        &["delete", "pods"],
+        &["create", "pods", "--subresource=eviction"],
+        &["get", "services/kube-dns"],
+        &["get", "endpoints/kube-dns"],
+        &["get", "configmaps/coredns"],
+        &["create", "events"],
+        &["list", "events"],
+    ];
+    for args in allowed {
+        assert!(
+            repair_can(&api, &[args, &system[..]].concat()),
+            "kube-system: {args:?} refused"
+        );
+    }
+    let allowed_here: &[&[&str]] = &[
+        &["get", "pods"],
+        &["list", "pods"],
+        &["delete", "pods"],
+        &["get", "pods", "--subresource=proxy"],
+        &["create", "events"],
+        &["list", "events"],
+    ];
+    for args in allowed_here {
+        assert!(
+            repair_can(&api, &[args, &ns[..]].concat()),
+            "{NAMESPACE}: {args:?} refused"
+        );
+    }
+    assert!(repair_can(&api, &["list", "nodes"]), "list nodes refused");
+
+    let refused: &[&[&str]] = &[
+        // Never cordon, drain or change a node.
+        &["patch", "nodes"],
+        &["update", "nodes"],
+        &["delete", "nodes"],
+        &["get", "nodes", "--subresource=proxy"],
+        // Never touch users' pods or workloads.
+        &["delete", "pods", "-n", "default"],
+        &["list", "pods", "-n", "default"],
+        &["create", "pods", "--subresource=eviction", "-n", "default"],
+        &["list", "pods", "--all-namespaces"],
+        &["delete", "deployments.apps", "-n", "kube-system"],
+        &["patch", "daemonsets.apps", "-n", "kube-system"],
+        &["create", "pods", "-n", "kube-system"],
+        &["patch", "pods", "-n", "kube-system"],
+        &["update", "pods", "-n", "kube-system"],
+        // Its own pods are deleted (their DaemonSet recreates them), never evicted or created.
+        &["create", "pods", "--subresource=eviction", "-n", NAMESPACE],
+        &["create", "pods", "-n", NAMESPACE],
+        // Only the pods' /metrics of its own namespace go through the proxy.
+        &["get", "pods", "--subresource=proxy", "-n", "kube-system"],
+        // Only the objects it reads, by name.
+        &["get", "secrets", "-n", "kube-system"],
+        &["get", "secrets", "-n", NAMESPACE],
+        &["get", "configmaps/kube-proxy", "-n", "kube-system"],
+        &["list", "configmaps", "-n", "kube-system"],
+        &["get", "services/metrics-server", "-n", "kube-system"],
+        &["list", "services", "-n", "kube-system"],
+        &["delete", "events", "-n", "kube-system"],
+        &["create", "events", "-n", "default"],
+    ];
+    for args in refused {
+        assert!(!repair_can(&api, args), "{args:?} allowed");
+    }
+    // The probers' ServiceAccount gains nothing from it.
+    let out = api.kubectl_netprobe(&["auth", "can-i", "delete", "pods", "-n", NAMESPACE]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no");
 }
 
 /// `Uid:` (real, effective) and `CapEff:` of a process, from /proc.

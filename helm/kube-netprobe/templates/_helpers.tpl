@@ -174,8 +174,7 @@ app.kubernetes.io/managed-by: {{ $root.Release.Service }}
 {{- $peers := get $c "peers" | default dict }}
 {{- $_ = set $peers "port" (int .Values.metricsPort) }}
 {{- if not (hasKey $peers "discovery") }}
-{{- $selector := printf "app.kubernetes.io/name=%s,app.kubernetes.io/instance=%s" (include "kube-netprobe.name" .) .Release.Name }}
-{{- $_ = set $peers "discovery" (dict "kubernetes" (dict "namespace" "${POD_NAMESPACE}" "selector" $selector)) }}
+{{- $_ = set $peers "discovery" (dict "kubernetes" (dict "namespace" "${POD_NAMESPACE}" "selector" (include "kube-netprobe.selector" .))) }}
 {{- end }}
 {{- if and (not .Values.icmp.enabled) (hasKey $peers "protocols") }}
 {{- $_ = set $peers "protocols" (without $peers.protocols "icmp") }}
@@ -193,4 +192,50 @@ app.kubernetes.io/managed-by: {{ $root.Release.Service }}
 {{- $_ = set $storage "volumes" $volumes }}
 {{- $_ = set $c "storage" $storage }}
 {{- toYaml $c }}
+{{- end }}
+
+{{/* The repair controller's name (its Deployment, ServiceAccount, Service and RBAC objects). */}}
+{{- define "kube-netprobe.repairName" -}}
+{{- printf "%s-repair" (include "kube-netprobe.fullname" . | trunc 56 | trimSuffix "-") }}
+{{- end }}
+
+{{/* The repair pod's selector labels: a name of its own, so that the DaemonSet's selector, its
+     Service and the daemon's peer discovery (all by kube-netprobe.selectorLabels) never pick
+     the repair pod up as a prober. */}}
+{{- define "kube-netprobe.repairSelectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-repair" (include "kube-netprobe.name" . | trunc 56 | trimSuffix "-") }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* The repair pod's labels: its selector labels and component, then repair.podLabels over
+     commonLabels. */}}
+{{- define "kube-netprobe.repairPodLabels" -}}
+{{ include "kube-netprobe.repairSelectorLabels" . }}
+app.kubernetes.io/component: repair
+{{- $more := merge (dict) (.Values.repair.podLabels | default dict) (.Values.commonLabels | default dict) }}
+{{- range list "app.kubernetes.io/name" "app.kubernetes.io/instance" "app.kubernetes.io/component" }}
+{{- $_ := unset $more . }}
+{{- end }}
+{{- with $more }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* The label selector of the DaemonSet's pods as `repair --netprobe-selector` takes it. */}}
+{{- define "kube-netprobe.selector" -}}
+{{- printf "app.kubernetes.io/name=%s,app.kubernetes.io/instance=%s" (include "kube-netprobe.name" .) .Release.Name }}
+{{- end }}
+
+{{/* The repair pod's securityContext: podSecurityContext with runAsUser and runAsGroup from the
+     top-level values where it does not set them (null leaves them unset), like the DaemonSet's,
+     without the chart's ICMP sysctl: it sends no ICMP. */}}
+{{- define "kube-netprobe.repairPodSecurityContext" -}}
+{{- $ctx := deepCopy (.Values.podSecurityContext | default dict) }}
+{{- if and (not (hasKey $ctx "runAsUser")) (not (kindIs "invalid" .Values.runAsUser)) }}
+{{- $_ := set $ctx "runAsUser" .Values.runAsUser }}
+{{- end }}
+{{- if and (not (hasKey $ctx "runAsGroup")) (not (kindIs "invalid" .Values.runAsGroup)) }}
+{{- $_ := set $ctx "runAsGroup" .Values.runAsGroup }}
+{{- end }}
+{{- toYaml $ctx }}
 {{- end }}
