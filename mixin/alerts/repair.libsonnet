@@ -14,7 +14,7 @@
             labels: { severity: 'warning' },
             annotations: {
               summary: 'An automatic repair by kube-netprobe did not clear the fault it was taken for.',
-              description: 'kube-netprobe repair took {{ $labels.action }} in the last hours and the finding it acted on was still there when it checked afterwards: the fault is not the one that action fixes. It will not take {{ $labels.action }} on that target again; find the target in its Events (kubectl get events -A --field-selector reportingComponent=kube-netprobe-repair) and follow the runbook of the alert on it.',
+              description: 'kube-netprobe repair took {{ $labels.action }} in the last hours and the finding it acted on was still there when it checked afterwards: the fault is not the one that action fixes. It will not take {{ $labels.action }} on that target again; find the target in its Events (kubectl get events -A --field-selector source=kube-netprobe-repair) and follow the runbook of the alert on it.',
               runbook_url: 'https://github.com/kube-netprobe/kube-netprobe/blob/main/docs/runbooks.md#kubenetproberepairnothelping',
             },
           },
