@@ -160,6 +160,10 @@ pub async fn connect(
     config.connect_timeout = Some(timeout);
     config.read_timeout = Some(timeout);
     config.write_timeout = Some(timeout);
+    // kube retries 429, 503 and 504 with backoff by default: a read would wait out the deadline
+    // without saying why, and a PodDisruptionBudget's 429 to repair's eviction is an answer,
+    // not a hiccup.
+    config.default_retry = false;
     let server = config.cluster_url.to_string();
     // kube reads every answer whole into memory before parsing it; a huge list (or a hostile
     // server) would take all of it, and the reads run together.

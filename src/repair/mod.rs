@@ -251,7 +251,12 @@ async fn pass(
     let mut evidence = evidence_of(&snapshot);
     if !state.history_loaded {
         match act::read_history(&client, &event_namespaces(opts), opts.timeout).await {
-            Ok(entries) => {
+            Ok(mut entries) => {
+                // What a dry run would have done does not hold back the first real actions
+                // after it is switched to --apply.
+                if opts.apply {
+                    entries.retain(|e| !matches!(e.kind, EntryKind::Acted { dry_run: true, .. }));
+                }
                 if !entries.is_empty() {
                     say(format!(
                         "history: {} earlier decisions read back from repair's Events",

@@ -55,7 +55,7 @@ fn render_result(args: &[&str]) -> std::process::Output {
 }
 
 /// `helm template` of the chart with `args`; panics with helm's message on failure.
-fn render(args: &[&str]) -> String {
+pub(crate) fn render(args: &[&str]) -> String {
     let out = render_result(args);
     assert!(
         out.status.success(),

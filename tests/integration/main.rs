@@ -27,6 +27,7 @@ mod logging;
 mod mesh;
 mod prometheus;
 mod reload;
+mod repair;
 mod report_html;
 mod slo_report;
 mod storage;
