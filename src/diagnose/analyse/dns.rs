@@ -599,15 +599,15 @@ pub fn dns_probes(s: &Snapshot) -> Vec<Finding> {
         let direct_ok = direct.iter().filter(|(_, v)| passing(v)).count();
         let direct_bad: Vec<_> = direct.iter().filter(|(_, v)| failing(v)).collect();
         direct_servers.extend(direct.iter().map(|(srv, _)| srv.to_string()));
-        if direct_ok > 0 && !endpoints_empty {
-            let answering: Vec<&String> = direct
-                .iter()
-                .filter(|(_, v)| passing(v))
-                .map(|(srv, _)| *srv)
-                .collect();
+        // A failing replica explains lookups through the Service failing wherever they landed
+        // on it: only with every replica answering is a node's failing Service path its own.
+        if direct_ok > 0 && direct_bad.is_empty() && !endpoints_empty {
+            let answering: Vec<&String> = direct.iter().map(|(srv, _)| *srv).collect();
             for (node, results) in &per_node {
                 let system_fails =
                     results.get(&("system".to_owned(), name.clone())) == Some(&false);
+                // Every CoreDNS pod answers this node directly (one that does not: the
+                // node's network, or that pod, not the Service rules).
                 let direct_from_here = answering
                     .iter()
                     .all(|srv| results.get(&(srv.to_string(), name.clone())) == Some(&true));

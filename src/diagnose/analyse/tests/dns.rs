@@ -563,3 +563,26 @@ fn a_cluster_wide_service_path_failure_names_every_node_as_a_candidate() {
         .collect();
     assert_eq!(r, [("node-a", 2, 2), ("node-b", 2, 2)]);
 }
+
+/// One replica refusing makes lookups through the Service fail wherever they land on it: that
+/// is the replica's fault, never a node's Service path (kube-proxy is not restarted for it).
+#[test]
+fn a_failing_replica_is_not_a_nodes_service_path() {
+    let name = "kubernetes.default.svc.cluster.local";
+    let mut s = healthy();
+    s.probe_scrapes = ["node-a", "node-b", "node-c"]
+        .iter()
+        .map(|n| {
+            dns_scrape(
+                n,
+                &[
+                    ("system", name, *n != "node-b"),
+                    ("coredns/coredns-a", name, true),
+                    ("coredns/coredns-bb", name, false),
+                ],
+            )
+        })
+        .collect();
+    let f = analyse(&s);
+    assert_eq!(ids(&f), ["dns.replica-failing"], "{f:#?}");
+}
