@@ -7,7 +7,54 @@ use crate::alertmanager::Alertmanager;
 use crate::prometheus::{Active, Prometheus, rules_state};
 use crate::util::{Checks, poll_every};
 
-use super::{EVERY, GROUP_INTERVAL, WAIT, log};
+use super::discovery::{PodDiscovery, prometheus_config, prometheus_token};
+use super::helm::chart_rules;
+use super::{AM_SCALE, Cluster, EVERY, GROUP_INTERVAL, WAIT, log};
+
+/// A Prometheus evaluating the chart's rules over every kube-netprobe pod of the cluster, and
+/// the Alertmanager it sends to: started, and every pod scraped, by [`Watch::start`].
+pub(super) struct Watch {
+    pub(super) prom: Prometheus,
+    pub(super) am: Alertmanager,
+    _discovery: PodDiscovery,
+    _dir: tempfile::TempDir,
+}
+
+impl Watch {
+    pub(super) fn start(cluster: &Cluster) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let token = prometheus_token(cluster, dir.path());
+        let discovery = PodDiscovery::start(cluster, &token);
+        let am = Alertmanager::start(AM_SCALE);
+        let prom = Prometheus::start(
+            &(prometheus_config(&discovery) + &am.prometheus_alerting()),
+            &[("kube-netprobe.yaml".to_string(), chart_rules())],
+        );
+        poll_every(
+            "Prometheus to discover and scrape every pod",
+            WAIT,
+            EVERY,
+            || {
+                let up = prom.query("up{job=\"kube-netprobe\"} == 1")?;
+                let nodes: Vec<&str> = up
+                    .iter()
+                    .filter_map(|s| s["metric"]["node"].as_str())
+                    .collect();
+                if nodes.len() == cluster.nodes.len() {
+                    Ok(())
+                } else {
+                    Err(format!("targets up on {nodes:?}"))
+                }
+            },
+        );
+        Watch {
+            prom,
+            am,
+            _discovery: discovery,
+            _dir: dir,
+        }
+    }
+}
 
 /// Alerts in state `firing`.
 fn firing(prom: &Prometheus) -> Vec<Active> {
@@ -42,6 +89,30 @@ pub(super) fn wait_firing(prom: &Prometheus, name: &str, labels: &[(&str, &str)]
             }
         },
     )
+}
+
+/// Waits until no alert named `name` with all of `labels` is firing or pending.
+pub(super) fn wait_resolved(prom: &Prometheus, name: &str, labels: &[(&str, &str)]) {
+    poll_every(
+        &format!("{name} {labels:?} to resolve"),
+        WAIT,
+        Duration::from_secs(2),
+        || {
+            let active = match rules_state(prom) {
+                Ok((active, _, _)) => active,
+                Err(e) => return Err(e),
+            };
+            let still: Vec<Active> = active
+                .into_iter()
+                .filter(|a| a.name == name && labels.iter().all(|(k, v)| a.label(k) == *v))
+                .collect();
+            if still.is_empty() {
+                Ok(())
+            } else {
+                Err(describe(&still))
+            }
+        },
+    );
 }
 
 /// Waits until nothing fires after a fault is healed, but what still looks back at it: the SLO

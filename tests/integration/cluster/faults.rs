@@ -6,16 +6,15 @@ use std::time::{Duration, Instant};
 
 use crate::alertmanager::Alertmanager;
 use crate::prometheus::Prometheus;
-use crate::util::{Checks, poll_every};
+use crate::util::Checks;
 
 use super::alerts::{
-    Fault, nothing_fires, only_culprits_named, pages, unix_now, wait_firing, wait_quiet,
+    Fault, Watch, nothing_fires, only_culprits_named, pages, unix_now, wait_firing, wait_quiet,
 };
 use super::diagnosis::diagnose;
-use super::discovery::{PodDiscovery, prometheus_config, prometheus_token};
-use super::helm::{chart_rules, helm_upgrade};
+use super::helm::helm_upgrade;
 use super::probes::{green_failures, wait_daemonset, wait_green};
-use super::{AM_SCALE, Cluster, EVERY, WAIT, log, scrape};
+use super::{Cluster, log, scrape};
 
 /// Install, green, Prometheus, then each scenario in turn on the same cluster and Prometheus
 /// (its history is part of what the alerts read).
@@ -32,33 +31,10 @@ fn chart_on_kubelets_green_then_faults_named_and_churn_silent() {
     wait_green(&cluster, "after install");
     log("every probe green on every node");
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let token = prometheus_token(&cluster, dir.path());
-    let discovery = PodDiscovery::start(&cluster, &token);
-    let am = Alertmanager::start(AM_SCALE);
-    let prom = Prometheus::start(
-        &(prometheus_config(&discovery) + &am.prometheus_alerting()),
-        &[("kube-netprobe.yaml".to_string(), chart_rules())],
-    );
-    poll_every(
-        "Prometheus to discover and scrape every pod",
-        WAIT,
-        EVERY,
-        || {
-            let up = prom.query("up{job=\"kube-netprobe\"} == 1")?;
-            let nodes: Vec<&str> = up
-                .iter()
-                .filter_map(|s| s["metric"]["node"].as_str())
-                .collect();
-            if nodes.len() == cluster.nodes.len() {
-                Ok(())
-            } else {
-                Err(format!("targets up on {nodes:?}"))
-            }
-        },
-    );
+    let watch = Watch::start(&cluster);
+    let (prom, am) = (&watch.prom, &watch.am);
     // Rules need a few evaluations over the fresh series.
-    nothing_fires(&prom, "a healthy cluster", Duration::from_secs(30), || true);
+    nothing_fires(prom, "a healthy cluster", Duration::from_secs(30), || true);
     log("Prometheus scrapes every pod; no alert fires");
     let report = diagnose(&cluster, &[]);
     assert!(
@@ -72,8 +48,8 @@ fn chart_on_kubelets_green_then_faults_named_and_churn_silent() {
     );
 
     let churn_since = unix_now();
-    rollout_raises_nothing(&cluster, &prom);
-    drain_raises_nothing(&cluster, &prom);
+    rollout_raises_nothing(&cluster, prom);
+    drain_raises_nothing(&cluster, prom);
     let churn = am.firing_since(churn_since);
     assert!(
         churn.is_empty(),
@@ -85,9 +61,9 @@ fn chart_on_kubelets_green_then_faults_named_and_churn_silent() {
             .join("\n")
     );
     log("the rollout and the drain sent no notification");
-    let mut culprits = vec![dns_pod_refusing_is_named(&cluster, &prom, &am)];
-    culprits.push(kube_proxy_down_is_named(&cluster, &prom, &am, &culprits));
-    isolated_node_is_named(&cluster, &prom, &am, &culprits);
+    let mut culprits = vec![dns_pod_refusing_is_named(&cluster, prom, am)];
+    culprits.push(kube_proxy_down_is_named(&cluster, prom, am, &culprits));
+    isolated_node_is_named(&cluster, prom, am, &culprits);
     log(format!("all scenarios in {:.0?}", started.elapsed()));
 }
 

@@ -25,6 +25,7 @@ mod probes;
 // The tests.
 mod escape_hatches;
 mod faults;
+mod repair;
 mod storage_test;
 
 use std::collections::BTreeMap;
