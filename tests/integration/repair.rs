@@ -495,6 +495,19 @@ fn the_controller_counts_records_once_and_verifies() {
         "one Event each"
     );
     assert!(http_get(addr, "/healthz").is_ok_and(|r| r.status == 200));
+    // Within the chart's memory limit for it (repair.resources.limits.memory: 128Mi), with
+    // this debug build's code pages counted.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.0.id())).unwrap();
+    let hwm_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    eprintln!("repair controller peak RSS: {hwm_kib} KiB");
+    assert!(
+        hwm_kib < 128 * 1024,
+        "peak RSS {hwm_kib} KiB over the chart's 128Mi limit"
+    );
     // SIGTERM: a clean stop.
     let pid = child.0.id().to_string();
     let _ = Command::new("kill").args(["-TERM", &pid]).status();
