@@ -121,6 +121,31 @@ fn parse_action(a: &str) -> Result<crate::diagnose::analyse::RepairAction, Strin
         })
 }
 
+/// How diagnose and repair read the cluster: the API server, and the kube-netprobe pods' /metrics.
+#[derive(Debug, Clone, Args)]
+struct ClusterArgs {
+    /// Kubeconfig file [default: in-cluster config, $KUBECONFIG or ~/.kube/config].
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Largest API response read (a list of every node of a big cluster is tens of MiB); a
+    /// larger one is reported as a read that failed.
+    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    max_response_size: u64,
+    /// NODE=FILE: /metrics text of the kube-netprobe pod on NODE, instead of the pod proxy
+    /// (repair reads the file again every pass).
+    #[arg(long, value_name = "NODE=FILE", value_parser = crate::diagnose::parse_node_file)]
+    probe_metrics: Vec<(String, PathBuf)>,
+    /// Label selector of the kube-netprobe DaemonSet's pods.
+    #[arg(long, default_value = "app.kubernetes.io/name=kube-netprobe")]
+    netprobe_selector: String,
+    /// Namespace of the kube-netprobe pods [default: every namespace].
+    #[arg(long)]
+    netprobe_namespace: Option<String>,
+    /// Port of the kube-netprobe pods' /metrics when no container port is named metrics or http.
+    #[arg(long, default_value_t = 9753)]
+    netprobe_port: u16,
+}
+
 #[derive(Debug, Clone, Args)]
 struct RepairArgs {
     /// Take the actions. Without it repair only prints and records what it would do.
@@ -135,24 +160,9 @@ struct RepairArgs {
     /// Address of /metrics and /healthz (not with --once).
     #[arg(long, default_value = "0.0.0.0:9754")]
     listen: std::net::SocketAddr,
-    /// Kubeconfig file [default: in-cluster config, $KUBECONFIG or ~/.kube/config].
-    #[arg(long)]
-    kubeconfig: Option<PathBuf>,
     /// Bound on each pass's reads, and on each call of an action.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     timeout: std::time::Duration,
-    /// Largest API response read.
-    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
-    max_response_size: u64,
-    /// Label selector of the kube-netprobe DaemonSet's pods.
-    #[arg(long, default_value = "app.kubernetes.io/name=kube-netprobe")]
-    netprobe_selector: String,
-    /// Namespace of the kube-netprobe pods [default: every namespace].
-    #[arg(long)]
-    netprobe_namespace: Option<String>,
-    /// Port of the kube-netprobe pods' /metrics when no container port is named metrics or http.
-    #[arg(long, default_value_t = 9753)]
-    netprobe_port: u16,
     /// The actions repair may take, comma-separated.
     #[arg(
         long,
@@ -184,10 +194,8 @@ struct RepairArgs {
     /// deleted.
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     stuck_limit: std::time::Duration,
-    /// NODE=FILE: /metrics text of the kube-netprobe pod on NODE, instead of the pod proxy
-    /// (re-read every pass).
-    #[arg(long, value_name = "NODE=FILE", value_parser = crate::diagnose::parse_node_file)]
-    probe_metrics: Vec<(String, PathBuf)>,
+    #[command(flatten)]
+    cluster: ClusterArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -206,31 +214,14 @@ struct DiagnoseArgs {
     /// Collect and write the evidence only, without analysis.
     #[arg(long)]
     collect_only: bool,
-    /// Kubeconfig file [default: in-cluster config, $KUBECONFIG or ~/.kube/config].
-    #[arg(long)]
-    kubeconfig: Option<PathBuf>,
+    #[command(flatten)]
+    cluster: ClusterArgs,
     /// Bound on the whole run (connection check and every read), --storage-test aside.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     timeout: std::time::Duration,
-    /// Largest API response read (a list of every node of a big cluster is tens of MiB); a
-    /// larger one is reported as a read that failed.
-    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
-    max_response_size: u64,
     /// Analyse these CoreDNS log files instead of reading the pods' logs through the API.
     #[arg(long, value_name = "FILE")]
     coredns_logs: Vec<PathBuf>,
-    /// NODE=FILE: /metrics text of the kube-netprobe pod on NODE, instead of the pod proxy.
-    #[arg(long, value_name = "NODE=FILE", value_parser = crate::diagnose::parse_node_file)]
-    probe_metrics: Vec<(String, PathBuf)>,
-    /// Label selector of the kube-netprobe DaemonSet's pods.
-    #[arg(long, default_value = "app.kubernetes.io/name=kube-netprobe")]
-    netprobe_selector: String,
-    /// Namespace of the kube-netprobe pods [default: every namespace].
-    #[arg(long)]
-    netprobe_namespace: Option<String>,
-    /// Port of the kube-netprobe pods' /metrics when no container port is named metrics or http.
-    #[arg(long, default_value_t = 9753)]
-    netprobe_port: u16,
     /// Also create a small PVC and a Job running `kube-netprobe probe storage` on it once in
     /// --namespace, report its figures, and delete both (also on Ctrl-C).
     #[arg(long)]
@@ -364,14 +355,14 @@ fn diagnose(a: DiagnoseArgs) -> ExitCode {
         out: a.out,
         format: a.format,
         collect_only: a.collect_only,
-        kubeconfig: a.kubeconfig,
+        kubeconfig: a.cluster.kubeconfig,
         timeout: a.timeout,
-        max_response: a.max_response_size,
+        max_response: a.cluster.max_response_size,
         coredns_logs: a.coredns_logs,
-        probe_metrics: a.probe_metrics,
-        netprobe_selector: a.netprobe_selector,
-        netprobe_namespace: a.netprobe_namespace,
-        netprobe_port: a.netprobe_port,
+        probe_metrics: a.cluster.probe_metrics,
+        netprobe_selector: a.cluster.netprobe_selector,
+        netprobe_namespace: a.cluster.netprobe_namespace,
+        netprobe_port: a.cluster.netprobe_port,
         storage_test: a.storage_test.then_some(crate::diagnose::StorageTest {
             storage_class: a.storage_class,
             image: a.storage_test_image,
@@ -386,14 +377,14 @@ fn repair(a: RepairArgs) -> ExitCode {
         once: a.once,
         interval: a.interval,
         listen: a.listen,
-        kubeconfig: a.kubeconfig,
+        kubeconfig: a.cluster.kubeconfig,
         timeout: a.timeout,
-        max_response: a.max_response_size,
-        netprobe_selector: a.netprobe_selector,
-        netprobe_namespace: a.netprobe_namespace,
-        netprobe_port: a.netprobe_port,
+        max_response: a.cluster.max_response_size,
+        netprobe_selector: a.cluster.netprobe_selector,
+        netprobe_namespace: a.cluster.netprobe_namespace,
+        netprobe_port: a.cluster.netprobe_port,
         kube_proxy_selector: a.kube_proxy_selector,
-        probe_metrics: a.probe_metrics,
+        probe_metrics: a.cluster.probe_metrics,
         rails: crate::repair::rails::Rails {
             actions: a.actions.into_iter().collect(),
             target_window: a.target_window,

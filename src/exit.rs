@@ -18,3 +18,22 @@ pub const USAGE: u8 = 2;
 pub const CANNOT_RUN: u8 = 3;
 /// Ctrl-C or SIGTERM during `diagnose --storage-test`, after its cleanup: 128 + SIGINT.
 pub const INTERRUPTED: u8 = 130;
+
+/// Runs a one-shot command's future on a small runtime and returns its exit code;
+/// [`CANNOT_RUN`] when the runtime cannot start.
+pub fn block_on(command: impl std::future::Future<Output = u8>) -> u8 {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return CANNOT_RUN;
+        }
+    };
+    let code = runtime.block_on(command);
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    code
+}

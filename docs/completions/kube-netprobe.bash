@@ -152,7 +152,7 @@ _kube__netprobe() {
             return 0
             ;;
         kube__netprobe__subcmd__diagnose)
-            opts="-n -h --namespace --out --format --collect-only --kubeconfig --timeout --max-response-size --coredns-logs --probe-metrics --netprobe-selector --netprobe-namespace --netprobe-port --storage-test --storage-class --storage-test-image --storage-test-timeout --help"
+            opts="-n -h --namespace --out --format --collect-only --kubeconfig --max-response-size --probe-metrics --netprobe-selector --netprobe-namespace --netprobe-port --timeout --coredns-logs --storage-test --storage-class --storage-test-image --storage-test-timeout --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -178,15 +178,7 @@ _kube__netprobe() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --timeout)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 --max-response-size)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --coredns-logs)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -203,6 +195,14 @@ _kube__netprobe() {
                     return 0
                     ;;
                 --netprobe-port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --coredns-logs)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -444,7 +444,7 @@ _kube__netprobe() {
             return 0
             ;;
         kube__netprobe__subcmd__repair)
-            opts="-h --apply --once --interval --listen --kubeconfig --timeout --max-response-size --netprobe-selector --netprobe-namespace --netprobe-port --actions --kube-proxy-selector --target-window --global-window --max-actions --max-failing-fraction --verify-after --stuck-limit --probe-metrics --help"
+            opts="-h --apply --once --interval --listen --timeout --actions --kube-proxy-selector --target-window --global-window --max-actions --max-failing-fraction --verify-after --stuck-limit --kubeconfig --max-response-size --probe-metrics --netprobe-selector --netprobe-namespace --netprobe-port --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -458,27 +458,7 @@ _kube__netprobe() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --kubeconfig)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 --timeout)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --max-response-size)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --netprobe-selector)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --netprobe-namespace)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --netprobe-port)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -514,7 +494,27 @@ _kube__netprobe() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --kubeconfig)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-response-size)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --probe-metrics)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --netprobe-selector)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --netprobe-namespace)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --netprobe-port)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

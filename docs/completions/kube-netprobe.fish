@@ -70,13 +70,13 @@ complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand diagnose" -l
 markdown\t''
 json\t''"
 complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand diagnose" -l kubeconfig -d 'Kubeconfig file [default: in-cluster config, $KUBECONFIG or ~/.kube/config]' -r -F
-complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand diagnose" -l timeout -d 'Bound on the whole run (connection check and every read), --storage-test aside' -r
 complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand diagnose" -l max-response-size -d 'Largest API response read (a list of every node of a big cluster is tens of MiB); a larger one is reported as a read that failed' -r
-complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand diagnose" -l coredns-logs -d 'Analyse these CoreDNS log files instead of reading the pods\' logs through the API' -r -F
-complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand diagnose" -l probe-metrics -d 'NODE=FILE: /metrics text of the kube-netprobe pod on NODE, instead of the pod proxy' -r
+complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand diagnose" -l probe-metrics -d 'NODE=FILE: /metrics text of the kube-netprobe pod on NODE, instead of the pod proxy (repair reads the file again every pass)' -r
 complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand diagnose" -l netprobe-selector -d 'Label selector of the kube-netprobe DaemonSet\'s pods' -r
 complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand diagnose" -l netprobe-namespace -d 'Namespace of the kube-netprobe pods [default: every namespace]' -r
 complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand diagnose" -l netprobe-port -d 'Port of the kube-netprobe pods\' /metrics when no container port is named metrics or http' -r
+complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand diagnose" -l timeout -d 'Bound on the whole run (connection check and every read), --storage-test aside' -r
+complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand diagnose" -l coredns-logs -d 'Analyse these CoreDNS log files instead of reading the pods\' logs through the API' -r -F
 complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand diagnose" -l storage-class -d 'StorageClass of the test PVC [default: the cluster\'s default class]' -r
 complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand diagnose" -l storage-test-image -d 'Image of the test Job (one that contains kube-netprobe)' -r
 complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand diagnose" -l storage-test-timeout -d 'How long the storage test may take before it is reported as stuck and cleaned up' -r
@@ -85,12 +85,7 @@ complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand diagnose" -l
 complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand diagnose" -s h -l help -d 'Print help'
 complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand repair" -l interval -d 'Time between passes' -r
 complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand repair" -l listen -d 'Address of /metrics and /healthz (not with --once)' -r
-complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand repair" -l kubeconfig -d 'Kubeconfig file [default: in-cluster config, $KUBECONFIG or ~/.kube/config]' -r -F
 complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand repair" -l timeout -d 'Bound on each pass\'s reads, and on each call of an action' -r
-complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand repair" -l max-response-size -d 'Largest API response read' -r
-complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand repair" -l netprobe-selector -d 'Label selector of the kube-netprobe DaemonSet\'s pods' -r
-complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand repair" -l netprobe-namespace -d 'Namespace of the kube-netprobe pods [default: every namespace]' -r
-complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand repair" -l netprobe-port -d 'Port of the kube-netprobe pods\' /metrics when no container port is named metrics or http' -r
 complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand repair" -l actions -d 'The actions repair may take, comma-separated' -r
 complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand repair" -l kube-proxy-selector -d 'Label selector of the kube-proxy pods (in kube-system)' -r
 complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand repair" -l target-window -d 'At most one action per subject (the CoreDNS replica set, a node) within this window' -r
@@ -99,7 +94,12 @@ complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand repair" -l m
 complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand repair" -l max-failing-fraction -d 'Refuse when more than this fraction of the set (CoreDNS replicas, nodes) fails: then the fault is elsewhere' -r
 complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand repair" -l verify-after -d 'How long after an action its effect is judged (the finding gone, or not helping)' -r
 complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand repair" -l stuck-limit -d 'How long a kube-netprobe pod\'s storage operation must have been stuck before the pod is deleted' -r
-complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand repair" -l probe-metrics -d 'NODE=FILE: /metrics text of the kube-netprobe pod on NODE, instead of the pod proxy (re-read every pass)' -r
+complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand repair" -l kubeconfig -d 'Kubeconfig file [default: in-cluster config, $KUBECONFIG or ~/.kube/config]' -r -F
+complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand repair" -l max-response-size -d 'Largest API response read (a list of every node of a big cluster is tens of MiB); a larger one is reported as a read that failed' -r
+complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand repair" -l probe-metrics -d 'NODE=FILE: /metrics text of the kube-netprobe pod on NODE, instead of the pod proxy (repair reads the file again every pass)' -r
+complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand repair" -l netprobe-selector -d 'Label selector of the kube-netprobe DaemonSet\'s pods' -r
+complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand repair" -l netprobe-namespace -d 'Namespace of the kube-netprobe pods [default: every namespace]' -r
+complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand repair" -l netprobe-port -d 'Port of the kube-netprobe pods\' /metrics when no container port is named metrics or http' -r
 complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand repair" -l apply -d 'Take the actions. Without it repair only prints and records what it would do'
 complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand repair" -l once -d 'One pass, then exit (no /metrics server)'
 complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand repair" -s h -l help -d 'Print help'

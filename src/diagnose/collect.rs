@@ -561,16 +561,7 @@ pub async fn collect(
         if target.repair_only {
             done("networkpolicies");
             done("namespace-services");
-            let nodes = rec
-                .list(
-                    "nodes",
-                    Api::<Node>::all(c.clone()),
-                    At::Cluster,
-                    ListParams::default(),
-                )
-                .await;
-            done("nodes");
-            return (None, None, None, None, None, nodes);
+            return (None, None, None, None, None);
         }
         let policies = rec
             .list(
@@ -614,7 +605,10 @@ pub async fn collect(
             )
             .await;
         done("namespace-services");
-        let nodes = rec
+        (policies, ns_object, pods, services, endpoints)
+    };
+    let nodes = async {
+        let r = rec
             .list(
                 "nodes",
                 Api::<Node>::all(c.clone()),
@@ -623,7 +617,7 @@ pub async fn collect(
             )
             .await;
         done("nodes");
-        (policies, ns_object, pods, services, endpoints, nodes)
+        r
     };
     let storage = async {
         if target.repair_only {
@@ -751,8 +745,8 @@ pub async fn collect(
             namespace_pods,
             namespace_services,
             namespace_endpoints,
-            nodes,
         ),
+        nodes,
         (csi_drivers, csi_nodes, storage_classes, pvs, pvcs, pvc_events, volume_attachments),
         (netprobe_pods, probe_scrapes),
         pods_needing_ip,
@@ -762,6 +756,7 @@ pub async fn collect(
         corefile,
         dns_service,
         network,
+        nodes,
         storage,
         netprobe,
         pod_ips

@@ -77,20 +77,7 @@ fn timestamp() -> (String, String) {
 
 /// Runs diagnose; the returned code is the process's exit code.
 pub fn run(opts: Options) -> u8 {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return exit::CANNOT_RUN;
-        }
-    };
-    let code = runtime.block_on(run_async(opts));
-    runtime.shutdown_timeout(Duration::from_millis(200));
-    code
+    exit::block_on(run_async(opts))
 }
 
 /// Creates `dir` if needed and proves a file can be written in it; says whether it created it.
