@@ -25,6 +25,7 @@ mod probes;
 // The tests.
 mod escape_hatches;
 mod faults;
+mod kube_proxy;
 mod storage_test;
 
 use std::collections::BTreeMap;
@@ -205,6 +206,49 @@ impl Cluster {
             "-l",
             "app.kubernetes.io/name=kube-netprobe",
         ]))
+    }
+
+    /// Hangs the kube-proxy of node `index` (1-based, as scripts/cluster counts) the way a stuck
+    /// kube-proxy fails: its process stopped (SIGSTOP) and its Service rules flushed, while its
+    /// pod stays (Running, then not Ready) and the DaemonSet sees nothing to replace. Only a new
+    /// pod brings the rules back: deleting this one (a repair), or [`Self::kube_proxy_start`].
+    fn kube_proxy_hang(&self, index: usize) {
+        self.script(&["kube-proxy", &index.to_string(), "hang"]);
+    }
+
+    /// Node `index`'s kube-proxy back (a hung pod deleted, a stopped node back in the
+    /// DaemonSet); returns once its pod is Ready and its Service rules exist.
+    fn kube_proxy_start(&self, index: usize) {
+        self.script(&["kube-proxy", &index.to_string(), "start"]);
+    }
+
+    /// The kube-proxy pods (DaemonSet kube-system/kube-proxy) not being deleted: node → (pod
+    /// name, Ready).
+    fn kube_proxy_pods(&self) -> BTreeMap<String, (String, bool)> {
+        self.json(&[
+            "-n",
+            "kube-system",
+            "get",
+            "pods",
+            "-l",
+            "k8s-app=kube-proxy",
+        ])["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .filter_map(|p| {
+                let ready = p["status"]["conditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True");
+                Some((
+                    p["spec"]["nodeName"].as_str()?.to_string(),
+                    (p["metadata"]["name"].as_str()?.to_string(), ready),
+                ))
+            })
+            .collect()
     }
 
     /// The DNS pods (k8s-app=kube-dns), names sorted.
