@@ -1,10 +1,13 @@
 //! End to end on a real Kubernetes cluster: kubelets running the chart's DaemonSet from the
-//! image `scripts/image` builds, Services through kube-proxy, a Prometheus that finds the pods
+//! image `scripts/image` builds, Services through kube-proxy (a DaemonSet pod per node, as
+//! kubeadm runs it), a Prometheus that finds the pods
 //! through the API server (see [`discovery::PodDiscovery`] for why not with `kubernetes_sd_configs`) and
 //! evaluates the rules exactly as the chart's PrometheusRule renders them, `diagnose` reading through the real pod proxy and kubelet, and faults made for
 //! real: a node's network cut until it goes NotReady, kube-proxy stopped and its rules flushed
 //! on one node, one DNS pod refusing. A rollout and a drain must raise nothing.
 //! [`escape_hatches`] installs the chart a second time with every escape hatch of its values.
+//! [`kube_proxy`] proves the fault a repair must fix: one node's kube-proxy hung (its pod kept,
+//! its rules gone) until its pod is deleted.
 //!
 //! The cluster is `scripts/cluster up 3` (see that script for its layout); `make e2e` builds the
 //! image, brings the cluster up, runs these tests with `--ignored --test-threads=1` and tears it
