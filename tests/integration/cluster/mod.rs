@@ -1,10 +1,13 @@
 //! End to end on a real Kubernetes cluster: kubelets running the chart's DaemonSet from the
-//! image `scripts/image` builds, Services through kube-proxy, a Prometheus that finds the pods
+//! image `scripts/image` builds, Services through kube-proxy (a DaemonSet pod per node, as
+//! kubeadm runs it), a Prometheus that finds the pods
 //! through the API server (see [`discovery::PodDiscovery`] for why not with `kubernetes_sd_configs`) and
 //! evaluates the rules exactly as the chart's PrometheusRule renders them, `diagnose` reading through the real pod proxy and kubelet, and faults made for
 //! real: a node's network cut until it goes NotReady, kube-proxy stopped and its rules flushed
 //! on one node, one DNS pod refusing. A rollout and a drain must raise nothing.
 //! [`escape_hatches`] installs the chart a second time with every escape hatch of its values.
+//! [`kube_proxy`] proves the fault a repair must fix: one node's kube-proxy hung (its pod kept,
+//! its rules gone) until its pod is deleted.
 //!
 //! The cluster is `scripts/cluster up 3` (see that script for its layout); `make e2e` builds the
 //! image, brings the cluster up, runs these tests with `--ignored --test-threads=1` and tears it
@@ -25,6 +28,7 @@ mod probes;
 // The tests.
 mod escape_hatches;
 mod faults;
+mod kube_proxy;
 mod repair;
 mod storage_test;
 
@@ -206,6 +210,49 @@ impl Cluster {
             "-l",
             "app.kubernetes.io/name=kube-netprobe",
         ]))
+    }
+
+    /// Hangs the kube-proxy of node `index` (1-based, as scripts/cluster counts) the way a stuck
+    /// kube-proxy fails: its process stopped (SIGSTOP) and its Service rules flushed, while its
+    /// pod stays (Running, then not Ready) and the DaemonSet sees nothing to replace. Only a new
+    /// pod brings the rules back: deleting this one (a repair), or [`Self::kube_proxy_start`].
+    fn kube_proxy_hang(&self, index: usize) {
+        self.script(&["kube-proxy", &index.to_string(), "hang"]);
+    }
+
+    /// Node `index`'s kube-proxy back (a hung pod deleted, a stopped node back in the
+    /// DaemonSet); returns once its pod is Ready and its Service rules exist.
+    fn kube_proxy_start(&self, index: usize) {
+        self.script(&["kube-proxy", &index.to_string(), "start"]);
+    }
+
+    /// The kube-proxy pods (DaemonSet kube-system/kube-proxy) not being deleted: node → (pod
+    /// name, Ready).
+    fn kube_proxy_pods(&self) -> BTreeMap<String, (String, bool)> {
+        self.json(&[
+            "-n",
+            "kube-system",
+            "get",
+            "pods",
+            "-l",
+            "k8s-app=kube-proxy",
+        ])["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .filter_map(|p| {
+                let ready = p["status"]["conditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True");
+                Some((
+                    p["spec"]["nodeName"].as_str()?.to_string(),
+                    (p["metadata"]["name"].as_str()?.to_string(), ready),
+                ))
+            })
+            .collect()
     }
 
     /// The DNS pods (k8s-app=kube-dns), names sorted.

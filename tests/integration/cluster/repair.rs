@@ -292,13 +292,11 @@ fn auto_repair_evicts_once_refuses_when_all_fail_and_restarts_kube_proxy() {
     // 4. kube-proxy hung on one node: its pod is deleted, the DaemonSet's replacement rewrites
     // the rules, and the node's Service path recovers.
     let node = cluster.nodes[1].clone();
-    let index = cluster.index(&node);
     log(format!("fault: kube-proxy hung on {node}"));
+    let before = cluster.kube_proxy_pods()[&node].0.clone();
     let hung = Fault::new(
-        || cluster.script(&["kube-proxy", &index, "hang"]),
-        || {
-            let _ = super::script(&["kube-proxy", &index, "start"]);
-        },
+        || cluster.kube_proxy_hang(2),
+        || cluster.kube_proxy_start(2),
     );
     // Repair may act before NetworkServiceFailing has waited out its `for:`: the alert is not
     // waited for here (faults.rs proves it fires for this fault).
@@ -307,7 +305,13 @@ fn auto_repair_evicts_once_refuses_when_all_fail_and_restarts_kube_proxy() {
         restarted.contains(&format!("of node {node} (finding dns.")),
         "{restarted}"
     );
+    assert!(restarted.contains(&before), "{restarted}");
     wait_green(&cluster, "kube-proxy restarted by repair");
+    let (after, ready) = cluster.kube_proxy_pods()[&node].clone();
+    assert!(
+        after != before && ready,
+        "{node}: kube-proxy pod {after} (ready {ready}), was {before}"
+    );
     wait_resolved(prom, "NetworkServiceFailing", &[("node", &node)]);
     drop(hung);
     assert_eq!(taken("kube-proxy"), 1, "{:#?}", events(&cluster));
