@@ -406,13 +406,17 @@ async fn carry_out(
 ) {
     let c = &d.candidate;
     let refuse = |reason: Reason, why: String, object: Option<PodRef>, state: &mut State| {
-        let recorded = state.history.refused_recently(
+        // Recorded (and remembered) once per window: the next record of the same refusal is
+        // due a window after this one, however many passes see it meanwhile.
+        if state.history.refused_recently(
             c.action,
             &c.subject,
             reason,
             now,
             opts.rails.target_window,
-        );
+        ) {
+            return None;
+        }
         state.history.entries.push(Entry {
             action: c.action,
             subject: c.subject.clone(),
@@ -420,7 +424,7 @@ async fn carry_out(
             kind: EntryKind::Refused(reason),
             object: object.clone(),
         });
-        (!recorded).then_some((reason, why, object))
+        Some((reason, why, object))
     };
     let refusal = match &d.verdict {
         Verdict::Refuse { reason, why } => {
