@@ -580,11 +580,10 @@ pub fn dns_probes(s: &Snapshot) -> Vec<Finding> {
     });
     let mut replica_failing: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut service_path: Vec<String> = Vec::new();
-    // Nodes on which a name fails through the Service while every CoreDNS pod that answers it
-    // elsewhere answers it from that node too: that node's Service rules (kube-proxy).
+    // Nodes on which a name fails through the Service while every CoreDNS pod answers it from
+    // that node directly: that node's Service rules (kube-proxy).
     let mut node_service_path: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    // Direct servers failing a name on which they are judged at all, for the "how many
-    // replicas fail" of repair's rails.
+    // Every CoreDNS pod probed directly: the "of how many" of repair's rails.
     let mut direct_servers: BTreeSet<String> = BTreeSet::new();
     let mut everywhere: Vec<String> = Vec::new();
     // Names that resolve through the Service from most nodes, or direct from a CoreDNS pod.
