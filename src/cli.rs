@@ -190,6 +190,10 @@ struct RepairArgs {
     /// How long after an action its effect is judged (the finding gone, or not helping).
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     verify_after: std::time::Duration,
+    /// How long a finding must hold, pass after pass, before repair decides on it (a finding
+    /// of one moment is not acted on). Not with --once, which judges its one pass.
+    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+    evidence_for: std::time::Duration,
     /// How long a kube-netprobe pod's storage operation must have been stuck before the pod is
     /// deleted.
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
@@ -393,6 +397,7 @@ fn repair(a: RepairArgs) -> ExitCode {
             max_failing_fraction: a.max_failing_fraction,
             verify_after: a.verify_after,
             stuck_limit: a.stuck_limit,
+            evidence_for: a.evidence_for,
         },
     }))
 }

@@ -444,7 +444,7 @@ _kube__netprobe() {
             return 0
             ;;
         kube__netprobe__subcmd__repair)
-            opts="-h --apply --once --interval --listen --timeout --actions --kube-proxy-selector --target-window --global-window --max-actions --max-failing-fraction --verify-after --stuck-limit --kubeconfig --max-response-size --probe-metrics --netprobe-selector --netprobe-namespace --netprobe-port --help"
+            opts="-h --apply --once --interval --listen --timeout --actions --kube-proxy-selector --target-window --global-window --max-actions --max-failing-fraction --verify-after --evidence-for --stuck-limit --kubeconfig --max-response-size --probe-metrics --netprobe-selector --netprobe-namespace --netprobe-port --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -487,6 +487,10 @@ _kube__netprobe() {
                     return 0
                     ;;
                 --verify-after)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --evidence-for)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

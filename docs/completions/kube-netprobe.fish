@@ -93,6 +93,7 @@ complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand repair" -l g
 complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand repair" -l max-actions -d 'Actions allowed per --global-window' -r
 complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand repair" -l max-failing-fraction -d 'Refuse when more than this fraction of the set (CoreDNS replicas, nodes) fails: then the fault is elsewhere' -r
 complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand repair" -l verify-after -d 'How long after an action its effect is judged (the finding gone, or not helping)' -r
+complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand repair" -l evidence-for -d 'How long a finding must hold, pass after pass, before repair decides on it (a finding of one moment is not acted on). Not with --once, which judges its one pass' -r
 complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand repair" -l stuck-limit -d 'How long a kube-netprobe pod\'s storage operation must have been stuck before the pod is deleted' -r
 complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand repair" -l kubeconfig -d 'Kubeconfig file [default: in-cluster config, $KUBECONFIG or ~/.kube/config]' -r -F
 complete -c kube-netprobe -n "__fish_kube_netprobe_using_subcommand repair" -l max-response-size -d 'Largest API response read (a list of every node of a big cluster is tens of MiB); a larger one is reported as a read that failed' -r

@@ -95,7 +95,7 @@ async fn run_async(opts: Options) -> u8 {
         tokio::spawn(serve(listener, metrics.clone()));
     }
     say(format!(
-        "repair {}: actions {}; at most one per subject per {}, {} per {} in all; refuses when more than {:.0} % of a set fails; verifies {} after",
+        "repair {}: actions {}; {}; at most one per subject per {}, {} per {} in all; refuses when more than {:.0} % of a set fails; verifies {} after",
         if opts.apply {
             "applying"
         } else {
@@ -106,6 +106,14 @@ async fn run_async(opts: Options) -> u8 {
             .map(|a| a.as_str())
             .collect::<Vec<_>>()
             .join(", "),
+        if opts.once {
+            "one pass (--once): a finding is judged as this pass sees it".to_string()
+        } else {
+            format!(
+                "acts on what has held for {}",
+                humantime::format_duration(opts.rails.evidence_for)
+            )
+        },
         humantime::format_duration(opts.rails.target_window),
         opts.rails.max_actions,
         humantime::format_duration(opts.rails.global_window),
@@ -115,6 +123,7 @@ async fn run_async(opts: Options) -> u8 {
     let mut state = State {
         client: None,
         history: History::default(),
+        seen: Default::default(),
         history_loaded: false,
     };
     loop {
@@ -140,6 +149,8 @@ async fn run_async(opts: Options) -> u8 {
 struct State {
     client: Option<(kube::Client, String)>,
     history: History,
+    /// When each current candidate was first seen (an unbroken run of passes).
+    seen: std::collections::BTreeMap<String, i64>,
     /// Whether the history was read back from the Events; until then nothing is taken (an
     /// action of the previous process might be seconds old).
     history_loaded: bool,
@@ -261,7 +272,10 @@ async fn pass(
     let findings = analyse::analyse(&snapshot);
     let now = now();
     verify(opts, &client, &findings, &evidence, metrics, state, now).await;
-    let decisions = rails::decide(&findings, &evidence, &state.history, &opts.rails, now);
+    rails::track(&mut state.seen, &findings, now);
+    // --once judges this one pass; the controller, what has held for --evidence-for.
+    let seen = (!opts.once).then_some(&state.seen);
+    let decisions = rails::decide(&findings, &evidence, &state.history, &opts.rails, seen, now);
     for d in decisions {
         carry_out(opts, &client, &snapshot, metrics, state, d, now).await;
     }

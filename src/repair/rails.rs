@@ -2,7 +2,7 @@
 //! over the findings, what the pass knows about its own evidence, and the history of earlier
 //! actions, so every rail is unit-tested without a cluster.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use crate::diagnose::analyse::{Candidate, Finding, RepairAction};
@@ -40,6 +40,10 @@ pub struct Rails {
     pub max_failing_fraction: f64,
     pub verify_after: Duration,
     pub stuck_limit: Duration,
+    /// How long a candidate must have been seen, pass after pass, before it is decided: a
+    /// finding from one moment (a lookup through the Service that landed on a replica just
+    /// starting to fail, before the probe straight to that replica ran) is not acted on.
+    pub evidence_for: Duration,
 }
 
 impl Default for Rails {
@@ -52,6 +56,7 @@ impl Default for Rails {
             max_failing_fraction: 0.5,
             verify_after: Duration::from_secs(300),
             stuck_limit: Duration::from_secs(600),
+            evidence_for: Duration::from_secs(120),
         }
     }
 }
@@ -239,13 +244,36 @@ pub fn candidates(findings: &[Finding]) -> Vec<(&Finding, &Candidate)> {
         .collect()
 }
 
+/// What identifies a candidate from pass to pass.
+pub fn key(c: &Candidate) -> String {
+    format!(
+        "{}|{}|{}|{}",
+        c.action,
+        c.subject,
+        c.pod.as_deref().unwrap_or(""),
+        c.node
+    )
+}
+
+/// When each candidate of `findings` was first seen in an unbroken run of passes: `seen` kept
+/// for the ones still there, `now` for new ones, the others forgotten.
+pub fn track(seen: &mut BTreeMap<String, i64>, findings: &[Finding], now: i64) {
+    let present: BTreeSet<String> = candidates(findings).iter().map(|(_, c)| key(c)).collect();
+    seen.retain(|k, _| present.contains(k));
+    for k in present {
+        seen.entry(k).or_insert(now);
+    }
+}
+
 /// The rails applied to every candidate of `findings`, in order; an action allowed here counts
-/// against the global limit of the ones after it.
+/// against the global limit of the ones after it. A candidate seen (in `seen`, from [`track`])
+/// for less than `evidence_for` is not decided yet; `None` judges this one pass alone (`--once`).
 pub fn decide(
     findings: &[Finding],
     evidence: &Evidence,
     history: &History,
     rails: &Rails,
+    seen: Option<&BTreeMap<String, i64>>,
     now: i64,
 ) -> Vec<Decision> {
     let mut taken_now = 0u32;
@@ -254,6 +282,13 @@ pub fn decide(
     for (finding, c) in candidates(findings) {
         if !rails.actions.contains(&c.action) {
             continue;
+        }
+        // Not held long enough yet: nothing to decide, nothing to record.
+        if let Some(seen) = seen {
+            let since = seen.get(&key(c)).copied().unwrap_or(now);
+            if now.saturating_sub(since) < rails.evidence_for.as_secs() as i64 {
+                continue;
+            }
         }
         // Not stuck long enough yet: nothing to decide, nothing to record.
         if c.action == RepairAction::delete_stuck_netprobe

@@ -403,6 +403,8 @@ fn the_controller_counts_records_once_and_verifies() {
                 "1s",
                 "--verify-after",
                 "3s",
+                "--evidence-for",
+                "0s",
             ],
         ))
         .stdin(Stdio::null())

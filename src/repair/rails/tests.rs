@@ -82,6 +82,7 @@ fn one_failing_replica_of_two_is_evicted() {
         &Evidence::default(),
         &History::default(),
         &Rails::default(),
+        None,
         NOW,
     );
     assert_eq!(reasons(&d), [None]);
@@ -100,6 +101,7 @@ fn every_replica_failing_is_refused_and_the_refusal_says_why() {
         &Evidence::default(),
         &History::default(),
         &Rails::default(),
+        None,
         NOW,
     );
     assert_eq!(
@@ -124,7 +126,14 @@ fn the_fraction_is_a_setting_and_an_empty_set_is_refused() {
         max_failing_fraction: 0.2,
         ..Rails::default()
     };
-    let d = decide(&f, &Evidence::default(), &History::default(), &strict, NOW);
+    let d = decide(
+        &f,
+        &Evidence::default(),
+        &History::default(),
+        &strict,
+        None,
+        NOW,
+    );
     assert_eq!(reasons(&d), [Some(Reason::too_many_failing)]);
     assert!(
         why(&d[0]).starts_with("1 of 3 nodes fail, more than 20 %"),
@@ -137,6 +146,7 @@ fn the_fraction_is_a_setting_and_an_empty_set_is_refused() {
         &Evidence::default(),
         &History::default(),
         &Rails::default(),
+        None,
         NOW,
     );
     assert_eq!(reasons(&d), [Some(Reason::too_many_failing)]);
@@ -152,7 +162,7 @@ fn partial_evidence_and_an_unreliable_api_refuse_everything() {
         api_errors: Vec::new(),
         gaps: vec!["kube-netprobe pod p on node-c: /metrics unread (timeout)".into()],
     };
-    let d = decide(&f, &gaps, &History::default(), &Rails::default(), NOW);
+    let d = decide(&f, &gaps, &History::default(), &Rails::default(), None, NOW);
     assert_eq!(reasons(&d), [Some(Reason::partial_evidence)]);
     assert!(
         why(&d[0]).contains("node-c: /metrics unread"),
@@ -163,7 +173,7 @@ fn partial_evidence_and_an_unreliable_api_refuse_everything() {
         api_errors: vec!["list nodes: timeout".into()],
         gaps: vec!["x".into()],
     };
-    let d = decide(&f, &api, &History::default(), &Rails::default(), NOW);
+    let d = decide(&f, &api, &History::default(), &Rails::default(), None, NOW);
     assert_eq!(reasons(&d), [Some(Reason::api_unreliable)]);
 }
 
@@ -176,7 +186,7 @@ fn one_action_per_subject_per_window_dry_runs_included() {
         let h = History {
             entries: vec![acted(&c, 3599, dry_run)],
         };
-        let d = decide(&f, &Evidence::default(), &h, &rails, NOW);
+        let d = decide(&f, &Evidence::default(), &h, &rails, None, NOW);
         assert_eq!(
             reasons(&d),
             [Some(Reason::target_window)],
@@ -185,7 +195,7 @@ fn one_action_per_subject_per_window_dry_runs_included() {
         let h = History {
             entries: vec![acted(&c, 3600, dry_run)],
         };
-        let d = decide(&f, &Evidence::default(), &h, &rails, NOW);
+        let d = decide(&f, &Evidence::default(), &h, &rails, None, NOW);
         assert_eq!(
             reasons(&d),
             [None],
@@ -196,7 +206,7 @@ fn one_action_per_subject_per_window_dry_runs_included() {
     let h = History {
         entries: vec![acted(&evict("coredns-a", 1, 2), 60, false)],
     };
-    let d = decide(&f, &Evidence::default(), &h, &rails, NOW);
+    let d = decide(&f, &Evidence::default(), &h, &rails, None, NOW);
     assert_eq!(reasons(&d), [Some(Reason::target_window)]);
 }
 
@@ -210,7 +220,7 @@ fn a_failed_attempt_counts_against_the_window_but_not_the_global_limit() {
         }],
     };
     let f = [finding("x.y", vec![c, kube_proxy("n2", 1, 4)])];
-    let d = decide(&f, &Evidence::default(), &h, &Rails::default(), NOW);
+    let d = decide(&f, &Evidence::default(), &h, &Rails::default(), None, NOW);
     assert_eq!(reasons(&d), [Some(Reason::target_window), None]);
 }
 
@@ -225,6 +235,7 @@ fn the_global_limit_counts_this_pass_and_earlier_ones() {
         &Evidence::default(),
         &History::default(),
         &Rails::default(),
+        None,
         NOW,
     );
     assert_eq!(reasons(&d), [None, Some(Reason::global_limit)]);
@@ -232,13 +243,20 @@ fn the_global_limit_counts_this_pass_and_earlier_ones() {
         max_actions: 2,
         ..Rails::default()
     };
-    let d = decide(&f, &Evidence::default(), &History::default(), &two, NOW);
+    let d = decide(
+        &f,
+        &Evidence::default(),
+        &History::default(),
+        &two,
+        None,
+        NOW,
+    );
     assert_eq!(reasons(&d), [None, None]);
     // One taken on another subject 9 minutes ago fills the default 10-minute window.
     let h = History {
         entries: vec![acted(&evict("coredns-a", 1, 2), 540, false)],
     };
-    let d = decide(&f, &Evidence::default(), &h, &Rails::default(), NOW);
+    let d = decide(&f, &Evidence::default(), &h, &Rails::default(), None, NOW);
     assert_eq!(
         reasons(&d),
         [Some(Reason::global_limit), Some(Reason::global_limit)]
@@ -246,7 +264,7 @@ fn the_global_limit_counts_this_pass_and_earlier_ones() {
     let h = History {
         entries: vec![acted(&evict("coredns-a", 1, 2), 600, false)],
     };
-    let d = decide(&f, &Evidence::default(), &h, &Rails::default(), NOW);
+    let d = decide(&f, &Evidence::default(), &h, &Rails::default(), None, NOW);
     assert_eq!(reasons(&d), [None, Some(Reason::global_limit)]);
 }
 
@@ -265,14 +283,14 @@ fn an_action_that_did_not_help_is_not_repeated_for_a_day() {
     let h = History {
         entries: vec![not_helping(23 * 3600)],
     };
-    let d = decide(&f, &Evidence::default(), &h, &rails, NOW);
+    let d = decide(&f, &Evidence::default(), &h, &rails, None, NOW);
     assert_eq!(reasons(&d), [Some(Reason::not_helping)]);
     assert!(why(&d[0]).contains("did not help"), "{}", why(&d[0]));
     let h = History {
         entries: vec![not_helping(24 * 3600)],
     };
     assert_eq!(
-        reasons(&decide(&f, &Evidence::default(), &h, &rails, NOW)),
+        reasons(&decide(&f, &Evidence::default(), &h, &rails, None, NOW)),
         [None]
     );
 }
@@ -296,6 +314,7 @@ fn disabled_actions_and_young_stuck_operations_are_not_decided() {
             &Evidence::default(),
             &History::default(),
             &Rails::default(),
+            None,
             NOW
         )
         .is_empty()
@@ -306,6 +325,7 @@ fn disabled_actions_and_young_stuck_operations_are_not_decided() {
         &Evidence::default(),
         &History::default(),
         &Rails::default(),
+        None,
         NOW,
     );
     assert_eq!(reasons(&d), [None]);
@@ -319,6 +339,7 @@ fn disabled_actions_and_young_stuck_operations_are_not_decided() {
             &Evidence::default(),
             &History::default(),
             &only_dns,
+            None,
             NOW
         )
         .is_empty()
@@ -336,6 +357,7 @@ fn a_node_named_by_two_findings_is_decided_once() {
         &Evidence::default(),
         &History::default(),
         &Rails::default(),
+        None,
         NOW,
     );
     assert_eq!(reasons(&d), [None]);
@@ -396,4 +418,55 @@ fn refusals_are_recorded_once_per_window_and_old_entries_pruned() {
         "an unverified action is kept: {:?}",
         h.entries
     );
+}
+
+#[test]
+fn a_candidate_is_decided_once_it_has_held_for_evidence_for() {
+    let c = kube_proxy("n1", 1, 3);
+    let f = [finding("dns.node-service-path-broken", vec![c.clone()])];
+    let mut seen = BTreeMap::new();
+    let rails = Rails::default();
+    track(&mut seen, &f, NOW - 119);
+    let d = decide(
+        &f,
+        &Evidence::default(),
+        &History::default(),
+        &rails,
+        Some(&seen),
+        NOW,
+    );
+    assert!(d.is_empty(), "seen for 119 s: {d:?}");
+    track(&mut seen, &f, NOW - 60);
+    assert_eq!(seen[&key(&c)], NOW - 119, "kept while it stays");
+    let d = decide(
+        &f,
+        &Evidence::default(),
+        &History::default(),
+        &rails,
+        Some(&seen),
+        NOW + 1,
+    );
+    assert_eq!(reasons(&d), [None], "held for 120 s");
+    // Gone for one pass: the count starts again.
+    track(&mut seen, &[], NOW + 2);
+    track(&mut seen, &f, NOW + 3);
+    let d = decide(
+        &f,
+        &Evidence::default(),
+        &History::default(),
+        &rails,
+        Some(&seen),
+        NOW + 4,
+    );
+    assert!(d.is_empty(), "{d:?}");
+    // One pass alone (--once): decided at once.
+    let d = decide(
+        &f,
+        &Evidence::default(),
+        &History::default(),
+        &rails,
+        None,
+        NOW,
+    );
+    assert_eq!(reasons(&d), [None]);
 }

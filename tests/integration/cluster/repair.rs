@@ -27,6 +27,7 @@ fn repair_values(cluster: &Cluster, apply: bool) -> Vec<String> {
         "repair.interval=5s".into(),
         "repair.verifyAfter=90s".into(),
         "repair.globalWindow=1m".into(),
+        "repair.evidenceFor=20s".into(),
         format!(
             "repair.nodeSelector.kubernetes\\.io/hostname={}",
             cluster.nodes[0]
@@ -79,14 +80,20 @@ fn events(cluster: &Cluster) -> Vec<(String, String, String)> {
         .collect()
 }
 
-fn wait_event(cluster: &Cluster, reason: &str, pod: &str) -> String {
-    poll_every(&format!("a {reason} Event on {pod}"), WAIT, EVERY, || {
-        let all = events(cluster);
-        all.iter()
-            .find(|(r, p, _)| r == reason && (pod.is_empty() || p == pod))
-            .map(|(_, _, m)| m.clone())
-            .ok_or_else(|| format!("{all:?}"))
-    })
+/// Waits for a `reason` Event on `pod` (any pod when empty) whose message holds `says`.
+fn wait_event(cluster: &Cluster, reason: &str, pod: &str, says: &str) -> String {
+    poll_every(
+        &format!("a {reason} Event on {pod} saying {says:?}"),
+        WAIT,
+        EVERY,
+        || {
+            let all = events(cluster);
+            all.iter()
+                .find(|(r, p, m)| r == reason && (pod.is_empty() || p == pod) && m.contains(says))
+                .map(|(_, _, m)| m.clone())
+                .ok_or_else(|| format!("{all:?}"))
+        },
+    )
 }
 
 fn uid(cluster: &Cluster, pod: &str) -> Option<String> {
@@ -187,10 +194,11 @@ fn auto_repair_evicts_once_refuses_when_all_fail_and_restarts_kube_proxy() {
     let watch = Watch::start(&cluster);
     let prom = &watch.prom;
     let _off = RepairOff(&cluster);
-    let taken = |kind: &str| {
+    // Actions taken, by what the Event says was done.
+    let taken = |what: &str| {
         events(&cluster)
             .into_iter()
-            .filter(|(r, p, _)| r == "RepairTaken" && p.starts_with(kind))
+            .filter(|(r, _, m)| r == "RepairTaken" && m.starts_with(what))
             .count()
     };
 
@@ -205,7 +213,7 @@ fn auto_repair_evicts_once_refuses_when_all_fail_and_restarts_kube_proxy() {
     );
     let server = format!("coredns/{bad}");
     wait_firing(prom, "DNSReplicaFailing", &[("server", &server)]);
-    let would = wait_event(&cluster, "RepairDryRun", &bad);
+    let would = wait_event(&cluster, "RepairDryRun", &bad, "would evict");
     assert!(
         would.starts_with(&format!(
             "dry-run: would evict CoreDNS pod kube-system/{bad}"
@@ -223,7 +231,7 @@ fn auto_repair_evicts_once_refuses_when_all_fail_and_restarts_kube_proxy() {
 
     // 2. --apply: evicted, replaced, the alert resolves, one action, verified.
     install(&cluster, true);
-    let done = wait_event(&cluster, "RepairTaken", &bad);
+    let done = wait_event(&cluster, "RepairTaken", &bad, "evict");
     assert!(
         done.starts_with(&format!("evict CoreDNS pod kube-system/{bad}")),
         "{done}"
@@ -238,9 +246,9 @@ fn auto_repair_evicts_once_refuses_when_all_fail_and_restarts_kube_proxy() {
     let replaced = dns_pods_ready(&cluster);
     assert!(replaced.iter().all(|(p, _)| *p != bad), "{replaced:?}");
     wait_resolved(prom, "DNSReplicaFailing", &[]);
-    let verified = wait_event(&cluster, "RepairResolved", &bad);
+    let verified = wait_event(&cluster, "RepairResolved", &bad, "");
     assert!(verified.contains("the finding is gone"), "{verified}");
-    assert_eq!(taken("coredns"), 1, "{:#?}", events(&cluster));
+    assert_eq!(taken("evict CoreDNS pod"), 1, "{:#?}", events(&cluster));
     let m = repair_metrics(&cluster);
     let count = |action: &str, result: &str| {
         m.get(
@@ -272,11 +280,13 @@ fn auto_repair_evicts_once_refuses_when_all_fail_and_restarts_kube_proxy() {
                 .for_each(|(p, _)| refuse_or_heal(&cluster, p, "heal"))
         },
     );
-    let why = wait_event(&cluster, "RepairRefused", "");
-    assert!(
-        why.contains("2 of 2 CoreDNS replicas fail, more than 50 %: the fault is elsewhere"),
-        "{why}"
+    let why = wait_event(
+        &cluster,
+        "RepairRefused",
+        "",
+        "2 of 2 CoreDNS replicas fail, more than 50 %: the fault is elsewhere",
     );
+    assert!(why.starts_with("refused to evict CoreDNS pod"), "{why}");
     for (p, u) in &pods {
         assert_eq!(
             uid(&cluster, p).as_deref(),
@@ -284,7 +294,13 @@ fn auto_repair_evicts_once_refuses_when_all_fail_and_restarts_kube_proxy() {
             "{p} was evicted"
         );
     }
-    assert_eq!(taken("coredns"), 1);
+    assert_eq!(taken("evict CoreDNS pod"), 1);
+    // Nothing else either: a DNS pod's fault is no node's Service path.
+    let kube_proxy: Vec<_> = events(&cluster)
+        .into_iter()
+        .filter(|(_, _, m)| m.contains("kube-proxy pod"))
+        .collect();
+    assert!(kube_proxy.is_empty(), "{kube_proxy:#?}");
     drop(all);
     wait_green(&cluster, "every DNS pod healed");
     log("every DNS pod refusing: refused (too_many_failing), nothing evicted");
@@ -300,7 +316,7 @@ fn auto_repair_evicts_once_refuses_when_all_fail_and_restarts_kube_proxy() {
     );
     // Repair may act before NetworkServiceFailing has waited out its `for:`: the alert is not
     // waited for here (faults.rs proves it fires for this fault).
-    let restarted = wait_event(&cluster, "RepairTaken", "kube-proxy");
+    let restarted = wait_event(&cluster, "RepairTaken", &before, "delete kube-proxy pod");
     assert!(
         restarted.contains(&format!("of node {node} (finding dns.")),
         "{restarted}"
@@ -314,7 +330,7 @@ fn auto_repair_evicts_once_refuses_when_all_fail_and_restarts_kube_proxy() {
     );
     wait_resolved(prom, "NetworkServiceFailing", &[("node", &node)]);
     drop(hung);
-    assert_eq!(taken("kube-proxy"), 1, "{:#?}", events(&cluster));
+    assert_eq!(taken("delete kube-proxy pod"), 1, "{:#?}", events(&cluster));
     log(format!(
         "{node}: kube-proxy restarted by repair, its Service path recovered"
     ));
