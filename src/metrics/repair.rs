@@ -13,7 +13,7 @@ pub const REFUSALS: FamilyDoc = FamilyDoc {
     name: "netprobe_repair_refusals_total",
     kind: "counter",
     labels: &["action", "reason"],
-    help: "Repairs the evidence pointed at and a rail refused, once per subject and reason per --target-window: partial_evidence, too_many_failing, api_unreliable, target_window, global_limit, not_helping, no_target",
+    help: "Repairs the evidence pointed at and a rail refused, counted every pass that refuses (the Event and log line come once per subject and reason per --target-window): partial_evidence, too_many_failing, api_unreliable, target_window, global_limit, not_helping, no_target",
 };
 pub const PASSES: FamilyDoc = FamilyDoc {
     name: "netprobe_repair_passes_total",

@@ -420,8 +420,11 @@ async fn carry_out(
 ) {
     let c = &d.candidate;
     let refuse = |reason: Reason, why: String, object: Option<PodRef>, state: &mut State| {
-        // Recorded (and remembered) once per window: the next record of the same refusal is
-        // due a window after this one, however many passes see it meanwhile.
+        // Counted every pass, so that `increase()` over a few minutes says a refusal still
+        // holds (KubeNetprobeRepairRefusing). Recorded as an Event and a log line (and
+        // remembered) once per window: the next record of the same refusal is due a window
+        // after this one, however many passes see it meanwhile.
+        metrics.refusal(c.action, reason);
         if state.history.refused_recently(
             c.action,
             &c.subject,
@@ -475,7 +478,6 @@ async fn carry_out(
         }
     };
     if let Some((reason, why, object)) = refusal {
-        metrics.refusal(c.action, reason);
         let message = format!(
             "refused to {}: {why} (finding {}: {})",
             c.describe(),

